@@ -1,0 +1,164 @@
+"""Typed settings, read once at start-up.
+
+Precedence: command-line flags > ``DOCKYARD_*`` environment variables > ``dockyard.toml`` > defaults.
+Each value remembers where it came from, so ``dockyard config show`` can say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import InvalidInput
+
+ENV_PREFIX = "DOCKYARD_"
+CONFIG_FILE_NAME = "dockyard.toml"
+SECRET_FIELDS = frozenset({"database_url"})
+DEFAULT_HOME = Path("~/.dockyard")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob Dockyard reads. Frozen: nothing changes a setting after start-up."""
+
+    home: Path = DEFAULT_HOME
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    prediction_timeout_s: float = 30.0
+    max_batch_size: int = 64
+    max_delay_ms: float = 0.0
+    batching: bool = True
+    log_level: str = "info"
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        shown = []
+        for field in dataclasses.fields(self):
+            if field.name == "sources":
+                continue
+            value = getattr(self, field.name)
+            if field.name in SECRET_FIELDS and value:
+                value = "***"
+            shown.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def shown_value(self, name: str) -> str:
+        """The value of one setting as safe to print: secrets are masked."""
+        value = getattr(self, name)
+        if name in SECRET_FIELDS and value:
+            return "***"
+        return str(value)
+
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL of the registry: the configured one, else the SQLite file in home."""
+        return self.database_url or f"sqlite:///{self.home / 'dockyard.db'}"
+
+
+def setting_names() -> list[str]:
+    """Names of all user-facing settings, in declaration order."""
+    return [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+
+
+def _convert(name: str, raw: Any) -> Any:
+    """Turn a raw value (a string from env, a TOML value, a flag) into the field's type."""
+    default = getattr(Settings, name)
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if isinstance(default, Path):
+            return Path(str(raw)).expanduser()
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except ValueError:
+        kind = type(default).__name__
+        raise InvalidInput(f"setting {name!r} must be a {kind}, got {raw!r}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot read config file {path}: {exc.strerror}") from exc
+    section = data.get("dockyard", data)
+    if not isinstance(section, dict):
+        raise InvalidInput(f"config file {path}: [dockyard] must be a table")
+    return section
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build the Settings from flags, environment, config file and defaults, in that order.
+
+    Flags whose value is None are treated as not given. The config file is ``config_file``, else
+    ``$DOCKYARD_CONFIG``, else ``./dockyard.toml`` when it exists.
+    """
+    env = os.environ if env is None else env
+    names = set(setting_names())
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    path = config_file or (Path(env[f"{ENV_PREFIX}CONFIG"]) if f"{ENV_PREFIX}CONFIG" in env else None)
+    if path is None and Path(CONFIG_FILE_NAME).is_file():
+        path = Path(CONFIG_FILE_NAME)
+    if path is not None:
+        for key, raw in _read_file(path).items():
+            if key not in names:
+                raise InvalidInput(f"config file {path}: unknown setting {key!r}")
+            values[key] = _convert(key, raw)
+            sources[key] = f"file {path}"
+
+    for name in names:
+        env_name = ENV_PREFIX + name.upper()
+        if env.get(env_name):
+            values[name] = _convert(name, env[env_name])
+            sources[name] = f"env {env_name}"
+
+    for name, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if name not in names:
+            raise InvalidInput(f"unknown setting {name!r}")
+        values[name] = _convert(name, raw)
+        sources[name] = "flag"
+
+    values["home"] = Path(values.get("home", DEFAULT_HOME)).expanduser()
+    for name in names - sources.keys():
+        sources[name] = "default"
+    settings = Settings(**values, sources=sources)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise InvalidInput(f"port must be between 0 and 65535, got {settings.port}")
+    for name in ("workers", "max_body_bytes", "max_batch_size"):
+        if getattr(settings, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
+    if settings.prediction_timeout_s <= 0:
+        raise InvalidInput("prediction_timeout_s must be positive")
+    if settings.max_delay_ms < 0:
+        raise InvalidInput("max_delay_ms must not be negative")

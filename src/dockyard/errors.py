@@ -1,0 +1,156 @@
+"""The one exception tree of Dockyard.
+
+Every class carries the HTTP status and CLI exit code it maps to; the HTTP error handler and the CLI
+error boundary read them from here and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class DockyardError(Exception):
+    """Base of every error Dockyard raises on purpose; its message is safe to show a user."""
+
+    http_status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(DockyardError):
+    """The request or the command line is malformed or does not fit what the model takes."""
+
+    http_status = 400
+    exit_code = 2
+
+
+class SignatureMismatch(InvalidInput):
+    """The inputs do not match the model version's signature (name, shape, datatype, missing/extra)."""
+
+
+class PayloadTooLarge(DockyardError):
+    """The request body is larger than the configured limit."""
+
+    http_status = 413
+    exit_code = 2
+
+
+class Unauthenticated(DockyardError):
+    """No credentials, or credentials that do not identify anyone."""
+
+    http_status = 401
+    exit_code = 3
+
+
+class Forbidden(DockyardError):
+    """Known caller, but not allowed to do this."""
+
+    http_status = 403
+    exit_code = 3
+
+
+class NotFound(DockyardError):
+    """An unknown model, version, alias or key."""
+
+    http_status = 404
+    exit_code = 4
+
+
+class Conflict(DockyardError):
+    """The thing exists already, or the action needs an approval first."""
+
+    http_status = 409
+    exit_code = 5
+
+
+class RateLimited(DockyardError):
+    """Too many requests; `retry_after` seconds until the next one may pass."""
+
+    http_status = 429
+    exit_code = 6
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotReady(DockyardError):
+    """The server or model is not ready to answer yet."""
+
+    http_status = 503
+    exit_code = 7
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(NotReady):
+    """Too much queued work; shed load instead of queueing without bound."""
+
+
+class PredictionTimeout(DockyardError):
+    """The model did not answer within the deadline."""
+
+    http_status = 504
+    exit_code = 7
+
+
+class PredictionFailed(DockyardError):
+    """The model raised; the cause is logged, not sent to the client."""
+
+    http_status = 500
+    exit_code = 8
+
+
+class ArtifactCorrupt(DockyardError):
+    """A stored artifact's bytes do not match the digest it was stored under."""
+
+    http_status = 500
+    exit_code = 9
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"artifact {path} is corrupt: expected sha256 {expected}, found {actual}; "
+            "restore it from a backup or register the model again"
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class MissingExtra(DockyardError):
+    """An optional framework is not installed; the message names the pip extra."""
+
+    http_status = 500
+    exit_code = 10
+
+    def __init__(self, framework: str, extra: str) -> None:
+        super().__init__(
+            f"{framework} is not installed; install it with: pip install 'dockyard[{extra}]'"
+        )
+        self.framework = framework
+        self.extra = extra
+
+
+__all__ = [
+    "ArtifactCorrupt",
+    "Conflict",
+    "DockyardError",
+    "Forbidden",
+    "InvalidInput",
+    "MissingExtra",
+    "NotFound",
+    "NotReady",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PredictionFailed",
+    "PredictionTimeout",
+    "RateLimited",
+    "SignatureMismatch",
+    "Unauthenticated",
+]

@@ -1,0 +1,147 @@
+"""What the registry stores, as frozen dataclasses that every layer above can pass around."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: V2 datatype, shape (-1 = any; the first dim is the batch)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    categorical: bool = False
+    allow_nan: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": list(self.shape),
+            "categorical": self.categorical,
+            "allow_nan": self.allow_nan,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        return cls(
+            name=str(data["name"]),
+            datatype=str(data["datatype"]),
+            shape=tuple(int(d) for d in data["shape"]),
+            categorical=bool(data.get("categorical", False)),
+            allow_nan=bool(data.get("allow_nan", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The inputs a version accepts and the outputs it produces.
+
+    ``tabular``: the inputs are feature columns (each of shape ``(-1,)``) and the model takes a table
+    (a 2-D array, or a DataFrame when a column is categorical); a request may send one ``[N, F]``
+    tensor or one tensor per feature. Otherwise the model takes named tensors as they are.
+    """
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tabular: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [spec.to_dict() for spec in self.inputs],
+            "outputs": [spec.to_dict() for spec in self.outputs],
+            "tabular": self.tabular,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        return cls(
+            inputs=tuple(TensorSpec.from_dict(item) for item in data["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(item) for item in data["outputs"]),
+            tabular=bool(data["tabular"]),
+        )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from: its reference data's fingerprint and the code and environment."""
+
+    data_sha256: str | None
+    data_rows: int | None
+    data_schema: Mapping[str, str]
+    git_commit: str | None
+    python_version: str
+    packages: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_sha256": self.data_sha256,
+            "data_rows": self.data_rows,
+            "data_schema": dict(self.data_schema),
+            "git_commit": self.git_commit,
+            "python_version": self.python_version,
+            "packages": dict(self.packages),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Lineage:
+        return cls(
+            data_sha256=data.get("data_sha256"),
+            data_rows=data.get("data_rows"),
+            data_schema=dict(data.get("data_schema") or {}),
+            git_commit=data.get("git_commit"),
+            python_version=str(data.get("python_version", "")),
+            packages=dict(data.get("packages") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """How to load a stored artifact: its digest, file format and the runtime's options."""
+
+    digest: str
+    format: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered, immutable version of a model."""
+
+    model: str
+    version: int
+    framework: str
+    artifact: ArtifactRef
+    signature: Signature
+    lineage: Lineage
+    allow_pickle: bool = False
+    trusted_types: tuple[str, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    archived: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}:{self.version}"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A named model: its versions are numbered 1, 2, … and aliases point at them."""
+
+    name: str
+    description: str
+    created_at: datetime | None
+    latest_version: int | None
+    aliases: Mapping[str, int] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Framework runtimes behind one protocol; each framework is imported lazily when used."""
