@@ -1,1 +1,1 @@
-"""reliability layer."""
+"""Keeping the service up: the worker supervisor."""

@@ -1,0 +1,63 @@
+"""The demo's main job: train the example model, register it, alias it, and show how to call it.
+
+Trains a scikit-learn logistic regression on the breast-cancer data set that ships with
+scikit-learn (30 numeric features; nothing is downloaded), registers it as ``diagnosis`` with the
+``production`` alias, and prints a curl command and a Python snippet for the server that
+``make demo`` starts next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import dockyard
+
+MODEL_NAME = "diagnosis"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+
+    features, labels = load_breast_cancer(return_X_y=True)
+    train_x, test_x, train_y, test_y = train_test_split(features, labels, random_state=0)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(train_x, train_y)
+    accuracy = float(model.score(test_x, test_y))
+
+    version = dockyard.register_model(
+        model,
+        MODEL_NAME,
+        reference_data=train_x,
+        metrics={"accuracy": accuracy},
+        description="Logistic regression on the scikit-learn breast-cancer data set",
+        alias="production",
+    )
+    print(f"registered {version.ref} (accuracy {accuracy:.3f}) as {MODEL_NAME}@production")
+
+    row = [round(float(value), 4) for value in test_x[0]]
+    body = json.dumps(
+        {"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    )
+    url = f"http://{args.host}:{args.port}"
+    print("\nOnce the server below says it is running, try:\n")
+    print(f"curl -s {url}/v2/models/{MODEL_NAME}/infer -H 'Content-Type: application/json' \\")
+    print(f"  -d '{body}'\n")
+    print("python3 - <<'PY'")
+    print("import dockyard")
+    print(f"client = dockyard.Client({url!r})")
+    print(f"print(client.infer({MODEL_NAME!r}, {{'input-0': [{row}]}}))")
+    print("PY\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""``dockyard models``: register, list, show, alias and archive model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dockyard.cli.options import HomeOption, open_workspace, parse_pairs
+from dockyard.errors import InvalidInput
+from dockyard.registry.records import ModelVersion
+from dockyard.registry.refs import parse_ref
+from dockyard.services.datafiles import as_reference, read_columns
+from dockyard.services.register import Registration, register
+
+app = typer.Typer(help="Register and manage model versions.", no_args_is_help=True)
+console = Console()
+
+
+def _metrics(pairs: list[str] | None) -> dict[str, float]:
+    metrics = {}
+    for key, value in parse_pairs(pairs, "metric").items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"metric {key!r} must be a number, got {value!r}") from None
+    return metrics
+
+
+@app.command("register")
+def register_command(
+    model: Annotated[Path, typer.Argument(help="Saved model file, or a folder for a Python function.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
+    reference: Annotated[
+        Path | None, typer.Option(help="Reference data (.csv, .json or .npy): signature and checks.")
+    ] = None,
+    framework: Annotated[str | None, typer.Option(help="Framework, when detection is not enough.")] = None,
+    signature: Annotated[Path | None, typer.Option(help="Explicit signature as a JSON file.")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
+    description: Annotated[str, typer.Option(help="What this version is.")] = "",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Accept a pickle/joblib file (unsafe; recorded).")
+    ] = False,
+    trusted_type: Annotated[
+        list[str] | None, typer.Option(help="Extra type skops may load, repeatable.")
+    ] = None,
+    entrypoint: Annotated[
+        str | None, typer.Option(help="module:function, for a Python-function folder.")
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register a model file as a new version."""
+    reference_data, feature_names = (None, None)
+    if reference is not None:
+        reference_data, feature_names = as_reference(read_columns(reference))
+    explicit = None
+    if signature is not None:
+        try:
+            explicit = json.loads(signature.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read signature file {signature}: {exc}") from exc
+    request = Registration(
+        name=name,
+        reference_data=reference_data,
+        feature_names=feature_names,
+        framework=framework,
+        signature=explicit,
+        metrics=_metrics(metric),
+        params=parse_pairs(param, "param"),
+        tags=parse_pairs(tag, "tag"),
+        description=description,
+        allow_pickle=allow_pickle,
+        trusted_types=tuple(trusted_type or ()),
+        entrypoint=entrypoint,
+        alias=alias,
+    )
+    version = register(open_workspace(home), model, request)
+    aliases = f" @{', @'.join(version.aliases)}" if version.aliases else ""
+    typer.echo(
+        f"registered {version.ref}{aliases} ({version.framework}, "
+        f"sha256 {version.artifact.digest[:12]})"
+    )
+
+
+@app.command("list")
+def list_command(home: HomeOption = None) -> None:
+    """List models with their latest version and aliases."""
+    models = open_workspace(home).store.list_models()
+    table = Table("model", "latest", "aliases", "description")
+    for model in models:
+        aliases = ", ".join(f"{alias}→{number}" for alias, number in sorted(model.aliases.items()))
+        table.add_row(model.name, str(model.latest_version or "-"), aliases, model.description)
+    console.print(table)
+
+
+def version_as_dict(version: ModelVersion) -> dict[str, Any]:
+    """A version as plain JSON-able data (for ``show --json``)."""
+    return {
+        "model": version.model,
+        "version": version.version,
+        "framework": version.framework,
+        "artifact": {
+            "sha256": version.artifact.digest,
+            "format": version.artifact.format,
+            "options": dict(version.artifact.options),
+        },
+        "signature": version.signature.to_dict(),
+        "lineage": version.lineage.to_dict(),
+        "allow_pickle": version.allow_pickle,
+        "trusted_types": list(version.trusted_types),
+        "metrics": dict(version.metrics),
+        "params": dict(version.params),
+        "tags": dict(version.tags),
+        "description": version.description,
+        "created_by": version.created_by,
+        "created_at": version.created_at.isoformat() if version.created_at else None,
+        "archived": version.archived,
+        "aliases": list(version.aliases),
+    }
+
+
+@app.command("show")
+def show_command(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Show one version: artifact, signature, metrics and lineage."""
+    version = open_workspace(home).resolve(ref)
+    data = version_as_dict(version)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    console.print(f"[bold]{version.ref}[/bold]  {version.framework}  aliases: {data['aliases']}")
+    console.print(f"artifact sha256 {version.artifact.digest} ({version.artifact.format})")
+    console.print(f"created {data['created_at']} by {version.created_by}")
+    if version.allow_pickle:
+        console.print("[yellow]loaded from a pickle (allowed at registration)[/yellow]")
+    table = Table("", "name", "datatype", "shape", "categorical", "NaN allowed")
+    for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
+        for spec in specs:
+            table.add_row(
+                kind, spec.name, spec.datatype, str(list(spec.shape)),
+                str(spec.categorical), str(spec.allow_nan),
+            )
+    console.print(table)
+    for title in ("metrics", "params", "tags", "lineage"):
+        if data[title]:
+            console.print(f"{title}: {json.dumps(data[title])}")
+
+
+@app.command("alias")
+def alias_command(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. production or staging.")],
+    version: Annotated[int | None, typer.Argument(help="Version number to point at.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Point an alias at a version (or remove it with --delete)."""
+    store = open_workspace(home).store
+    if delete:
+        store.delete_alias(name, alias)
+        typer.echo(f"removed {name}@{alias}")
+        return
+    if version is None:
+        raise typer.BadParameter("give the VERSION to point the alias at, or --delete")
+    target = store.set_alias(name, alias, version)
+    typer.echo(f"{name}@{alias} → {target.ref}")
+
+
+@app.command("archive")
+def archive_command(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    home: HomeOption = None,
+) -> None:
+    """Archive a version: it stays stored but is no longer served by default."""
+    archived = open_workspace(home).store.archive(parse_ref(name).name, version)
+    typer.echo(f"archived {archived.ref}")

@@ -1,0 +1,40 @@
+"""Options every command shares, and turning them into Settings and a Workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dockyard.config import Settings, load_settings
+from dockyard.services.workspace import Workspace
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Dockyard home folder (default: $DOCKYARD_HOME or ~/.dockyard).",
+        show_default=False,
+    ),
+]
+
+
+def settings_from(**flags: Any) -> Settings:
+    """Settings with these command-line flags on top (None means the flag was not given)."""
+    return load_settings(flags)
+
+
+def open_workspace(home: Path | None) -> Workspace:
+    return Workspace.open(settings_from(home=home))
+
+
+def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
+    """``key=value`` options as a dict; a malformed one is a usage error naming it."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} {pair!r} must look like key=value")
+        result[key] = value
+    return result

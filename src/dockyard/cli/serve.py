@@ -1,0 +1,73 @@
+"""``dockyard serve``: load models and serve them over HTTP (V2, V1, docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from dockyard.cli.options import HomeOption, settings_from
+from dockyard.registry.refs import parse_ref
+from dockyard.reliability.supervisor import Supervisor, uvicorn_config
+from dockyard.serving.app import create_app
+from dockyard.serving.gateway import build_local_gateway, default_refs
+from dockyard.services.workspace import Workspace
+
+
+def serve(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="NAME[@ALIAS|:VERSION] … (default: every model's production alias)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes sharing the port and the model memory.")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most rows in one batch.")] = None,
+    max_delay_ms: Annotated[
+        float | None, typer.Option(help="Wait up to this long for a fuller batch (default 0).")
+    ] = None,
+    batching: Annotated[
+        bool | None, typer.Option("--batching/--no-batching", help="Adaptive batching.")
+    ] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Serve models over the Open Inference Protocol (V2) and KServe V1."""
+    settings = settings_from(
+        home=home,
+        host=host,
+        port=port,
+        workers=workers,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        batching=batching,
+        max_body_bytes=max_body_bytes,
+        log_level=log_level,
+    )
+    workspace = Workspace.open(settings)
+    refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
+    gateway = build_local_gateway(workspace, refs)
+    served = ", ".join(
+        f"{d.version.ref}" for name in gateway.model_names() for d in gateway.deployments(name)
+    )
+    typer.echo(f"serving {served} on http://{settings.host}:{settings.port} (docs at /docs)")
+    try:
+        if settings.workers == 1:
+            config = uvicorn_config(
+                create_app(settings, gateway), settings.host, settings.port, settings.log_level
+            )
+            uvicorn.Server(config).run()
+        else:
+            Supervisor(
+                lambda: create_app(settings, gateway),
+                settings.host,
+                settings.port,
+                settings.workers,
+                settings.log_level,
+            ).run()
+    finally:
+        gateway.close()

@@ -1,0 +1,145 @@
+"""The supervisor: binds the port once, forks N workers that share it, and replaces dead ones.
+
+Models are loaded in the parent before the fork, so workers share their memory copy-on-write.
+It is handed an app factory and never imports the serving layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from dockyard.errors import DockyardError
+
+logger = logging.getLogger(__name__)
+
+AppFactory = Callable[[], Any]
+RESTART_BACKOFF_S = 0.5
+STOP_TIMEOUT_S = 15.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Listen on ``host:port`` once, in the parent; every worker accepts on this socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DockyardError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """The one uvicorn configuration: uvloop, httptools, no access log on the hot path."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+class Supervisor:
+    """Forks workers serving the app from ``factory`` on a shared socket; restarts dead ones."""
+
+    def __init__(
+        self, factory: AppFactory, host: str, port: int, workers: int, log_level: str
+    ) -> None:
+        self._factory = factory
+        self._host = host
+        self._port = port
+        self._count = workers
+        self._log_level = log_level
+        self._children: dict[int, int] = {}
+        self._stopping = False
+
+    def run(self) -> None:
+        sock = bind_socket(self._host, self._port)
+        previous = {
+            sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for slot in range(self._count):
+                self._spawn(slot, sock)
+            self._watch(sock)
+        finally:
+            self._stop_children()
+            sock.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _spawn(self, slot: int, sock: socket.socket) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                config = uvicorn_config(self._factory(), self._host, self._port, self._log_level)
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:
+                logger.exception("worker %d crashed", slot)
+                code = 1
+            finally:
+                os._exit(code)
+        self._children[pid] = slot
+        logger.info("worker %d started (pid %d)", slot, pid)
+
+    def _watch(self, sock: socket.socket) -> None:
+        while not self._stopping:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            slot = self._children.pop(pid, None)
+            if slot is None or self._stopping:
+                continue
+            logger.warning(
+                "worker %d (pid %d) exited with status %d; starting a new one", slot, pid, status
+            )
+            time.sleep(RESTART_BACKOFF_S)
+            self._spawn(slot, sock)
+
+    def _stop_children(self) -> None:
+        for pid in self._children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self._children.pop(pid, None)
+            else:
+                time.sleep(0.05)
+        for pid in self._children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

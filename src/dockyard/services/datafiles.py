@@ -1,0 +1,123 @@
+"""Reading and writing the data files users hand the CLI: CSV, JSON and ``.npy``."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dockyard.errors import InvalidInput, MissingExtra
+
+SUFFIXES = (".csv", ".json", ".npy")
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """A data file as named columns (CSV, JSON) or one ``input-0`` array (``.npy``)."""
+    if not path.is_file():
+        raise InvalidInput(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix == ".json":
+            return _read_json(path)
+        if suffix == ".npy":
+            return {"input-0": np.load(path, allow_pickle=False)}
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    raise InvalidInput(f"unsupported file type {path.suffix!r} for {path}; use {', '.join(SUFFIXES)}")
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    """Numbers become an int64 or float64 column (empty cells NaN), anything else strings."""
+    cleaned = [None if value in ("", None) else value for value in values]
+    try:
+        floats = np.array([np.nan if v is None else v for v in cleaned], dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array(["" if v is None else str(v) for v in cleaned], dtype=object)
+    if not np.isnan(floats).any() and np.all(np.mod(floats, 1) == 0):
+        if all(not isinstance(v, str) or "." not in v for v in cleaned):
+            return floats.astype(np.int64)
+    return floats
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise InvalidInput(f"{path} is empty; expected a header row of feature names")
+        rows = list(reader)
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise InvalidInput(f"{path} line {number}: {len(row)} values for {len(header)} columns")
+    return {name: _column([row[i] for row in rows]) for i, name in enumerate(header)}
+
+
+def _read_json(path: Path) -> dict[str, np.ndarray]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, Mapping) and "instances" in data:
+        data = data["instances"]
+    if isinstance(data, list) and data and all(isinstance(row, Mapping) for row in data):
+        names = list(data[0])
+        for number, row in enumerate(data):
+            if list(row) != names:
+                raise InvalidInput(f"{path}: record {number} has keys {list(row)}, expected {names}")
+        return {name: _column([row[name] for row in data]) for name in names}
+    if isinstance(data, list):
+        return {"input-0": np.asarray(data)}
+    if isinstance(data, Mapping):
+        return {str(name): _column(list(values)) for name, values in data.items()}
+    raise InvalidInput(f"{path}: expected a list of records, a list of rows or an object of columns")
+
+
+def write_outputs(outputs: Mapping[str, np.ndarray], path: Path | None) -> None:
+    """Write predictions as CSV (one column per output value) or JSON (a list of records);
+    ``path`` None means CSV on standard output."""
+    rows = len(next(iter(outputs.values()))) if outputs else 0
+    columns: dict[str, np.ndarray] = {}
+    for name, values in outputs.items():
+        flat = values.reshape(rows, -1) if values.ndim > 1 else values.reshape(rows, 1)
+        if flat.shape[1] == 1:
+            columns[name] = flat[:, 0]
+        else:
+            for i in range(flat.shape[1]):
+                columns[f"{name}_{i}"] = flat[:, i]
+    records = [{name: _plain(values[i]) for name, values in columns.items()} for i in range(rows)]
+    if path is not None and path.suffix.lower() == ".json":
+        path.write_text(json.dumps(records) + "\n", encoding="utf-8")
+        return
+    with contextlib.ExitStack() as stack:
+        handle = (
+            sys.stdout
+            if path is None
+            else stack.enter_context(path.open("w", newline="", encoding="utf-8"))
+        )
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def as_reference(columns: Mapping[str, np.ndarray]) -> tuple[Any, list[str] | None]:
+    """Reference data from a file's columns: a 2-D array with feature names when every column is
+    numeric, a pandas DataFrame when one holds strings, the array itself for ``.npy`` files."""
+    if list(columns) == ["input-0"]:
+        return columns["input-0"], None
+    names = list(columns)
+    if all(values.dtype.kind in "biuf" for values in columns.values()):
+        return np.column_stack([columns[name] for name in names]), names
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise MissingExtra("pandas (for reference data with text columns)", "pandas") from exc
+    return pd.DataFrame(dict(columns)), None

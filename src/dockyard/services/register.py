@@ -1,0 +1,176 @@
+"""Registering a model: the one implementation behind the CLI, ``POST /api/models`` and the Python API.
+
+Detect the framework, save in a safe format, store the artifact content-addressed, infer the
+signature, record lineage, load the stored artifact back and predict reference rows, and only then
+commit the version in one transaction. A failure before the commit leaves at most an orphan blob.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dockyard.errors import InvalidInput
+from dockyard.registry.lineage import capture_lineage
+from dockyard.registry.records import ArtifactRef, ModelVersion, Signature
+from dockyard.registry.refs import check_name
+from dockyard.registry.signatures import (
+    infer_signature,
+    parse_signature,
+    reference_input,
+)
+from dockyard.runtimes.base import Runtime
+from dockyard.runtimes.detect import detect_framework, framework_module
+from dockyard.services.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+REFERENCE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Everything a caller may say about a model being registered."""
+
+    name: str
+    reference_data: Any = None
+    framework: str | None = None
+    signature: Mapping[str, Any] | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    allow_pickle: bool = False
+    trusted_types: Sequence[str] = ()
+    entrypoint: str | None = None
+    input_names: Sequence[str] | None = None
+    feature_names: Sequence[str] | None = None
+    alias: str | None = None
+    created_by: str | None = None
+    cwd: Path | None = None
+
+
+def register(workspace: Workspace, model: Any, request: Registration) -> ModelVersion:
+    """Register ``model`` (an in-memory model or a path to a saved one) as a new version."""
+    check_name(request.name)
+    if request.alias is not None:
+        check_name(request.alias, "alias")
+    if isinstance(model, str):
+        model = Path(model)
+    if request.reference_data is None and request.signature is None:
+        raise InvalidInput(
+            "reference data is required (it gives the signature and the rows Dockyard predicts "
+            "before accepting the model); pass reference_data=… or --reference FILE, "
+            "or give an explicit signature"
+        )
+    framework = request.framework or detect_framework(model)
+    module = framework_module(framework)
+    tabular = _is_tabular(framework, module.tabular, request.reference_data)
+
+    with tempfile.TemporaryDirectory(prefix="dockyard-register-") as tmp:
+        saved = module.save(model, Path(tmp), **_save_options(framework, request, tabular))
+        digest = workspace.artifacts.put(saved.path)
+    artifact = ArtifactRef(digest=digest, format=saved.format, options=dict(saved.options))
+
+    runtime = workspace.load_artifact(
+        framework, artifact, request.allow_pickle, tuple(request.trusted_types)
+    )
+    signature = _signature(runtime, request, tabular)
+    if request.reference_data is not None:
+        _check_reference_predictions(runtime, signature, request.reference_data)
+
+    version = workspace.store.create_version(
+        model=request.name,
+        framework=framework,
+        artifact=artifact,
+        signature=signature,
+        lineage=capture_lineage(request.reference_data, request.cwd),
+        allow_pickle=request.allow_pickle,
+        trusted_types=tuple(request.trusted_types),
+        metrics=dict(request.metrics),
+        params=dict(request.params),
+        tags=dict(request.tags),
+        description=request.description,
+        created_by=request.created_by or _current_user(),
+    )
+    logger.info("registered %s (%s, artifact %s)", version.ref, framework, digest[:12])
+    if request.alias is not None:
+        version = workspace.store.set_alias(request.name, request.alias, version.version)
+    return version
+
+
+def _is_tabular(framework: str, default: bool, reference_data: Any) -> bool:
+    """Python functions take a table when their reference data is one; the rest know their kind."""
+    if framework != "pyfunc":
+        return default
+    return not isinstance(reference_data, Mapping) and np.ndim(reference_data) == 2
+
+
+def _save_options(framework: str, request: Registration, tabular: bool) -> dict[str, Any]:
+    """The keyword arguments each framework's ``save`` understands."""
+    if framework == "sklearn":
+        return {"allow_pickle": request.allow_pickle}
+    if framework == "pyfunc":
+        return {"entrypoint": request.entrypoint, "tabular": tabular}
+    if framework == "torch":
+        options: dict[str, Any] = {}
+        if request.input_names:
+            options["input_names"] = list(request.input_names)
+        if request.reference_data is not None and not isinstance(request.reference_data, Mapping):
+            options["example_input"] = np.asarray(request.reference_data)[:REFERENCE_ROWS]
+        return options
+    return {}
+
+
+def _signature(runtime: Runtime, request: Registration, tabular: bool) -> Signature:
+    """The explicit signature if given, else one inferred from the reference data and outputs."""
+    if request.signature is not None:
+        return parse_signature(request.signature)
+    input_names = request.input_names or getattr(runtime, "input_names", None)
+    inputs_only = infer_signature(
+        request.reference_data,
+        {},
+        tabular=tabular,
+        input_names=input_names,
+        feature_names=request.feature_names,
+    )
+    outputs = runtime.predict(reference_input(inputs_only, request.reference_data, REFERENCE_ROWS), ())
+    return infer_signature(
+        request.reference_data,
+        outputs,
+        tabular=tabular,
+        input_names=input_names,
+        feature_names=request.feature_names,
+    )
+
+
+def _check_reference_predictions(runtime: Runtime, signature: Signature, reference: Any) -> None:
+    """Predict reference rows through the same validation a request gets; refuse a bad model."""
+    rows = reference_input(signature, reference, REFERENCE_ROWS)
+    outputs = runtime.predict(rows, ())
+    expected = _row_count(rows)
+    for name, values in outputs.items():
+        if len(values) != expected:
+            raise InvalidInput(
+                f"model output {name!r} has {len(values)} rows for {expected} input rows; "
+                "a model must return one prediction per row"
+            )
+
+
+def _row_count(rows: Any) -> int:
+    if isinstance(rows, Mapping):
+        return len(next(iter(rows.values())))
+    return len(rows)
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,66 @@
+"""The Workspace: one Dockyard home opened for use — registry store, artifact store, loaded runtimes.
+
+Every front end (CLI, HTTP management API, Python API) opens one from Settings and hands it to the
+use cases in this package; it is the only place that joins the registry and the runtimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from dockyard.config import Settings
+from dockyard.home import Home
+from dockyard.registry.artifacts import ArtifactStore, LocalArtifactStore
+from dockyard.registry.records import ArtifactRef, ModelVersion
+from dockyard.registry.refs import parse_ref
+from dockyard.registry.store import RegistryStore
+from dockyard.runtimes.base import LoadOptions, Runtime
+from dockyard.runtimes.detect import load_runtime
+
+
+@dataclass
+class Workspace:
+    """A Dockyard home with its database and artifact store."""
+
+    settings: Settings
+    home: Home
+    artifacts: ArtifactStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Workspace:
+        home = Home(settings.home).ensure()
+        return cls(settings=settings, home=home, artifacts=LocalArtifactStore(home.artifacts))
+
+    @cached_property
+    def store(self) -> RegistryStore:
+        """The registry, opened (and migrated) on first use."""
+        return RegistryStore.open(self.settings.effective_database_url())
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """The version a reference such as ``fraud@production`` or ``fraud:3`` names."""
+        return self.store.resolve(parse_ref(ref))
+
+    def load(self, version: ModelVersion) -> Runtime:
+        """Load a registered version's runtime."""
+        return self.load_artifact(
+            version.framework, version.artifact, version.allow_pickle, version.trusted_types
+        )
+
+    def load_artifact(
+        self,
+        framework: str,
+        artifact: ArtifactRef,
+        allow_pickle: bool = False,
+        trusted_types: tuple[str, ...] = (),
+    ) -> Runtime:
+        """Load a stored artifact, verifying its digest first (every load, not only the first)."""
+        path = self.artifacts.verified_path(artifact.digest)
+        options = LoadOptions(
+            format=artifact.format,
+            options=artifact.options,
+            allow_pickle=allow_pickle,
+            trusted_types=trusted_types,
+            cache_dir=self.home.cache,
+        )
+        return load_runtime(framework, path, options)

@@ -1,0 +1,95 @@
+"""The ASGI application: routes, the middleware list and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dockyard import __version__
+from dockyard.config import Settings
+from dockyard.errors import DockyardError, NotReady, RateLimited
+from dockyard.serving import v1, v2
+from dockyard.serving.gateway import Gateway
+
+logger = logging.getLogger(__name__)
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the caller's ``X-Request-ID`` if sent) and echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = next(
+            (value for key, value in scope["headers"] if key == REQUEST_ID_HEADER), None
+        ) or uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((REQUEST_ID_HEADER, request_id))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _error_response(error: DockyardError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, RateLimited | NotReady):
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse({"error": error.message}, status_code=error.http_status, headers=headers)
+
+
+async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DockyardError)
+    if exc.http_status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"error": f"{exc.detail}: {request.method} {request.url.path}"},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", "?")
+    logger.error("request %s failed", request_id, exc_info=exc)
+    return JSONResponse(
+        {"error": f"internal server error (request id {request_id}); see the server log"},
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings, gateway: Gateway) -> FastAPI:
+    """Build the app that serves ``gateway``'s models. Middleware order is this one list."""
+    app = FastAPI(
+        title="Dockyard",
+        version=__version__,
+        description="Open Inference Protocol V2 and KServe V1 prediction endpoints.",
+        exception_handlers={
+            DockyardError: _dockyard_error,
+            StarletteHTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.gateway = gateway
+    app.include_router(v2.build_router(__version__, settings.max_body_bytes))
+    app.include_router(v1.build_router(settings.max_body_bytes))
+    app.add_middleware(RequestIdMiddleware)
+    return app

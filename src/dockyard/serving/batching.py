@@ -1,0 +1,191 @@
+"""Adaptive batching that never waits on a timer while the model is idle.
+
+An idle model runs a lone request at once. Requests that arrive while a batch is running queue up and
+run together in the next batch (up to ``max_batch_size`` rows; ``max_delay_s`` optionally lets a batch
+wait a little for more rows). Inference runs on one thread per model, off the event loop. If a batch
+raises, its requests are retried one by one so only the bad request fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dockyard.errors import DockyardError, PredictionFailed, PredictionTimeout
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
+
+
+def row_count(x: Any) -> int:
+    """Rows in a model input: a 2-D array, a DataFrame or a dict of arrays."""
+    if isinstance(x, Mapping):
+        return len(next(iter(x.values()))) if x else 0
+    return len(x)
+
+
+def concat_inputs(parts: Sequence[Any]) -> Any:
+    """Stack model inputs row-wise; ValueError when they cannot be (different trailing shapes)."""
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if isinstance(first, Mapping):
+        return {name: np.concatenate([part[name] for part in parts], axis=0) for name in first}
+    import pandas as pd  # only tables with categorical columns arrive as DataFrames
+
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass(eq=False)
+class _Pending:
+    x: Any
+    rows: int
+    outputs: tuple[str, ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Runs one model's predictions, batching requests that arrive while it is busy."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        name: str,
+        max_batch_size: int = 64,
+        max_delay_s: float = 0.0,
+        timeout_s: float = 30.0,
+        enabled: bool = True,
+    ) -> None:
+        self._predict = predict
+        self._max_rows = max_batch_size if enabled else 1
+        self._max_delay_s = max_delay_s if enabled else 0.0
+        self._timeout_s = timeout_s
+        self._queue: deque[_Pending] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self.batches_run = 0
+        """Number of batches handed to the model; tests count these instead of timing."""
+
+    async def submit(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Predict ``x`` (one request's rows); raise PredictionTimeout past the deadline."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(x, row_count(x), outputs, loop.create_future())
+        self._queue.append(pending)
+        if self._arrived is not None:
+            self._arrived.set()
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), self._timeout_s)
+        except TimeoutError:
+            pending.future.cancel()
+            raise PredictionTimeout(
+                f"prediction did not finish within {self._timeout_s:g} s"
+            ) from None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._take()
+            if self._max_delay_s and sum(p.rows for p in batch) < self._max_rows:
+                await self._wait_for_more(batch)
+            batch = [p for p in batch if not p.future.done()]
+            if batch:
+                await self._run(batch)
+
+    def _take(self, rows: int = 0) -> list[_Pending]:
+        """Queued requests that fit the row limit on top of ``rows`` already in the batch.
+
+        A new batch (``rows == 0``) always takes its first request, so oversized requests still run.
+        """
+        taken: list[_Pending] = []
+        while self._queue and (
+            (rows == 0 and not taken) or rows + self._queue[0].rows <= self._max_rows
+        ):
+            rows += self._queue[0].rows
+            taken.append(self._queue.popleft())
+        return taken
+
+    async def _wait_for_more(self, batch: list[_Pending]) -> None:
+        deadline = batch[0].enqueued + self._max_delay_s
+        self._arrived = asyncio.Event()
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+                batch.extend(self._take(sum(p.rows for p in batch)))
+                if sum(p.rows for p in batch) >= self._max_rows:
+                    break
+        finally:
+            self._arrived = None
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        outputs = tuple(dict.fromkeys(name for p in batch for name in p.outputs))
+        if any(not p.outputs for p in batch):
+            outputs = ()
+        try:
+            results = await loop.run_in_executor(self._executor, self._predict_batch, batch, outputs)
+        except Exception as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+                return
+            logger.info("batch of %d requests failed; retrying them one by one", len(batch))
+            for pending in batch:
+                await self._run([pending])
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                wanted = pending.outputs or tuple(result)
+                pending.future.set_result({name: result[name] for name in wanted})
+
+    def _predict_batch(
+        self, batch: list[_Pending], outputs: tuple[str, ...]
+    ) -> list[dict[str, np.ndarray]]:
+        """Runs on the model's thread: stack the inputs, predict once, split by row offsets."""
+        self.batches_run += 1
+        if len(batch) == 1:
+            x = batch[0].x
+        else:
+            x = concat_inputs([p.x for p in batch])
+        total = sum(p.rows for p in batch)
+        result = self._predict(x, outputs)
+        for name, values in result.items():
+            if len(values) != total:
+                raise PredictionFailed(
+                    f"model returned {len(values)} rows of {name!r} for {total} input rows"
+                )
+        parts: list[dict[str, np.ndarray]] = []
+        start = 0
+        for pending in batch:
+            stop = start + pending.rows
+            parts.append({name: values[start:stop] for name, values in result.items()})
+            start = stop
+        return parts
+
+
+def _fail(pending: _Pending, exc: Exception) -> None:
+    if pending.future.done():
+        return
+    if isinstance(exc, DockyardError):
+        pending.future.set_exception(exc)
+        return
+    logger.exception("prediction failed", exc_info=exc)
+    pending.future.set_exception(PredictionFailed(f"model failed to predict: {type(exc).__name__}"))

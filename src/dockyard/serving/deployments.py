@@ -1,0 +1,69 @@
+"""A Deployment is one model version being served: its runtime, its batcher, its signature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dockyard.config import Settings
+from dockyard.errors import InvalidInput
+from dockyard.registry.records import ModelVersion
+from dockyard.runtimes.base import Runtime
+from dockyard.serving.batching import Batcher
+
+PLATFORMS = {
+    "sklearn": "sklearn_skops",
+    "onnx": "onnx_onnxv1",
+    "xgboost": "xgboost_ubj",
+    "lightgbm": "lightgbm_text",
+    "torch": "pytorch_torchscript",
+    "pyfunc": "python_function",
+}
+
+
+@dataclass
+class Deployment:
+    """A loaded model version plus the batcher that feeds it."""
+
+    version: ModelVersion
+    runtime: Runtime
+    batcher: Batcher
+
+    @classmethod
+    def create(cls, version: ModelVersion, runtime: Runtime, settings: Settings) -> Deployment:
+        batcher = Batcher(
+            runtime.predict,
+            name=version.ref,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_delay_ms / 1000,
+            timeout_s=settings.prediction_timeout_s,
+            enabled=settings.batching,
+        )
+        return cls(version=version, runtime=runtime, batcher=batcher)
+
+    @property
+    def name(self) -> str:
+        return self.version.model
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS.get(self.version.framework, self.version.framework)
+
+    def output_names(self, requested: Sequence[str]) -> tuple[str, ...]:
+        """Check requested output names against the signature; none requested means all."""
+        known = tuple(spec.name for spec in self.version.signature.outputs)
+        for name in requested:
+            if name not in known:
+                raise InvalidInput(
+                    f"unknown output {name!r}; model {self.name!r} produces {', '.join(known)}"
+                )
+        return tuple(requested)
+
+    async def infer(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        return await self.batcher.submit(x, outputs)
+
+    def close(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,154 @@
+"""Open Inference Protocol V2 REST routes: health, metadata, readiness and inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from dockyard.errors import InvalidInput, NotReady
+from dockyard.registry.records import TensorSpec
+from dockyard.registry.signatures import prepare_input
+from dockyard.serving.bodies import read_body
+from dockyard.serving.deployments import Deployment
+from dockyard.serving.gateway import Gateway
+from dockyard.serving.protocol import decode_infer, encode_infer
+
+SERVER_NAME = "dockyard"
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "inference-header-content-length"
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "example": {
+                    "inputs": [
+                        {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
+                    ]
+                },
+            }
+        },
+    }
+}
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _model_metadata(deployment: Deployment, versions: list[str]) -> dict[str, Any]:
+    signature = deployment.version.signature
+    return {
+        "name": deployment.name,
+        "versions": versions,
+        "platform": deployment.platform,
+        "inputs": [_tensor_metadata(spec) for spec in signature.inputs],
+        "outputs": [_tensor_metadata(spec) for spec in signature.outputs],
+        "parameters": {"tabular": signature.tabular, "framework": deployment.version.framework},
+    }
+
+
+def build_router(version: str, max_body_bytes: int) -> APIRouter:
+    """The V2 routes; ``version`` is Dockyard's own version for server metadata."""
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol V2"])
+
+    @router.get("/health/live", summary="Server live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/health/ready", summary="Server ready")
+    async def ready(request: Request) -> dict[str, bool]:
+        if not _gateway(request).is_ready():
+            raise NotReady("no model is loaded yet")
+        return {"ready": True}
+
+    @router.get("", summary="Server metadata")
+    @router.get("/", include_in_schema=False)
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+
+    @router.get("/models/{name}", summary="Model metadata")
+    @router.get("/models/{name}/versions/{model_version}", summary="Model version metadata")
+    async def model_metadata(
+        request: Request, name: str, model_version: str | None = None
+    ) -> dict[str, Any]:
+        gateway = _gateway(request)
+        deployment = gateway.deployment(name, model_version)
+        versions = [str(d.version.version) for d in gateway.deployments(name)]
+        return _model_metadata(deployment, versions)
+
+    @router.get("/models/{name}/ready", summary="Model ready")
+    @router.get("/models/{name}/versions/{model_version}/ready", summary="Model version ready")
+    async def model_ready(
+        request: Request, name: str, model_version: str | None = None
+    ) -> dict[str, Any]:
+        _gateway(request).deployment(name, model_version)
+        return {"name": name, "ready": True}
+
+    @router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_REQUEST_SCHEMA)
+    @router.post(
+        "/models/{name}/versions/{model_version}/infer",
+        summary="Inference on a version",
+        openapi_extra=INFER_REQUEST_SCHEMA,
+    )
+    async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
+        deployment = _gateway(request).deployment(name, model_version)
+        body = await read_body(request, max_body_bytes)
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is not None and not header_length.isdigit():
+            raise InvalidInput(f"header Inference-Header-Content-Length is not a number: {header_length!r}")
+        decoded = decode_infer(body, int(header_length) if header_length is not None else None)
+        requested = tuple(output.name for output in decoded.outputs)
+        outputs = deployment.output_names(requested)
+        x = prepare_input(deployment.version.signature, decoded.inputs)
+        result = await deployment.infer(x, outputs)
+        binary = {o.name for o in decoded.outputs if o.binary}
+        if decoded.binary_output:
+            binary = set(result)
+        payload, json_length = encode_infer(
+            model_name=deployment.name,
+            model_version=str(deployment.version.version),
+            request_id=decoded.id,
+            outputs=result,
+            binary=binary,
+        )
+        if json_length is None:
+            return Response(payload, media_type="application/json")
+        return Response(
+            payload,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
+
+    return router
+

@@ -1,0 +1,53 @@
+"""Shared fixtures: a fresh Dockyard home, small trained models, and real servers on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from dockyard.config import load_settings
+from dockyard.services.workspace import Workspace
+from servers import Server
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def workspace(home: Path) -> Workspace:
+    return Workspace.open(load_settings({"home": home}, env={}))
+
+
+@pytest.fixture(scope="session")
+def tabular_data() -> tuple[np.ndarray, np.ndarray]:
+    """600 rows of 30 features with a learnable binary label."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 30))
+    y = (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0).astype(np.int64)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def logistic(tabular_data: tuple[np.ndarray, np.ndarray]) -> LogisticRegression:
+    x, y = tabular_data
+    return LogisticRegression(max_iter=500).fit(x, y)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Factory: start ``dockyard serve ARGS`` on a home; every server is stopped afterwards."""
+    servers: list[Server] = []
+
+    def start(home: Path, *args: str) -> Server:
+        server = Server(home, list(args), tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

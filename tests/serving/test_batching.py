@@ -1,0 +1,133 @@
+"""The adaptive batcher: greedy when idle, batches what queues while busy, isolates failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dockyard.errors import PredictionFailed, PredictionTimeout
+from dockyard.serving.batching import Batcher
+
+WAIT_S = 10.0
+
+
+class GatedModel:
+    """Doubles its input; blocks inside predict until released, recording each batch's rows."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.release.set()
+
+    def predict(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        self.batches.append(len(x))
+        self.entered.release()
+        assert self.release.wait(WAIT_S)
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return {"double": x[:, 0] * 2, "same": x[:, 0]}
+
+
+async def _entered(model: GatedModel) -> None:
+    assert await asyncio.to_thread(model.entered.acquire, True, WAIT_S)
+
+
+def _row(value: float, rows: int = 1) -> np.ndarray:
+    return np.full((rows, 1), value)
+
+
+async def test_idle_model_runs_a_lone_request_at_once_and_queued_ones_together() -> None:
+    model = GatedModel()
+    model.release.clear()
+    batcher = Batcher(model.predict, name="m", max_batch_size=64, max_delay_s=0.0)
+    first = asyncio.create_task(batcher.submit(_row(1), ()))
+    # The lone request reaches the model before anything else is submitted: no timer wait.
+    await _entered(model)
+    assert model.batches == [1]
+    queued = [asyncio.create_task(batcher.submit(_row(v), ())) for v in (2, 3, 4)]
+    await asyncio.sleep(0)
+    model.release.set()
+    results = await asyncio.gather(first, *queued)
+    assert model.batches == [1, 3]
+    assert batcher.batches_run == 2
+    assert [float(r["double"][0]) for r in results] == [2.0, 4.0, 6.0, 8.0]
+    batcher.close()
+
+
+async def test_results_stay_with_their_requests_under_concurrency() -> None:
+    model = GatedModel()
+    batcher = Batcher(model.predict, name="m", max_batch_size=16)
+    sizes = [1 + (i % 5) for i in range(60)]
+    results = await asyncio.gather(
+        *(batcher.submit(_row(float(i), rows), ("double",)) for i, rows in enumerate(sizes))
+    )
+    for i, (rows, result) in enumerate(zip(sizes, results, strict=True)):
+        assert list(result) == ["double"]
+        np.testing.assert_array_equal(result["double"], np.full(rows, 2.0 * i))
+    assert max(model.batches) <= 16
+    assert len(model.batches) < len(sizes)
+    batcher.close()
+
+
+async def test_a_failing_request_fails_alone() -> None:
+    model = GatedModel()
+    model.release.clear()
+    batcher = Batcher(model.predict, name="m", max_batch_size=64)
+    blocker = asyncio.create_task(batcher.submit(_row(0), ()))
+    await _entered(model)
+    values = [1.0, -1.0, 2.0, 3.0]
+    tasks = [asyncio.create_task(batcher.submit(_row(v), ())) for v in values]
+    await asyncio.sleep(0)
+    model.release.set()
+    outcomes = await asyncio.gather(blocker, *tasks, return_exceptions=True)
+    assert isinstance(outcomes[2], PredictionFailed)
+    assert "ValueError" in str(outcomes[2])
+    for value, outcome in zip(values, outcomes[1:], strict=True):
+        if value >= 0:
+            assert isinstance(outcome, dict)
+            assert float(outcome["double"][0]) == 2 * value
+    assert model.batches[:2] == [1, 4]
+    batcher.close()
+
+
+async def test_batching_off_runs_one_request_per_call() -> None:
+    model = GatedModel()
+    batcher = Batcher(model.predict, name="m", enabled=False)
+    await asyncio.gather(*(batcher.submit(_row(1), ()) for _ in range(5)))
+    assert model.batches == [1, 1, 1, 1, 1]
+    batcher.close()
+
+
+async def test_max_delay_waits_for_a_fuller_batch() -> None:
+    model = GatedModel()
+    batcher = Batcher(model.predict, name="m", max_batch_size=3, max_delay_s=5.0)
+    results = await asyncio.gather(*(batcher.submit(_row(v), ()) for v in (1, 2, 3)))
+    # The first request waited for two more rows instead of running alone.
+    assert model.batches == [3]
+    assert [float(r["same"][0]) for r in results] == [1.0, 2.0, 3.0]
+    batcher.close()
+
+
+async def test_deadline_gives_prediction_timeout() -> None:
+    model = GatedModel()
+    model.release.clear()
+    batcher = Batcher(model.predict, name="m", timeout_s=0.05)
+    with pytest.raises(PredictionTimeout, match="did not finish"):
+        await batcher.submit(_row(1), ())
+    model.release.set()
+    batcher.close()
+
+
+async def test_wrong_output_length_is_a_prediction_failure() -> None:
+    def short(x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        return {"predict": np.zeros(len(x) - 1)}
+
+    batcher = Batcher(short, name="m")
+    with pytest.raises(PredictionFailed, match="returned 1 rows"):
+        await batcher.submit(_row(1, rows=2), ())
+    batcher.close()

@@ -1,0 +1,64 @@
+"""Settings precedence: flags > DOCKYARD_* environment > dockyard.toml > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.config import load_settings
+from dockyard.errors import InvalidInput
+
+
+def test_precedence_and_sources(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text('[dockyard]\nport = 7000\nhost = "0.0.0.0"\nmax_batch_size = 8\n')
+    env = {"DOCKYARD_PORT": "7100", "DOCKYARD_HOST": "127.0.0.2"}
+    settings = load_settings({"port": 7200, "workers": None}, env=env, config_file=config)
+    assert settings.port == 7200
+    assert settings.host == "127.0.0.2"
+    assert settings.max_batch_size == 8
+    assert settings.workers == 1
+    assert settings.sources["port"] == "flag"
+    assert settings.sources["host"] == "env DOCKYARD_HOST"
+    assert settings.sources["max_batch_size"] == f"file {config}"
+    assert settings.sources["workers"] == "default"
+
+
+def test_secret_is_hidden_in_repr() -> None:
+    url = "postgresql+psycopg://user:hunter2@db/dockyard"
+    settings = load_settings(env={"DOCKYARD_DATABASE_URL": url})
+    assert "hunter2" not in repr(settings)
+    assert settings.shown_value("database_url") == "***"
+    assert settings.effective_database_url() == url
+
+
+def test_default_database_is_sqlite_in_home(tmp_path: Path) -> None:
+    settings = load_settings({"home": tmp_path}, env={})
+    assert settings.effective_database_url() == f"sqlite:///{tmp_path / 'dockyard.db'}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"port": "eighty"}, {}, "port"),
+        ({}, {"DOCKYARD_WORKERS": "0"}, "workers"),
+        ({}, {"DOCKYARD_BATCHING": "maybe"}, "batching"),
+        ({"nonsense": 1}, {}, "nonsense"),
+        ({"port": 70000}, {}, "65535"),
+    ],
+    ids=["bad-int", "zero-workers", "bad-bool", "unknown", "port-range"],
+)
+def test_bad_values_name_the_setting(flags: dict[str, object], env: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        load_settings(flags, env=env)
+
+
+def test_bad_config_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text("port = = 1\n")
+    with pytest.raises(InvalidInput, match="not valid TOML"):
+        load_settings(env={}, config_file=config)
+    config.write_text("colour = 'blue'\n")
+    with pytest.raises(InvalidInput, match="unknown setting 'colour'"):
+        load_settings(env={}, config_file=config)
