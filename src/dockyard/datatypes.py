@@ -49,3 +49,11 @@ def v2_datatype(dtype: np.dtype[np.generic]) -> str:
         if candidate == dtype:
             return name
     raise InvalidInput(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
+
+
+def integer_range(dtype: np.dtype[np.generic]) -> tuple[int, int]:
+    """The smallest and largest value of an integer dtype, as exact Python ints."""
+    bits = dtype.itemsize * 8
+    if dtype.kind == "u":
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1

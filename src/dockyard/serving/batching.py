@@ -1,9 +1,9 @@
 """Adaptive batching that never waits on a timer while the model is idle.
 
-An idle model runs a lone request at once. Requests that arrive while a batch is running queue up and
-run together in the next batch (up to ``max_batch_size`` rows; ``max_delay_s`` optionally lets a batch
-wait a little for more rows). Inference runs on one thread per model, off the event loop. If a batch
-raises, its requests are retried one by one so only the bad request fails.
+An idle model runs a lone request at once. Requests that arrive while a batch is running queue up
+and run together in the next batch (up to ``max_batch_size`` rows; ``max_delay_s`` optionally lets
+a batch wait a little for more rows). Inference runs on one thread per model, off the event loop.
+If a batch raises, its requests are retried one by one so only the bad request fails.
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ class Batcher:
         if any(not p.outputs for p in batch):
             outputs = ()
         try:
-            results = await loop.run_in_executor(self._executor, self._predict_batch, batch, outputs)
+            results = await loop.run_in_executor(
+                self._executor, self._predict_batch, batch, outputs
+            )
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -161,10 +163,7 @@ class Batcher:
     ) -> list[dict[str, np.ndarray]]:
         """Runs on the model's thread: stack the inputs, predict once, split by row offsets."""
         self.batches_run += 1
-        if len(batch) == 1:
-            x = batch[0].x
-        else:
-            x = concat_inputs([p.x for p in batch])
+        x = batch[0].x if len(batch) == 1 else concat_inputs([p.x for p in batch])
         total = sum(p.rows for p in batch)
         result = self._predict(x, outputs)
         for name, values in result.items():

@@ -11,8 +11,8 @@ from typing import Protocol
 
 from dockyard.errors import InvalidInput, NotFound
 from dockyard.registry.refs import DEFAULT_ALIAS, ModelRef
-from dockyard.serving.deployments import Deployment
 from dockyard.services.workspace import Workspace
+from dockyard.serving.deployments import Deployment
 
 logger = logging.getLogger(__name__)
 

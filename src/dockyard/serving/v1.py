@@ -10,7 +10,7 @@ from starlette.responses import Response
 from dockyard.registry.signatures import prepare_input
 from dockyard.serving.bodies import read_body
 from dockyard.serving.gateway import Gateway
-from dockyard.serving.protocol import decode_v1, encode_v1
+from dockyard.serving.instances import decode_v1, encode_v1
 
 PREDICT_SCHEMA: dict[str, Any] = {
     "requestBody": {

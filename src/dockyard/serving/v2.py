@@ -126,7 +126,9 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
         body = await read_body(request, max_body_bytes)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is not None and not header_length.isdigit():
-            raise InvalidInput(f"header Inference-Header-Content-Length is not a number: {header_length!r}")
+            raise InvalidInput(
+                f"header Inference-Header-Content-Length is not a number: {header_length!r}"
+            )
         decoded = decode_infer(body, int(header_length) if header_length is not None else None)
         requested = tuple(output.name for output in decoded.outputs)
         outputs = deployment.output_names(requested)
