@@ -69,7 +69,8 @@ def prediction_errors(framework: str) -> Iterator[None]:
     except (InvalidInput, PredictionFailed):
         raise
     except Exception as exc:
-        raise PredictionFailed(f"{framework} model failed to predict: {type(exc).__name__}") from exc
+        message = f"{framework} model failed to predict: {type(exc).__name__}"
+        raise PredictionFailed(message) from exc
 
 
 def select_outputs(

@@ -1,0 +1,147 @@
+"""scikit-learn estimators and pipelines, stored with skops (pickle only if the operator allows).
+
+Loading a skops file approves every type it names against Dockyard's allow-list (``trust.py``) plus
+the types the operator trusted at registration, never against a list read from the file itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dockyard.errors import InvalidInput
+from dockyard.runtimes.base import (
+    LoadOptions,
+    SavedModel,
+    import_extra,
+    prediction_errors,
+    select_outputs,
+)
+from dockyard.runtimes.classes import has_base, qualified_name
+from dockyard.runtimes.formats import check_format, check_suffix, copy_model_file, model_file_errors
+from dockyard.runtimes.trust import refused_types
+
+logger = logging.getLogger(__name__)
+
+FRAMEWORK = "sklearn"
+EXTRA = ""
+tabular = True
+FORK_SAFE = True
+SKOPS = "skops"
+PICKLE = "pickle"
+SKOPS_SUFFIXES = (".skops",)
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+def is_model(obj: object) -> bool:
+    """True for anything built on ``sklearn.base.BaseEstimator``.
+
+    xgboost and lightgbm estimators are such objects too; ``detect`` asks their modules first.
+    """
+    return has_base(obj, "sklearn", ("BaseEstimator",))
+
+
+def save(obj: Any, folder: Path, *, allow_pickle: bool = False) -> SavedModel:
+    """Write an estimator as ``model.skops``, or take in a ``.skops`` (or, if allowed, pickle) file.
+
+    A pickle runs arbitrary code when loaded, so a ``.pkl``/``.pickle``/``.joblib`` file is taken
+    only with ``allow_pickle=True``; it is copied as it is and stored with format ``pickle``.
+    """
+    if isinstance(obj, Path):
+        return _save_file(obj, folder, allow_pickle)
+    if not is_model(obj):
+        raise InvalidInput(f"{qualified_name(obj)} is not a scikit-learn estimator")
+    import skops.io
+
+    path = folder / "model.skops"
+    with model_file_errors(FRAMEWORK, f"saving {type(obj).__name__} with skops"):
+        skops.io.dump(obj, path)
+    return SavedModel(path, SKOPS, {"estimator": qualified_name(obj)})
+
+
+def load(path: Path, opts: LoadOptions) -> SklearnRuntime:
+    """Load a stored estimator; a pickle needs ``opts.allow_pickle``; skops types need approval."""
+    check_format(FRAMEWORK, opts, SKOPS, PICKLE)
+    if opts.format == PICKLE:
+        if not opts.allow_pickle:
+            raise InvalidInput(
+                f"{path.name} is a pickle, which runs arbitrary code when loaded; "
+                "this version was not registered with --allow-pickle"
+            )
+        import joblib
+
+        with model_file_errors(FRAMEWORK, f"loading the pickle {path.name}"):
+            estimator = joblib.load(path)
+    else:
+        estimator = _load_skops(path, opts.trusted_types)
+    if not callable(getattr(estimator, "predict", None)):
+        raise InvalidInput(f"{path.name} holds a {qualified_name(estimator)}, which has no predict")
+    return SklearnRuntime(estimator)
+
+
+class SklearnRuntime:
+    """A fitted estimator: ``predict`` always, ``predict_proba`` when the estimator has it.
+
+    A model fitted on a DataFrame knows its feature names and warns when given a bare array. The
+    input contract guarantees columns in feature order, so a 2-D array is wrapped in a DataFrame
+    with those names: exact, and thread-safe where silencing the warning (``catch_warnings``,
+    process-global state) would not be.
+    """
+
+    framework = FRAMEWORK
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+        self.output_names: tuple[str, ...] = (
+            ("predict", "predict_proba") if hasattr(estimator, "predict_proba") else ("predict",)
+        )
+        names = getattr(estimator, "feature_names_in_", None)
+        self.feature_names: list[str] | None = None if names is None else [str(n) for n in names]
+        self._pandas = (
+            None if self.feature_names is None else import_extra("pandas", "pandas", "pandas")
+        )
+
+    def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        selected = select_outputs(self.output_names, outputs)
+        with prediction_errors(FRAMEWORK):
+            table = self._table(x)
+            return {name: np.asarray(getattr(self.estimator, name)(table)) for name in selected}
+
+    def _table(self, x: Any) -> Any:
+        if self._pandas is not None and isinstance(x, np.ndarray) and x.ndim == 2:
+            return self._pandas.DataFrame(x, columns=self.feature_names)
+        return x
+
+
+def _save_file(path: Path, folder: Path, allow_pickle: bool) -> SavedModel:
+    check_suffix(FRAMEWORK, path, SKOPS_SUFFIXES + PICKLE_SUFFIXES)
+    suffix = path.suffix.lower()
+    if suffix in SKOPS_SUFFIXES:
+        return SavedModel(copy_model_file(path, folder, "model.skops"), SKOPS, {})
+    if not allow_pickle:
+        raise InvalidInput(
+            f"{path.name} is a pickle, which runs arbitrary code when loaded; "
+            "save the model with skops (skops.io.dump) instead, "
+            "or pass --allow-pickle (allow_pickle=True) if you trust this file"
+        )
+    logger.warning("taking in the pickle %s because allow_pickle was given", path.name)
+    return SavedModel(copy_model_file(path, folder, f"model{suffix}"), PICKLE, {})
+
+
+def _load_skops(path: Path, operator_trusted: Sequence[str]) -> Any:
+    import skops.io
+
+    with model_file_errors(FRAMEWORK, f"reading the skops file {path.name}"):
+        named = list(skops.io.get_untrusted_types(file=path))
+    refused = refused_types(named, operator_trusted)
+    if refused:
+        raise InvalidInput(
+            f"{path.name} contains types Dockyard does not trust: {', '.join(refused)}; "
+            "if you trust them, pass each with --trusted-type at registration"
+        )
+    with model_file_errors(FRAMEWORK, f"loading the skops file {path.name}"):
+        return skops.io.load(path, trusted=named)
