@@ -81,7 +81,7 @@ def save(
     options = {
         "entrypoint": entrypoint,
         "tabular": bool(tabular),
-        "output_names": list(output_names or DEFAULT_OUTPUT_NAMES),
+        "output_names": list(output_names or ()),
     }
     return SavedModel(target, FORMAT, options)
 
@@ -106,7 +106,7 @@ def load(path: Path, opts: LoadOptions) -> PyfuncRuntime:
         raise InvalidInput(f"{module_name} has no function {function_name!r}")
     return PyfuncRuntime(
         function,
-        tuple(opts.options.get("output_names") or DEFAULT_OUTPUT_NAMES),
+        tuple(opts.options.get("output_names") or ()),
         bool(opts.options.get("tabular", False)),
     )
 
@@ -124,7 +124,7 @@ class PyfuncRuntime:
         self.tabular = tabular
 
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        selected = select_outputs(self.output_names, outputs)
+        selected = select_outputs(self.output_names, outputs) if self.output_names else ()
         with prediction_errors(FRAMEWORK):
             result = self.function(x)
             named = (
@@ -132,6 +132,7 @@ class PyfuncRuntime:
                 if isinstance(result, Mapping)
                 else {DEFAULT_OUTPUT_NAMES[0]: np.asarray(result)}
             )
+        selected = selected or tuple(outputs) or tuple(named)
         missing = [name for name in selected if name not in named]
         if missing:
             raise PredictionFailed(

@@ -70,7 +70,7 @@ def load(path: Path, opts: LoadOptions) -> XGBoostRuntime:
     xgb = import_extra("xgboost", FRAMEWORK, EXTRA)
     with model_file_errors(FRAMEWORK, f"loading {path.name}"):
         model = getattr(xgb, estimator)()
-        model.load_model(str(path))
+        model.load_model(bytearray(path.read_bytes()))
     return XGBoostRuntime(model, xgb if estimator == BOOSTER else None)
 
 
