@@ -31,6 +31,7 @@ class Settings:
     port: int = 8000
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     prediction_timeout_s: float = 30.0
     max_batch_size: int = 64
     max_delay_ms: float = 0.0
@@ -155,7 +156,7 @@ def load_settings(
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise InvalidInput(f"port must be between 0 and 65535, got {settings.port}")
-    for name in ("workers", "max_body_bytes", "max_batch_size"):
+    for name in ("workers", "max_body_bytes", "max_upload_bytes", "max_batch_size"):
         if getattr(settings, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
     if settings.prediction_timeout_s <= 0:

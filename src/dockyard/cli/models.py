@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,6 @@ from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace, parse_pairs
 from dockyard.errors import InvalidInput
-from dockyard.registry.records import ModelVersion
 from dockyard.registry.refs import parse_ref
 from dockyard.services.datafiles import as_reference, read_columns
 from dockyard.services.register import Registration, register
@@ -100,32 +99,6 @@ def list_command(home: HomeOption = None) -> None:
     console.print(table)
 
 
-def version_as_dict(version: ModelVersion) -> dict[str, Any]:
-    """A version as plain JSON-able data (for ``show --json``)."""
-    return {
-        "model": version.model,
-        "version": version.version,
-        "framework": version.framework,
-        "artifact": {
-            "sha256": version.artifact.digest,
-            "format": version.artifact.format,
-            "options": dict(version.artifact.options),
-        },
-        "signature": version.signature.to_dict(),
-        "lineage": version.lineage.to_dict(),
-        "allow_pickle": version.allow_pickle,
-        "trusted_types": list(version.trusted_types),
-        "metrics": dict(version.metrics),
-        "params": dict(version.params),
-        "tags": dict(version.tags),
-        "description": version.description,
-        "created_by": version.created_by,
-        "created_at": version.created_at.isoformat() if version.created_at else None,
-        "archived": version.archived,
-        "aliases": list(version.aliases),
-    }
-
-
 @app.command("show")
 def show_command(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION.")],
@@ -134,7 +107,7 @@ def show_command(
 ) -> None:
     """Show one version: artifact, signature, metrics and lineage."""
     version = open_workspace(home).resolve(ref)
-    data = version_as_dict(version)
+    data = version.to_dict()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.registry.refs import parse_ref
@@ -58,12 +59,20 @@ def serve(
     try:
         if settings.workers == 1:
             config = uvicorn_config(
-                create_app(settings, gateway), settings.host, settings.port, settings.log_level
+                create_app(settings, gateway, workspace),
+                settings.host,
+                settings.port,
+                settings.log_level,
             )
             uvicorn.Server(config).run()
         else:
+
+            def worker_app() -> FastAPI:
+                workspace.after_fork()
+                return create_app(settings, gateway, workspace)
+
             Supervisor(
-                lambda: create_app(settings, gateway),
+                worker_app,
                 settings.host,
                 settings.port,
                 settings.workers,

@@ -134,6 +134,31 @@ class ModelVersion:
     def ref(self) -> str:
         return f"{self.model}:{self.version}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data, as ``models show --json`` and ``GET /api/models/…`` give it."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "framework": self.framework,
+            "artifact": {
+                "sha256": self.artifact.digest,
+                "format": self.artifact.format,
+                "options": dict(self.artifact.options),
+            },
+            "signature": self.signature.to_dict(),
+            "lineage": self.lineage.to_dict(),
+            "allow_pickle": self.allow_pickle,
+            "trusted_types": list(self.trusted_types),
+            "metrics": dict(self.metrics),
+            "params": dict(self.params),
+            "tags": dict(self.tags),
+            "description": self.description,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "archived": self.archived,
+            "aliases": list(self.aliases),
+        }
+
 
 @dataclass(frozen=True)
 class Model:
@@ -145,3 +170,13 @@ class Model:
     latest_version: int | None
     aliases: Mapping[str, int] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "latest_version": self.latest_version,
+            "aliases": dict(self.aliases),
+            "tags": dict(self.tags),
+        }

@@ -37,6 +37,11 @@ class Workspace:
         """The registry, opened (and migrated) on first use."""
         return RegistryStore.open(self.settings.effective_database_url())
 
+    def after_fork(self) -> None:
+        """In a forked worker: drop the parent's pooled database connections (never share them)."""
+        if "store" in self.__dict__:
+            self.store.engine.dispose(close=False)
+
     def resolve(self, ref: str) -> ModelVersion:
         """The version a reference such as ``fraud@production`` or ``fraud:3`` names."""
         return self.store.resolve(parse_ref(ref))

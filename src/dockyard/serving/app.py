@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dockyard import __version__
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, NotReady, RateLimited
-from dockyard.serving import v1, v2
+from dockyard.serving import management, v1, v2
 from dockyard.serving.gateway import Gateway
+from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
@@ -76,8 +77,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, gateway: Gateway) -> FastAPI:
-    """Build the app that serves ``gateway``'s models. Middleware order is this one list."""
+def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None = None) -> FastAPI:
+    """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``."""
     app = FastAPI(
         title="Dockyard",
         version=__version__,
@@ -91,5 +92,8 @@ def create_app(settings: Settings, gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.include_router(v2.build_router(__version__, settings.max_body_bytes))
     app.include_router(v1.build_router(settings.max_body_bytes))
+    if workspace is not None:
+        app.state.workspace = workspace
+        app.include_router(management.build_router(settings.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)
     return app
