@@ -1,0 +1,124 @@
+"""The registry's schema as SQLAlchemy Core tables; migration 0001 creates exactly these.
+
+Timestamps go through ``UTCDateTime``: stored in UTC on every backend (SQLite keeps no offset) and
+read back as timezone-aware ``datetime`` values in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAME_LENGTH = 128
+DIGEST_LENGTH = 64
+SHORT_TEXT_LENGTH = 256
+
+# Deterministic constraint names, so later migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, stored in UTC; a naive ``datetime`` is refused on write."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"refusing to store a naive datetime {value!r}; give it a timezone")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME keeps no offset: store the UTC wall time and re-attach UTC on read.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return datetime
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("name"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("framework", String(NAME_LENGTH), nullable=False),
+    Column("artifact_digest", String(DIGEST_LENGTH), nullable=False),
+    Column("artifact_format", String(NAME_LENGTH), nullable=False),
+    Column("artifact_options", JSON, nullable=False),
+    Column("signature", JSON, nullable=False),
+    Column("lineage", JSON, nullable=False),
+    Column("allow_pickle", Boolean, nullable=False),
+    Column("trusted_types", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_by", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("archived", Boolean, nullable=False, server_default=false()),
+    UniqueConstraint("model_id", "version", name="uq_versions_model_id_version"),
+    # Garbage collection asks which digests are still referenced.
+    Index("ix_versions_artifact_digest", "artifact_digest"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    UniqueConstraint("model_id", "name", name="uq_aliases_model_id_name"),
+)
+
+model_tags = Table(
+    "model_tags",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("key", String(NAME_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
