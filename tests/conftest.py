@@ -13,6 +13,7 @@ from dockyard.config import load_settings
 from dockyard.services.workspace import Workspace
 from servers import Server
 
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"

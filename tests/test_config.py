@@ -49,7 +49,9 @@ def test_default_database_is_sqlite_in_home(tmp_path: Path) -> None:
     ],
     ids=["bad-int", "zero-workers", "bad-bool", "unknown", "port-range"],
 )
-def test_bad_values_name_the_setting(flags: dict[str, object], env: dict[str, str], message: str) -> None:
+def test_bad_values_name_the_setting(
+    flags: dict[str, object], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(InvalidInput, match=message):
         load_settings(flags, env=env)
 

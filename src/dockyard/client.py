@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from dockyard.datatypes import numpy_dtype, v2_datatype
 from dockyard import errors
+from dockyard.datatypes import numpy_dtype, v2_datatype
 from dockyard.errors import DockyardError
-
 
 ERRORS_BY_STATUS: dict[int, type[DockyardError]] = {
     400: errors.InvalidInput,

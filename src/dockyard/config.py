@@ -1,7 +1,7 @@
 """Typed settings, read once at start-up.
 
-Precedence: command-line flags > ``DOCKYARD_*`` environment variables > ``dockyard.toml`` > defaults.
-Each value remembers where it came from, so ``dockyard config show`` can say so.
+Precedence: command-line flags > ``DOCKYARD_*`` environment variables > ``dockyard.toml`` >
+defaults. Each value remembers where it came from, so ``dockyard config show`` can say so.
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ def load_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    path = config_file or (Path(env[f"{ENV_PREFIX}CONFIG"]) if f"{ENV_PREFIX}CONFIG" in env else None)
+    path = config_file or (
+        Path(env[f"{ENV_PREFIX}CONFIG"]) if f"{ENV_PREFIX}CONFIG" in env else None
+    )
     if path is None and Path(CONFIG_FILE_NAME).is_file():
         path = Path(CONFIG_FILE_NAME)
     if path is not None:

@@ -29,7 +29,7 @@ class InvalidInput(DockyardError):
 
 
 class SignatureMismatch(InvalidInput):
-    """The inputs do not match the model version's signature (name, shape, datatype, missing/extra)."""
+    """The inputs do not fit the version's signature (name, shape, datatype, missing or extra)."""
 
 
 class PayloadTooLarge(DockyardError):

@@ -64,14 +64,35 @@ def test_register_list_show_alias_predict_archive(
 ) -> None:
     h = ("--home", str(home))
     code, out, err = _cli(
-        capsys, "models", "register", str(files["skops"]), "--name", "lr",
-        "--reference", str(files["reference"]), "--metric", "auc=0.91", "--tag", "team=risk",
-        "--alias", "production", *h,
+        capsys,
+        "models",
+        "register",
+        str(files["skops"]),
+        "--name",
+        "lr",
+        "--reference",
+        str(files["reference"]),
+        "--metric",
+        "auc=0.91",
+        "--tag",
+        "team=risk",
+        "--alias",
+        "production",
+        *h,
     )
     assert code == 0, err
     assert "registered lr:1 @production (sklearn" in out
-    code, out, _ = _cli(capsys, "models", "register", str(files["skops"]), "-n", "lr",
-                        "--reference", str(files["reference"]), *h)
+    code, out, _ = _cli(
+        capsys,
+        "models",
+        "register",
+        str(files["skops"]),
+        "-n",
+        "lr",
+        "--reference",
+        str(files["reference"]),
+        *h,
+    )
     assert "registered lr:2" in out
 
     code, out, _ = _cli(capsys, "models", "list", *h)
@@ -94,8 +115,16 @@ def test_register_list_show_alias_predict_archive(
     assert "lr@production → lr:2" in out
 
     output = tmp_path / "predictions.csv"
-    code, _, err = _cli(capsys, "predict", "lr@production", "--input", str(files["rows"]),
-                        "--output", str(output), *h)
+    code, _, err = _cli(
+        capsys,
+        "predict",
+        "lr@production",
+        "--input",
+        str(files["rows"]),
+        "--output",
+        str(output),
+        *h,
+    )
     assert code == 0, err
     with output.open() as handle:
         predicted = [int(row["predict"]) for row in csv.DictReader(handle)]
@@ -113,14 +142,33 @@ def test_pickle_needs_allow_pickle_which_is_recorded(
     capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
 ) -> None:
     h = ("--home", str(home))
-    code, out, err = _cli(capsys, "models", "register", str(files["pickle"]), "-n", "p",
-                          "--reference", str(files["reference"]), *h)
+    code, out, err = _cli(
+        capsys,
+        "models",
+        "register",
+        str(files["pickle"]),
+        "-n",
+        "p",
+        "--reference",
+        str(files["reference"]),
+        *h,
+    )
     assert code == 2
     assert err.startswith("error: ")
     assert "--allow-pickle" in err
     assert "Traceback" not in err
-    code, out, err = _cli(capsys, "models", "register", str(files["pickle"]), "-n", "p",
-                          "--reference", str(files["reference"]), "--allow-pickle", *h)
+    code, out, err = _cli(
+        capsys,
+        "models",
+        "register",
+        str(files["pickle"]),
+        "-n",
+        "p",
+        "--reference",
+        str(files["reference"]),
+        "--allow-pickle",
+        *h,
+    )
     assert code == 0, err
     _, out, _ = _cli(capsys, "models", "show", "p:1", "--json", *h)
     assert json.loads(out)["allow_pickle"] is True
@@ -132,8 +180,11 @@ def test_pickle_needs_allow_pickle_which_is_recorded(
         (("models", "show", "ghost"), 4, "ghost"),
         (("models", "show", "bad name!"), 2, "invalid model name"),
         (("predict", "ghost:1", "--input", "nowhere.csv"), 4, "ghost"),
-        (("models", "register", "nowhere.skops", "-n", "m", "--reference", "nowhere.csv"), 2,
-         "nowhere.csv"),
+        (
+            ("models", "register", "nowhere.skops", "-n", "m", "--reference", "nowhere.csv"),
+            2,
+            "nowhere.csv",
+        ),
         (("models", "alias", "ghost", "production", "1"), 4, "ghost"),
     ],
     ids=["unknown-model", "bad-ref", "predict-unknown", "missing-file", "alias-unknown"],
@@ -160,8 +211,17 @@ def test_corrupt_artifact_refuses_to_load(
     capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
 ) -> None:
     h = ("--home", str(home))
-    code, _, err = _cli(capsys, "models", "register", str(files["skops"]), "-n", "lr",
-                        "--reference", str(files["reference"]), *h)
+    code, _, err = _cli(
+        capsys,
+        "models",
+        "register",
+        str(files["skops"]),
+        "-n",
+        "lr",
+        "--reference",
+        str(files["reference"]),
+        *h,
+    )
     assert code == 0, err
     _, out, _ = _cli(capsys, "models", "show", "lr:1", "--json", *h)
     digest = json.loads(out)["artifact"]["sha256"]
@@ -186,8 +246,18 @@ def test_missing_optional_framework_names_the_extra(
     model.write_bytes(b"{}")
     # A module set to None in sys.modules fails to import, exactly as an uninstalled package does.
     monkeypatch.setitem(sys.modules, "xgboost", None)
-    code, _, err = _cli(capsys, "models", "register", str(model), "-n", "x",
-                        "--reference", str(files["reference"]), "--home", str(home))
+    code, _, err = _cli(
+        capsys,
+        "models",
+        "register",
+        str(model),
+        "-n",
+        "x",
+        "--reference",
+        str(files["reference"]),
+        "--home",
+        str(home),
+    )
     assert code == 10
     assert "pip install 'dockyard[xgboost]'" in err
 
@@ -199,7 +269,9 @@ def test_console_script_version_and_config_show(home: Path) -> None:
     assert result.stdout.startswith("dockyard ")
     result = subprocess.run(
         [*dockyard_command(), "config", "show", "--home", str(home)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "max_body_bytes" in result.stdout
     assert "flag" in result.stdout

@@ -32,13 +32,13 @@ X = RNG.normal(size=(300, 6))
 Y = (X[:, 0] - X[:, 3] > 0).astype(np.int64)
 ROWS = X[:5]
 
-PYFUNC_SOURCE = '''
+PYFUNC_SOURCE = """
 import numpy as np
 
 
 def score(x):
     return {"score": x.sum(axis=1) * 2.0}
-'''
+"""
 
 
 class Net(torch.nn.Module):
@@ -121,10 +121,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
 
 
 @pytest.mark.parametrize(
-    "name", ["hgb", "xgb", "lgb", "mixed", "onnx", "torch", "pyfunc"],
+    "name",
+    ["hgb", "xgb", "lgb", "mixed", "onnx", "torch", "pyfunc"],
     ids=["sklearn-hgb", "xgboost", "lightgbm", "sklearn-dataframe", "onnx", "torch", "pyfunc"],
 )
-def test_served_predictions_match_the_model(served: tuple[Server, dict[str, Any]], name: str) -> None:
+def test_served_predictions_match_the_model(
+    served: tuple[Server, dict[str, Any]], name: str
+) -> None:
     server, models = served
     _, _, inputs, expected = models[name]
     with Client(server.url) as client:

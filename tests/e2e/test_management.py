@@ -47,10 +47,16 @@ def test_register_inspect_and_alias_over_http(
 
     created = httpx.post(
         f"{server.url}/api/models",
-        data={"name": "lr", "metrics": '{"auc": 0.9}', "tags": '{"team": "risk"}',
-              "alias": "staging"},
-        files={"model": ("model.skops", model_file.read_bytes()),
-               "reference": ("reference.csv", reference)},
+        data={
+            "name": "lr",
+            "metrics": '{"auc": 0.9}',
+            "tags": '{"team": "risk"}',
+            "alias": "staging",
+        },
+        files={
+            "model": ("model.skops", model_file.read_bytes()),
+            "reference": ("reference.csv", reference),
+        },
         timeout=60,
     )
     assert created.status_code == 201, created.text
@@ -92,5 +98,6 @@ def test_register_inspect_and_alias_over_http(
     assert no_name.status_code == 400
     assert "name" in no_name.json()["error"]
     assert [v["version"] for v in httpx.get(f"{server.url}/api/models/lr").json()["versions"]] == [
-        1, 2,
+        1,
+        2,
     ]

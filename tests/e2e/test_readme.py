@@ -23,9 +23,7 @@ def _quickstart_blocks() -> list[tuple[str, str]]:
     return re.findall(r"```(python|bash)\n(.*?)```", section, flags=re.S)
 
 
-def test_quickstart_works_as_written(
-    tmp_path: Path, start_server: Callable[..., Server]
-) -> None:
+def test_quickstart_works_as_written(tmp_path: Path, start_server: Callable[..., Server]) -> None:
     blocks = _quickstart_blocks()
     python_blocks = [code for lang, code in blocks if lang == "python"]
     curl = next(code for lang, code in blocks if lang == "bash" and "curl" in code)

@@ -32,7 +32,9 @@ def server(
     home = tmp_path_factory.mktemp("home")
     workspace = Workspace.open(load_settings({"home": home}, env={}))
     x, _ = tabular_data
-    register(workspace, logistic, Registration(name="lr", reference_data=x[:200], alias="production"))
+    register(
+        workspace, logistic, Registration(name="lr", reference_data=x[:200], alias="production")
+    )
     register(workspace, logistic, Registration(name="lr", reference_data=x[:200], alias="staging"))
     log = tmp_path_factory.mktemp("logs") / "server.log"
     running = Server(home, ["lr@production", "lr:2", "--max-body-bytes", str(BODY_LIMIT)], log)
@@ -43,7 +45,12 @@ def server(
 def _matrix_body(rows: np.ndarray, **extra: Any) -> dict[str, Any]:
     return {
         "inputs": [
-            {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP64",
+                "data": rows.tolist(),
+            }
         ],
         **extra,
     }
@@ -78,9 +85,7 @@ def test_infer_matches_in_process_prediction(
     server: Server, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     rows = tabular_data[0][:7]
-    response = httpx.post(
-        f"{server.url}/v2/models/lr/infer", json=_matrix_body(rows, id="req-42")
-    )
+    response = httpx.post(f"{server.url}/v2/models/lr/infer", json=_matrix_body(rows, id="req-42"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["id"] == "req-42"
@@ -163,7 +168,12 @@ def test_openapi_docs(server: Server) -> None:
 
 
 def _row_tensor(rows: np.ndarray, **changes: Any) -> dict[str, Any]:
-    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}
+    tensor = {
+        "name": "input-0",
+        "shape": list(rows.shape),
+        "datatype": "FP64",
+        "data": rows.tolist(),
+    }
     tensor.update(changes)
     return {"inputs": [tensor]}
 
@@ -209,8 +219,12 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
         "/v2/models/lr/infer",
         None,
         json.dumps(
-            {"inputs": [{"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
-                        for i in range(29)]}
+            {
+                "inputs": [
+                    {"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
+                    for i in range(29)
+                ]
+            }
         ).encode(),
         400,
         "x29",
@@ -220,8 +234,12 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
         "/v2/models/lr/infer",
         None,
         json.dumps(
-            {"inputs": [{"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
-                        for i in range(31)]}
+            {
+                "inputs": [
+                    {"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
+                    for i in range(31)
+                ]
+            }
         ).encode(),
         400,
         "x30",
@@ -234,14 +252,38 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
         400,
         "NaN",
     ),
-    ("unknown-model", "/v2/models/nope/infer", None, json.dumps(_row_tensor(ROW)).encode(), 404,
-     "nope"),
-    ("unknown-version", "/v2/models/lr/versions/9/infer", None,
-     json.dumps(_row_tensor(ROW)).encode(), 404, "9"),
-    ("unknown-output", "/v2/models/lr/infer", None,
-     json.dumps({**_row_tensor(ROW), "outputs": [{"name": "bogus"}]}).encode(), 400, "bogus"),
-    ("too-large", "/v2/models/lr/infer", None, b"[" + b" " * (BODY_LIMIT + 10) + b"]", 413,
-     "limit"),
+    (
+        "unknown-model",
+        "/v2/models/nope/infer",
+        None,
+        json.dumps(_row_tensor(ROW)).encode(),
+        404,
+        "nope",
+    ),
+    (
+        "unknown-version",
+        "/v2/models/lr/versions/9/infer",
+        None,
+        json.dumps(_row_tensor(ROW)).encode(),
+        404,
+        "9",
+    ),
+    (
+        "unknown-output",
+        "/v2/models/lr/infer",
+        None,
+        json.dumps({**_row_tensor(ROW), "outputs": [{"name": "bogus"}]}).encode(),
+        400,
+        "bogus",
+    ),
+    (
+        "too-large",
+        "/v2/models/lr/infer",
+        None,
+        b"[" + b" " * (BODY_LIMIT + 10) + b"]",
+        413,
+        "limit",
+    ),
     (
         "gzip-bomb",
         "/v2/models/lr/infer",

@@ -32,13 +32,20 @@ def _metrics(pairs: list[str] | None) -> dict[str, float]:
 
 @app.command("register")
 def register_command(
-    model: Annotated[Path, typer.Argument(help="Saved model file, or a folder for a Python function.")],
+    model: Annotated[
+        Path, typer.Argument(help="Saved model file, or a folder for a Python function.")
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
     reference: Annotated[
-        Path | None, typer.Option(help="Reference data (.csv, .json or .npy): signature and checks.")
+        Path | None,
+        typer.Option(help="Reference data (.csv, .json or .npy): signature and checks."),
     ] = None,
-    framework: Annotated[str | None, typer.Option(help="Framework, when detection is not enough.")] = None,
-    signature: Annotated[Path | None, typer.Option(help="Explicit signature as a JSON file.")] = None,
+    framework: Annotated[
+        str | None, typer.Option(help="Framework, when detection is not enough.")
+    ] = None,
+    signature: Annotated[
+        Path | None, typer.Option(help="Explicit signature as a JSON file.")
+    ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
@@ -120,8 +127,12 @@ def show_command(
     for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
         for spec in specs:
             table.add_row(
-                kind, spec.name, spec.datatype, str(list(spec.shape)),
-                str(spec.categorical), str(spec.allow_nan),
+                kind,
+                spec.name,
+                spec.datatype,
+                str(list(spec.shape)),
+                str(spec.categorical),
+                str(spec.allow_nan),
             )
     console.print(table)
     for title in ("metrics", "params", "tags", "lineage"):

@@ -16,9 +16,12 @@ from dockyard.services.predict import load_model
 
 def predict(
     model: Annotated[str, typer.Argument(help="NAME[@ALIAS|:VERSION]")],
-    input_file: Annotated[Path, typer.Option("--input", "-i", help="Rows to score (.csv, .json, .npy).")],
+    input_file: Annotated[
+        Path, typer.Option("--input", "-i", help="Rows to score (.csv, .json, .npy).")
+    ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write (.csv or .json; default stdout CSV).")
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write (.csv or .json; default stdout CSV)."),
     ] = None,
     home: HomeOption = None,
 ) -> None:
@@ -27,7 +30,10 @@ def predict(
     columns = read_columns(input_file)
     total = len(next(iter(columns.values()))) if columns else 0
     with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), transient=True,
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
         disable=not sys.stderr.isatty(),
     ) as progress:
         task = progress.add_task("rows", total=total)

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.registry.refs import parse_ref
 from dockyard.reliability.supervisor import Supervisor, uvicorn_config
+from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
 from dockyard.serving.gateway import build_local_gateway, default_refs
-from dockyard.services.workspace import Workspace
 
 
 def serve(

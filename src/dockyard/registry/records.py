@@ -42,9 +42,9 @@ class TensorSpec:
 class Signature:
     """The inputs a version accepts and the outputs it produces.
 
-    ``tabular``: the inputs are feature columns (each of shape ``(-1,)``) and the model takes a table
-    (a 2-D array, or a DataFrame when a column is categorical); a request may send one ``[N, F]``
-    tensor or one tensor per feature. Otherwise the model takes named tensors as they are.
+    ``tabular``: the inputs are feature columns (each of shape ``(-1,)``) and the model takes a
+    table (a 2-D array, or a DataFrame when a column is categorical); a request may send one
+    ``[N, F]`` tensor or one tensor per feature. Otherwise it takes named tensors as they are.
     """
 
     inputs: tuple[TensorSpec, ...]

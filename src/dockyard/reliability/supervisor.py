@@ -6,6 +6,7 @@ It is handed an app factory and never imports the serving layer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -124,10 +125,8 @@ class Supervisor:
 
     def _stop_children(self) -> None:
         for pid in self._children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while self._children and time.monotonic() < deadline:
             try:
@@ -139,7 +138,5 @@ class Supervisor:
             else:
                 time.sleep(0.05)
         for pid in self._children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -73,9 +73,7 @@ def prediction_errors(framework: str) -> Iterator[None]:
         raise PredictionFailed(message) from exc
 
 
-def select_outputs(
-    available: tuple[str, ...], requested: Sequence[str]
-) -> tuple[str, ...]:
+def select_outputs(available: tuple[str, ...], requested: Sequence[str]) -> tuple[str, ...]:
     """The outputs to compute: all when none are requested; an unknown name is InvalidInput."""
     if not requested:
         return available

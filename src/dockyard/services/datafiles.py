@@ -31,7 +31,9 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
             return {"input-0": np.load(path, allow_pickle=False)}
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
-    raise InvalidInput(f"unsupported file type {path.suffix!r} for {path}; use {', '.join(SUFFIXES)}")
+    raise InvalidInput(
+        f"unsupported file type {path.suffix!r} for {path}; use {', '.join(SUFFIXES)}"
+    )
 
 
 def _column(values: list[Any]) -> np.ndarray:
@@ -41,9 +43,9 @@ def _column(values: list[Any]) -> np.ndarray:
         floats = np.array([np.nan if v is None else v for v in cleaned], dtype=np.float64)
     except (TypeError, ValueError):
         return np.array(["" if v is None else str(v) for v in cleaned], dtype=object)
-    if not np.isnan(floats).any() and np.all(np.mod(floats, 1) == 0):
-        if all(not isinstance(v, str) or "." not in v for v in cleaned):
-            return floats.astype(np.int64)
+    is_whole = not np.isnan(floats).any() and np.all(np.mod(floats, 1) == 0)
+    if is_whole and all(not isinstance(v, str) or "." not in v for v in cleaned):
+        return floats.astype(np.int64)
     return floats
 
 
@@ -68,13 +70,17 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
         names = list(data[0])
         for number, row in enumerate(data):
             if list(row) != names:
-                raise InvalidInput(f"{path}: record {number} has keys {list(row)}, expected {names}")
+                raise InvalidInput(
+                    f"{path}: record {number} has keys {list(row)}, expected {names}"
+                )
         return {name: _column([row[name] for row in data]) for name in names}
     if isinstance(data, list):
         return {"input-0": np.asarray(data)}
     if isinstance(data, Mapping):
         return {str(name): _column(list(values)) for name, values in data.items()}
-    raise InvalidInput(f"{path}: expected a list of records, a list of rows or an object of columns")
+    raise InvalidInput(
+        f"{path}: expected a list of records, a list of rows or an object of columns"
+    )
 
 
 def write_outputs(outputs: Mapping[str, np.ndarray], path: Path | None) -> None:

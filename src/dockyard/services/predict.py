@@ -1,4 +1,4 @@
-"""Predicting in-process: ``dockyard.load_model`` and offline batch scoring (``dockyard predict``)."""
+"""Predicting in-process: ``dockyard.load_model`` and offline scoring (``dockyard predict``)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def as_tensors(data: Any, signature: Signature) -> dict[str, np.ndarray]:
     columns = getattr(data, "columns", None)
     if columns is not None:
         return {str(name): data[name].to_numpy() for name in columns}
-    name = "input-0" if signature.tabular or len(signature.inputs) != 1 else signature.inputs[0].name
+    name = (
+        "input-0" if signature.tabular or len(signature.inputs) != 1 else signature.inputs[0].name
+    )
     return {name: np.asarray(data)}
 
 

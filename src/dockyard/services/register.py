@@ -1,4 +1,5 @@
-"""Registering a model: the one implementation behind the CLI, ``POST /api/models`` and the Python API.
+"""Registering a model: the one implementation behind the CLI, ``POST /api/models`` and
+``dockyard.register_model``.
 
 Detect the framework, save in a safe format, store the artifact content-addressed, infer the
 signature, record lineage, load the stored artifact back and predict reference rows, and only then
@@ -140,7 +141,9 @@ def _signature(runtime: Runtime, request: Registration, tabular: bool) -> Signat
         input_names=input_names,
         feature_names=request.feature_names,
     )
-    outputs = runtime.predict(reference_input(inputs_only, request.reference_data, REFERENCE_ROWS), ())
+    outputs = runtime.predict(
+        reference_input(inputs_only, request.reference_data, REFERENCE_ROWS), ()
+    )
     return infer_signature(
         request.reference_data,
         outputs,

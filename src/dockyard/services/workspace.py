@@ -1,4 +1,4 @@
-"""The Workspace: one Dockyard home opened for use — registry store, artifact store, loaded runtimes.
+"""The Workspace: one Dockyard home opened for use: registry, artifact store, runtime loading.
 
 Every front end (CLI, HTTP management API, Python API) opens one from Settings and hands it to the
 use cases in this package; it is the only place that joins the registry and the runtimes.

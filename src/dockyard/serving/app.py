@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dockyard import __version__
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, NotReady, RateLimited
+from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.gateway import Gateway
-from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
@@ -32,9 +32,10 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = next(
-            (value for key, value in scope["headers"] if key == REQUEST_ID_HEADER), None
-        ) or uuid.uuid4().hex.encode()
+        request_id = (
+            next((value for key, value in scope["headers"] if key == REQUEST_ID_HEADER), None)
+            or uuid.uuid4().hex.encode()
+        )
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
 
         async def send_with_id(message: Message) -> None:

@@ -1,5 +1,4 @@
-"""KServe V1 codec: ``{"instances": [...]}`` in, named tensors out, ``{"predictions": ...}`` back.
-"""
+"""KServe V1 codec: ``{"instances": [...]}`` in, named tensors out, ``{"predictions"}`` back."""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def _json_field(form: FormData, name: str, kind: type) -> Any:
 
 
 async def _save_upload(upload: Any, folder: Path, field: str, limit: int) -> Path:
-    """Write an uploaded file into ``folder`` under its (sanitised) name; suffixes drive detection."""
+    """Write an upload into ``folder`` under its sanitised name (the suffix drives detection)."""
     if not isinstance(upload, UploadFile):
         raise InvalidInput(f"form field {field!r} must be a file upload")
     name = SAFE_FILE_NAME.sub("_", Path(upload.filename or field).name) or field

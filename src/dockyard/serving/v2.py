@@ -153,4 +153,3 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
         )
 
     return router
-

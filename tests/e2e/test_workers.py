@@ -1,0 +1,79 @@
+"""``dockyard serve --workers 2``: both serve, a dead worker is replaced, model memory is shared."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from dockyard.config import load_settings
+from dockyard.services.register import Registration, register
+from dockyard.services.workspace import Workspace
+from servers import Server
+
+pytestmark = pytest.mark.e2e
+WEIGHT_BYTES = 200_000 * 30 * 8  # the training matrix a brute-force KNN keeps: 48 MB
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()]
+
+
+def _shared_bytes(pid: int) -> int:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) * 1024
+    return fields["Shared_Clean"] + fields["Shared_Dirty"]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_two_workers_share_memory_and_replace_a_dead_one(
+    home: Path, start_server: Callable[..., Server]
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200_000, 30))
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = KNeighborsClassifier(n_neighbors=3, algorithm="brute").fit(x, y)
+    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
+
+    server = start_server(home, "--workers", "2")
+    _wait_for(lambda: len(_children(server.process.pid)) == 2)
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[:1].tolist()}
+        ]
+    }
+    for _ in range(20):
+        response = httpx.post(f"{server.url}/v2/models/knn/infer", json=body)
+        assert response.status_code == 200, response.text
+
+    for worker in _children(server.process.pid):
+        # The model's weights were loaded once in the parent and are shared copy-on-write.
+        assert _shared_bytes(worker) > WEIGHT_BYTES
+
+    victim = _children(server.process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    _wait_for(
+        lambda: (
+            victim not in _children(server.process.pid) and len(_children(server.process.pid)) == 2
+        )
+    )
+    _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
+    for _ in range(20):
+        assert httpx.post(f"{server.url}/v2/models/knn/infer", json=body).status_code == 200
