@@ -28,7 +28,8 @@ demo: install
 	$(VENV)/bin/dockyard serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -18,7 +18,8 @@ def test_precedence_and_sources(tmp_path: Path) -> None:
     assert settings.port == 7200
     assert settings.host == "127.0.0.2"
     assert settings.max_batch_size == 8
-    assert settings.workers == 1
+    assert settings.workers == 0
+    assert settings.effective_workers() >= 1
     assert settings.sources["port"] == "flag"
     assert settings.sources["host"] == "env DOCKYARD_HOST"
     assert settings.sources["max_batch_size"] == f"file {config}"
@@ -42,12 +43,12 @@ def test_default_database_is_sqlite_in_home(tmp_path: Path) -> None:
     ("flags", "env", "message"),
     [
         ({"port": "eighty"}, {}, "port"),
-        ({}, {"DOCKYARD_WORKERS": "0"}, "workers"),
+        ({}, {"DOCKYARD_WORKERS": "-1"}, "workers"),
         ({}, {"DOCKYARD_BATCHING": "maybe"}, "batching"),
         ({"nonsense": 1}, {}, "nonsense"),
         ({"port": 70000}, {}, "65535"),
     ],
-    ids=["bad-int", "zero-workers", "bad-bool", "unknown", "port-range"],
+    ids=["bad-int", "negative-workers", "bad-bool", "unknown", "port-range"],
 )
 def test_bad_values_name_the_setting(
     flags: dict[str, object], env: dict[str, str], message: str
@@ -64,3 +65,37 @@ def test_bad_config_file_is_named(tmp_path: Path) -> None:
     config.write_text("colour = 'blue'\n")
     with pytest.raises(InvalidInput, match="unknown setting 'colour'"):
         load_settings(env={}, config_file=config)
+
+
+def test_per_model_options_override_the_global_ones(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text(
+        "max_batch_size = 16\n[models.fraud]\nmax_batch_size = 8\nbatching = false\n"
+        "[models.churn]\nmax_delay_ms = 2\n"
+    )
+    settings = load_settings(
+        {"model_options": ["churn.max_batch_size=4", "fraud.batching=true"]},
+        env={},
+        config_file=config,
+    )
+    fraud = settings.model_options("fraud")
+    assert (fraud.batching, fraud.max_batch_size) == (True, 8)
+    churn = settings.model_options("churn")
+    assert (churn.max_batch_size, churn.max_delay_ms, churn.batching) == (4, 2.0, True)
+    other = settings.model_options("other")
+    assert (other.max_batch_size, other.max_delay_ms) == (16, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"model_options": ["fraud.colour=red"]}, "not a per-model setting"),
+        ({"model_options": ["fraud=1"]}, "MODEL.SETTING=VALUE"),
+        ({"model_options": ["fraud.max_batch_size=0"]}, "model fraud"),
+        ({"model_options": ["fraud.batching=perhaps"]}, "batching"),
+    ],
+    ids=["unknown-knob", "malformed", "zero-batch", "bad-bool"],
+)
+def test_bad_model_options_are_named(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        load_settings(flags, env={})

@@ -19,6 +19,19 @@ ENV_PREFIX = "DOCKYARD_"
 CONFIG_FILE_NAME = "dockyard.toml"
 SECRET_FIELDS = frozenset({"database_url"})
 DEFAULT_HOME = Path("~/.dockyard")
+MODEL_KNOBS = ("batching", "max_batch_size", "max_delay_ms", "prediction_timeout_s")
+"""Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
+NOT_SETTINGS = frozenset({"sources", "models"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """How one served model is batched and timed: the global settings plus its overrides."""
+
+    batching: bool
+    max_batch_size: int
+    max_delay_ms: float
+    prediction_timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +42,8 @@ class Settings:
     database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    workers: int = 0
+    """0 means one worker per CPU core."""
     max_body_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     prediction_timeout_s: float = 30.0
@@ -37,12 +51,14 @@ class Settings:
     max_delay_ms: float = 0.0
     batching: bool = True
     log_level: str = "info"
+    models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per-model overrides of MODEL_KNOBS, keyed by model name."""
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         shown = []
         for field in dataclasses.fields(self):
-            if field.name == "sources":
+            if field.name in NOT_SETTINGS:
                 continue
             value = getattr(self, field.name)
             if field.name in SECRET_FIELDS and value:
@@ -57,6 +73,16 @@ class Settings:
             return "***"
         return str(value)
 
+    def effective_workers(self) -> int:
+        """Worker processes to run: the setting, or one per CPU core when it is 0."""
+        return self.workers or len(os.sched_getaffinity(0)) or 1
+
+    def model_options(self, name: str) -> ModelOptions:
+        """The batching and timeout knobs for model ``name``, overrides applied."""
+        overrides = self.models.get(name, {})
+        values = {knob: overrides.get(knob, getattr(self, knob)) for knob in MODEL_KNOBS}
+        return ModelOptions(**values)
+
     def effective_database_url(self) -> str:
         """The SQLAlchemy URL of the registry: the configured one, else the SQLite file in home."""
         return self.database_url or f"sqlite:///{self.home / 'dockyard.db'}"
@@ -64,7 +90,7 @@ class Settings:
 
 def setting_names() -> list[str]:
     """Names of all user-facing settings, in declaration order."""
-    return [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+    return [f.name for f in dataclasses.fields(Settings) if f.name not in NOT_SETTINGS]
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -126,8 +152,12 @@ def load_settings(
     )
     if path is None and Path(CONFIG_FILE_NAME).is_file():
         path = Path(CONFIG_FILE_NAME)
+    models: dict[str, dict[str, Any]] = {}
     if path is not None:
         for key, raw in _read_file(path).items():
+            if key == "models":
+                _merge_models(models, raw, f"config file {path}")
+                continue
             if key not in names:
                 raise InvalidInput(f"config file {path}: unknown setting {key!r}")
             values[key] = _convert(key, raw)
@@ -142,6 +172,9 @@ def load_settings(
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
+        if name == "model_options":
+            _merge_models(models, _parse_model_flags(raw), "--model-option")
+            continue
         if name not in names:
             raise InvalidInput(f"unknown setting {name!r}")
         values[name] = _convert(name, raw)
@@ -150,18 +183,53 @@ def load_settings(
     values["home"] = Path(values.get("home", DEFAULT_HOME)).expanduser()
     for name in names - sources.keys():
         sources[name] = "default"
-    settings = Settings(**values, sources=sources)
+    settings = Settings(**values, models=models, sources=sources)
     _validate(settings)
     return settings
+
+
+def _merge_models(models: dict[str, dict[str, Any]], raw: Any, where: str) -> None:
+    """Fold ``{model: {knob: value}}`` into ``models``, checking each knob and converting it."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{where}: models must be a table of tables, one per model")
+    for model, knobs in raw.items():
+        if not isinstance(knobs, Mapping):
+            raise InvalidInput(f"{where}: models.{model} must be a table")
+        for knob, value in knobs.items():
+            if knob not in MODEL_KNOBS:
+                raise InvalidInput(
+                    f"{where}: models.{model}.{knob} is not a per-model setting; "
+                    f"use one of {', '.join(MODEL_KNOBS)}"
+                )
+            models.setdefault(str(model), {})[knob] = _convert(knob, value)
+
+
+def _parse_model_flags(items: Any) -> dict[str, dict[str, str]]:
+    """``["fraud.max_batch_size=32", "fraud.batching=false"]`` as nested overrides."""
+    parsed: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = str(item).partition("=")
+        model, dot, knob = target.rpartition(".")
+        if not sep or not dot or not model:
+            raise InvalidInput(f"--model-option {item!r} must look like MODEL.SETTING=VALUE")
+        parsed.setdefault(model, {})[knob] = value
+    return parsed
 
 
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise InvalidInput(f"port must be between 0 and 65535, got {settings.port}")
-    for name in ("workers", "max_body_bytes", "max_upload_bytes", "max_batch_size"):
+    if settings.workers < 0:
+        raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
+    for name in ("max_body_bytes", "max_upload_bytes"):
         if getattr(settings, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
-    if settings.prediction_timeout_s <= 0:
-        raise InvalidInput("prediction_timeout_s must be positive")
-    if settings.max_delay_ms < 0:
-        raise InvalidInput("max_delay_ms must not be negative")
+    for model in ("", *settings.models):
+        options = settings.model_options(model)
+        where = f" (model {model})" if model else ""
+        if options.max_batch_size < 1:
+            raise InvalidInput(f"max_batch_size must be at least 1{where}")
+        if options.prediction_timeout_s <= 0:
+            raise InvalidInput(f"prediction_timeout_s must be positive{where}")
+        if options.max_delay_ms < 0:
+            raise InvalidInput(f"max_delay_ms must not be negative{where}")

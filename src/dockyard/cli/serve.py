@@ -24,7 +24,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes sharing the port and the model memory.")
+        int | None,
+        typer.Option(help="Worker processes sharing the port and model memory (0: one per core)."),
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most rows in one batch.")] = None,
     max_delay_ms: Annotated[
@@ -32,6 +33,10 @@ def serve(
     ] = None,
     batching: Annotated[
         bool | None, typer.Option("--batching/--no-batching", help="Adaptive batching.")
+    ] = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL.SETTING=VALUE per-model batching/timeout override, repeatable."),
     ] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
@@ -48,6 +53,7 @@ def serve(
         batching=batching,
         max_body_bytes=max_body_bytes,
         log_level=log_level,
+        model_options=model_option,
     )
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
@@ -55,9 +61,13 @@ def serve(
     served = ", ".join(
         f"{d.version.ref}" for name in gateway.model_names() for d in gateway.deployments(name)
     )
-    typer.echo(f"serving {served} on http://{settings.host}:{settings.port} (docs at /docs)")
+    workers = settings.effective_workers()
+    typer.echo(
+        f"serving {served} on http://{settings.host}:{settings.port} with {workers} "
+        f"worker{'s' if workers > 1 else ''} (docs at /docs)"
+    )
     try:
-        if settings.workers == 1:
+        if workers == 1:
             config = uvicorn_config(
                 create_app(settings, gateway, workspace),
                 settings.host,
@@ -75,7 +85,7 @@ def serve(
                 worker_app,
                 settings.host,
                 settings.port,
-                settings.workers,
+                workers,
                 settings.log_level,
             ).run()
     finally:

@@ -34,13 +34,14 @@ class Deployment:
 
     @classmethod
     def create(cls, version: ModelVersion, runtime: Runtime, settings: Settings) -> Deployment:
+        options = settings.model_options(version.model)
         batcher = Batcher(
             runtime.predict,
             name=version.ref,
-            max_batch_size=settings.max_batch_size,
-            max_delay_s=settings.max_delay_ms / 1000,
-            timeout_s=settings.prediction_timeout_s,
-            enabled=settings.batching,
+            max_batch_size=options.max_batch_size,
+            max_delay_s=options.max_delay_ms / 1000,
+            timeout_s=options.prediction_timeout_s,
+            enabled=options.batching,
         )
         return cls(version=version, runtime=runtime, batcher=batcher)
 

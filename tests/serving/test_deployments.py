@@ -1,0 +1,64 @@
+"""A Deployment takes its batching knobs from the settings, per model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import numpy as np
+
+from dockyard.config import load_settings
+from dockyard.registry.records import ArtifactRef, Lineage, ModelVersion, Signature, TensorSpec
+from dockyard.serving.deployments import Deployment
+
+
+class SlowDoubler:
+    """A runtime that holds every call until released; requests sent together queue together."""
+
+    framework = "pyfunc"
+    output_names = ("predict",)
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.release = threading.Event()
+
+    def predict(self, x: Any, outputs: Any) -> dict[str, np.ndarray]:
+        self.batches.append(len(x))
+        assert self.release.wait(10)
+        return {"predict": x[:, 0] * 2}
+
+
+def _version(model: str) -> ModelVersion:
+    spec = TensorSpec("x0", "FP64", (-1,))
+    return ModelVersion(
+        model=model,
+        version=1,
+        framework="pyfunc",
+        artifact=ArtifactRef("0" * 64, "pyfunc-tar"),
+        signature=Signature((spec,), (TensorSpec("predict", "FP64", (-1,)),), tabular=True),
+        lineage=Lineage(None, None, {}, None, "3.11", {}),
+    )
+
+
+async def _batches_for(model: str, settings_flags: dict[str, Any]) -> list[int]:
+    runtime = SlowDoubler()
+    deployment = Deployment.create(_version(model), runtime, load_settings(settings_flags, env={}))
+    tasks = [asyncio.create_task(deployment.infer(np.full((1, 1), v), ())) for v in range(4)]
+    await asyncio.sleep(0.05)
+    runtime.release.set()
+    results = await asyncio.gather(*tasks)
+    assert [float(r["predict"][0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+    deployment.close()
+    return runtime.batches
+
+
+async def test_batching_can_be_turned_off_for_one_model() -> None:
+    flags = {"model_options": ["plain.batching=false"]}
+    assert await _batches_for("batched", flags) == [4]
+    assert await _batches_for("plain", flags) == [1, 1, 1, 1]
+
+
+async def test_max_batch_size_per_model() -> None:
+    flags = {"max_batch_size": 64, "model_options": ["small.max_batch_size=2"]}
+    assert await _batches_for("small", flags) == [2, 2]
