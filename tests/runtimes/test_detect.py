@@ -107,7 +107,6 @@ def test_every_module_has_the_framework_surface(name: str) -> None:
     assert name == module.FRAMEWORK
     assert isinstance(module.EXTRA, str)
     assert isinstance(module.tabular, bool)
-    assert isinstance(module.FORK_SAFE, bool)
     assert callable(module.is_model)
     assert callable(module.save)
     assert callable(module.load)

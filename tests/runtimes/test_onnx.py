@@ -50,6 +50,7 @@ def test_converted_classifier_predicts_like_sklearn(
     saved, runtime = roundtrip(onnx_runtime, converted)
 
     assert saved.format == "onnx"
+    assert runtime.fork_safe  # the CPU provider only
     assert runtime.input_names == ("X",)
     label, proba = runtime.output_names
     result = runtime.predict({"X": features}, ())  # float64 in, cast to the graph's float

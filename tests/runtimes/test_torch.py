@@ -62,6 +62,7 @@ def test_scripted_module_roundtrip(features: np.ndarray, roundtrip: RoundTrip) -
     saved, runtime = roundtrip(torch_runtime, module)
 
     assert saved.format == "torchscript"
+    assert runtime.fork_safe  # on the CPU; a CUDA model is not
     assert saved.options == {
         "input_names": ["input-0"],
         "output_names": ["output-0"],

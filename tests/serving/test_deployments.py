@@ -18,6 +18,7 @@ class SlowDoubler:
 
     framework = "pyfunc"
     output_names = ("predict",)
+    fork_safe = True
 
     def __init__(self) -> None:
         self.batches: list[int] = []

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from dockyard.cli.options import HomeOption, settings_from
+from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
 from dockyard.reliability.supervisor import Supervisor, uvicorn_config
 from dockyard.services.workspace import Workspace
@@ -62,6 +63,12 @@ def serve(
         f"{d.version.ref}" for name in gateway.model_names() for d in gateway.deployments(name)
     )
     workers = settings.effective_workers()
+    if workers > 1 and (unsafe := gateway.fork_unsafe()):
+        gateway.close()
+        raise InvalidInput(
+            f"{', '.join(unsafe)} run on a GPU, whose context cannot be shared by forked workers; "
+            "serve them with --workers 1"
+        )
     typer.echo(
         f"serving {served} on http://{settings.host}:{settings.port} with {workers} "
         f"worker{'s' if workers > 1 else ''} (docs at /docs)"

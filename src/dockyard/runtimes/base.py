@@ -26,6 +26,8 @@ class Runtime(Protocol):
     framework: str
     output_names: tuple[str, ...]
     """Every output this runtime can produce; the first is the main prediction."""
+    fork_safe: bool
+    """Whether forked workers may share this loaded model (False once it holds a CUDA context)."""
 
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Predict a batch; return the requested ``outputs`` (a subset of ``output_names``)."""

@@ -1,7 +1,7 @@
 """Which framework a model belongs to, and the one place that maps framework names to modules.
 
 Every framework module exposes the same surface: ``FRAMEWORK``, ``EXTRA``, ``tabular``,
-``FORK_SAFE``, ``is_model(obj)``, ``save(obj, folder, **kwargs)`` and ``load(path, opts)``.
+``is_model(obj)``, ``save(obj, folder, **kwargs)`` and ``load(path, opts)``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from dockyard.runtimes.formats import check_format, check_suffix, model_file_err
 FRAMEWORK = "lightgbm"
 EXTRA = "lightgbm"
 tabular = True
-FORK_SAFE = True
 FORMAT = "lightgbm-txt"
 SUFFIXES = (".txt",)
 CLASSIFIER_OBJECTIVES = frozenset({"binary", "multiclass", "multiclassova"})
@@ -83,6 +82,7 @@ class LightGBMRuntime:
     """
 
     framework = FRAMEWORK
+    fork_safe = True
 
     def __init__(self, booster: Any, classes: np.ndarray | None) -> None:
         self.booster = booster

@@ -26,8 +26,6 @@ from dockyard.runtimes.formats import check_format, check_suffix, copy_model_fil
 FRAMEWORK = "onnx"
 EXTRA = "onnx"
 tabular = False
-FORK_SAFE = True
-"""True for the CPU provider; a worker that uses CUDA creates its own session after the fork."""
 FORMAT = "onnx"
 SUFFIXES = (".onnx",)
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -97,6 +95,7 @@ class OnnxRuntime:
             item.name: ONNX_TO_NUMPY.get(item.type) for item in inputs
         }
         self.output_names: tuple[str, ...] = tuple(item.name for item in session.get_outputs())
+        self.fork_safe = session.get_providers() == ["CPUExecutionProvider"]
 
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         selected = select_outputs(self.output_names, outputs)

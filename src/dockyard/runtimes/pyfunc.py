@@ -30,7 +30,6 @@ FRAMEWORK = "pyfunc"
 EXTRA = ""
 tabular = False
 """Only the default: whether a function takes a table is decided per model and kept in options."""
-FORK_SAFE = True
 FORMAT = "pyfunc-tar"
 DEFAULT_OUTPUT_NAMES = ("predict",)
 ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -115,6 +114,7 @@ class PyfuncRuntime:
     """A function of ``x`` returning an array, a list, or a dict of arrays keyed by output name."""
 
     framework = FRAMEWORK
+    fork_safe = True
 
     def __init__(
         self, function: Callable[[Any], Any], output_names: tuple[str, ...], tabular: bool

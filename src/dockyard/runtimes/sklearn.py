@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 FRAMEWORK = "sklearn"
 EXTRA = ""
 tabular = True
-FORK_SAFE = True
 SKOPS = "skops"
 PICKLE = "pickle"
 SKOPS_SUFFIXES = (".skops",)
@@ -93,6 +92,7 @@ class SklearnRuntime:
     """
 
     framework = FRAMEWORK
+    fork_safe = True
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator

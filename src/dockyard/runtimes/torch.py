@@ -30,9 +30,6 @@ from dockyard.runtimes.formats import check_format, check_suffix, copy_model_fil
 FRAMEWORK = "torch"
 EXTRA = "torch"
 tabular = False
-FORK_SAFE = True
-"""A CPU model survives a fork (torch resets its thread pools in the child); CUDA is initialised in
-each worker, after the fork, because ``load`` picks the device where it runs."""
 FORMAT = "torchscript"
 SUFFIXES = (".pt", ".pth", ".torchscript")
 DEFAULT_INPUT_NAMES = ("input-0",)
@@ -126,6 +123,7 @@ class TorchRuntime:
         self.input_names = input_names
         self.output_names = output_names
         self.device = device
+        self.fork_safe = device == "cpu"
         self._float_dtype = getattr(torch, float_dtype, None)
         if not isinstance(self._float_dtype, torch.dtype):
             raise InvalidInput(f"unknown float_dtype {float_dtype!r} in the artifact options")

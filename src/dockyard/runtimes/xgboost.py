@@ -23,7 +23,6 @@ from dockyard.runtimes.formats import check_format, check_suffix, model_file_err
 FRAMEWORK = "xgboost"
 EXTRA = "xgboost"
 tabular = True
-FORK_SAFE = True
 FORMAT = "xgboost-ubj"
 SUFFIXES = (".json", ".ubj")
 CLASSIFIER = "XGBClassifier"
@@ -81,6 +80,7 @@ class XGBoostRuntime:
     """
 
     framework = FRAMEWORK
+    fork_safe = True
 
     def __init__(self, model: Any, xgb: Any = None) -> None:
         self.model = model

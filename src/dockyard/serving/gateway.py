@@ -59,6 +59,15 @@ class LocalGateway:
             )
         return versions[int(version)]
 
+    def fork_unsafe(self) -> list[str]:
+        """Versions whose loaded runtime must not be shared by forked workers (CUDA contexts)."""
+        return [
+            deployment.version.ref
+            for versions in self._by_name.values()
+            for deployment in versions.values()
+            if not deployment.runtime.fork_safe
+        ]
+
     def close(self) -> None:
         for versions in self._by_name.values():
             for deployment in versions.values():
