@@ -52,7 +52,7 @@ def main() -> None:
     print("\nOnce the server below says it is running, try:\n")
     print(f"curl -s {url}/v2/models/{MODEL_NAME}/infer -H 'Content-Type: application/json' \\")
     print(f"  -d '{body}'\n")
-    print("python3 - <<'PY'")
+    print(".venv/bin/python - <<'PY'")
     print("import dockyard")
     print(f"client = dockyard.Client({url!r})")
     print(f"print(client.infer({MODEL_NAME!r}, {{'input-0': [{row}]}}))")
