@@ -16,10 +16,17 @@ import pytest
 import skops.io
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from dockyard.errors import InvalidInput, PredictionFailed
 from dockyard.runtimes import sklearn
@@ -231,3 +238,32 @@ def test_model_failure_is_prediction_failed(
 def test_is_model_needs_no_import() -> None:
     assert sklearn.is_model(LogisticRegression())
     assert not sklearn.is_model(np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        LogisticRegression(),
+        LogisticRegression(max_iter=500),  # multinomial on three classes below
+        HistGradientBoostingClassifier(max_iter=10),
+        RandomForestClassifier(n_estimators=5, random_state=0),
+        ExtraTreesClassifier(n_estimators=5, random_state=0),
+        GradientBoostingClassifier(n_estimators=5),
+        DecisionTreeClassifier(random_state=0),
+        GaussianNB(),
+        Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]),
+    ],
+    ids=["lr", "lr-multiclass", "hgb", "forest", "extra-trees", "gb", "tree", "nb", "pipeline"],
+)
+def test_both_outputs_from_one_predict_proba_match_predict(
+    model: Any, features: np.ndarray, labels: np.ndarray, roundtrip: RoundTrip
+) -> None:
+    rng = np.random.default_rng(11)
+    three = labels + (features[:, 2] > 1).astype(np.int64)
+    target = three if getattr(model, "max_iter", None) == 500 else labels
+    model.fit(features, target)
+    rows = np.vstack([features, rng.normal(size=(200, features.shape[1]))])
+    _, runtime = roundtrip(sklearn, model)
+    both = runtime.predict(rows, ())
+    np.testing.assert_array_equal(both["predict"], model.predict(rows))
+    np.testing.assert_allclose(both["predict_proba"], model.predict_proba(rows))

@@ -82,6 +82,26 @@ def load(path: Path, opts: LoadOptions) -> SklearnRuntime:
     return SklearnRuntime(estimator)
 
 
+ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._forest.ExtraTreesClassifier",
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.naive_bayes.GaussianNB",
+    }
+)
+"""Classifiers whose ``predict`` is ``classes_[argmax(predict_proba)]`` (up to exact ties): when
+both outputs are wanted, one call to ``predict_proba`` gives both."""
+
+
+def _final_estimator(estimator: Any) -> Any:
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
+
+
 class SklearnRuntime:
     """A fitted estimator: ``predict`` always, ``predict_proba`` when the estimator has it.
 
@@ -104,11 +124,20 @@ class SklearnRuntime:
         self._pandas = (
             None if self.feature_names is None else import_extra("pandas", "pandas", "pandas")
         )
+        final = _final_estimator(estimator)
+        self._classes: np.ndarray | None = (
+            np.asarray(final.classes_)
+            if qualified_name(final) in ARGMAX_CLASSIFIERS and hasattr(final, "classes_")
+            else None
+        )
 
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         selected = select_outputs(self.output_names, outputs)
         with prediction_errors(FRAMEWORK):
             table = self._table(x)
+            if self._classes is not None and len(selected) == 2:
+                proba = np.asarray(self.estimator.predict_proba(table))
+                return {"predict": self._classes[proba.argmax(axis=1)], "predict_proba": proba}
             return {name: np.asarray(getattr(self.estimator, name)(table)) for name in selected}
 
     def _table(self, x: Any) -> Any:

@@ -8,15 +8,17 @@ import uuid
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import __version__
 from dockyard.config import Settings
-from dockyard.errors import DockyardError, NotReady, RateLimited
+from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
+from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
+from dockyard.serving.hotpath import HotPath
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
@@ -46,18 +48,9 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _error_response(error: DockyardError) -> JSONResponse:
-    headers = {}
-    if isinstance(error, RateLimited | NotReady):
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
-    return JSONResponse({"error": error.message}, status_code=error.http_status, headers=headers)
-
-
-async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DockyardError)
-    if exc.http_status >= 500:
-        logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return _error_response(exc)
+async def _dockyard_error(request: Request, exc: Exception) -> Response:
+    status, headers, body = error_answer(exc, getattr(request.state, "request_id", "-"))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,17 +62,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "?")
-    logger.error("request %s failed", request_id, exc_info=exc)
-    return JSONResponse(
-        {"error": f"internal server error (request id {request_id}); see the server log"},
-        status_code=500,
-    )
+def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None = None) -> ASGIApp:
+    """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``.
 
-
-def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None = None) -> FastAPI:
-    """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``."""
+    The order of the layers is this function: the pure ASGI hot path (inference and health, with
+    their own request ids) in front of FastAPI (request-id middleware, metadata, management, docs).
+    """
     app = FastAPI(
         title="Dockyard",
         version=__version__,
@@ -87,7 +75,7 @@ def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None
         exception_handlers={
             DockyardError: _dockyard_error,
             StarletteHTTPException: _http_error,
-            Exception: _unexpected_error,
+            Exception: _dockyard_error,
         },
     )
     app.state.gateway = gateway
@@ -97,4 +85,4 @@ def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None
         app.state.workspace = workspace
         app.include_router(management.build_router(settings.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)
-    return app
+    return HotPath(app, gateway, settings.max_body_bytes)

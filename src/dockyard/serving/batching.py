@@ -87,13 +87,18 @@ class Batcher:
             self._arrived.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = loop.create_task(self._drain())
+        expiry = loop.call_later(self._timeout_s, self._expire, pending)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), self._timeout_s)
-        except TimeoutError:
-            pending.future.cancel()
-            raise PredictionTimeout(
-                f"prediction did not finish within {self._timeout_s:g} s"
-            ) from None
+            return await pending.future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, pending: _Pending) -> None:
+        """Past the deadline: fail the request now; a batch still running it drops its result."""
+        if not pending.future.done():
+            pending.future.set_exception(
+                PredictionTimeout(f"prediction did not finish within {self._timeout_s:g} s")
+            )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,10 +1,13 @@
-"""Reading request bodies safely: a size cap checked while streaming, and capped decompression."""
+"""Reading request bodies safely: a size cap checked while streaming, and capped decompression.
+
+Framework-free: it takes the request's headers and an async iterator of body chunks, so the pure
+ASGI hot path and the FastAPI routes share it.
+"""
 
 from __future__ import annotations
 
 import zlib
-
-from starlette.requests import Request
+from collections.abc import AsyncIterator, Mapping
 
 from dockyard.errors import InvalidInput, PayloadTooLarge
 
@@ -17,20 +20,23 @@ def _too_large(size: str | int, limit: int) -> PayloadTooLarge:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed if it says so; PayloadTooLarge past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The request body, decompressed if it says so; PayloadTooLarge past ``limit`` bytes.
+
+    ``headers`` has lower-case names.
+    """
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(declared, limit)
-    chunks = []
+    parts = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise _too_large(f"more than {limit}", limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        parts.append(chunk)
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in WBITS:

@@ -7,10 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from dockyard.registry.signatures import prepare_input
-from dockyard.serving.bodies import read_body
 from dockyard.serving.gateway import Gateway
-from dockyard.serving.instances import decode_v1, encode_v1
+from dockyard.serving.inference import predict_v1
 
 PREDICT_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -40,12 +38,9 @@ def build_router(max_body_bytes: int) -> APIRouter:
 
     @router.post("/models/{name}:predict", summary="Predict", openapi_extra=PREDICT_SCHEMA)
     async def predict(request: Request, name: str) -> Response:
+        """Documented here; served by the pure ASGI hot path (``serving.hotpath``)."""
         gateway: Gateway = request.app.state.gateway
-        deployment = gateway.deployment(name)
-        body = await read_body(request, max_body_bytes)
-        signature = deployment.version.signature
-        x = prepare_input(signature, decode_v1(body, signature))
-        result = await deployment.infer(x, ())
-        return Response(encode_v1(result, signature.outputs[0].name), media_type="application/json")
+        answer = await predict_v1(gateway, name, request.headers, request.stream(), max_body_bytes)
+        return Response(answer.body, media_type=answer.content_type)
 
     return router

@@ -7,17 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from dockyard.errors import InvalidInput, NotReady
+from dockyard.errors import NotReady
 from dockyard.registry.records import TensorSpec
-from dockyard.registry.signatures import prepare_input
-from dockyard.serving.bodies import read_body
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
-from dockyard.serving.protocol import decode_infer, encode_infer
+from dockyard.serving.inference import infer_v2
 
 SERVER_NAME = "dockyard"
 EXTENSIONS = ["binary_tensor_data"]
-HEADER_LENGTH = "inference-header-content-length"
 INFER_REQUEST_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -122,34 +119,15 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
         openapi_extra=INFER_REQUEST_SCHEMA,
     )
     async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
-        deployment = _gateway(request).deployment(name, model_version)
-        body = await read_body(request, max_body_bytes)
-        header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is not None and not header_length.isdigit():
-            raise InvalidInput(
-                f"header Inference-Header-Content-Length is not a number: {header_length!r}"
-            )
-        decoded = decode_infer(body, int(header_length) if header_length is not None else None)
-        requested = tuple(output.name for output in decoded.outputs)
-        outputs = deployment.output_names(requested)
-        x = prepare_input(deployment.version.signature, decoded.inputs)
-        result = await deployment.infer(x, outputs)
-        binary = {o.name for o in decoded.outputs if o.binary}
-        if decoded.binary_output:
-            binary = set(result)
-        payload, json_length = encode_infer(
-            model_name=deployment.name,
-            model_version=str(deployment.version.version),
-            request_id=decoded.id,
-            outputs=result,
-            binary=binary,
+        """Documented here; served by the pure ASGI hot path (``serving.hotpath``)."""
+        answer = await infer_v2(
+            _gateway(request),
+            name,
+            model_version,
+            request.headers,
+            request.stream(),
+            max_body_bytes,
         )
-        if json_length is None:
-            return Response(payload, media_type="application/json")
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
-        )
+        return Response(answer.body, media_type=answer.content_type, headers=answer.headers)
 
     return router

@@ -1,0 +1,28 @@
+"""Errors as HTTP answers: the one mapping from an exception to status, headers and JSON body."""
+
+from __future__ import annotations
+
+import logging
+
+from dockyard.errors import DockyardError, NotReady, RateLimited
+from dockyard.serving.protocol import encode_error
+
+logger = logging.getLogger(__name__)
+
+
+def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, extra headers and ``{"error": …}`` body for any exception raised by a request.
+
+    A DockyardError's message is meant for the client; anything else is logged with the request
+    id and answered with a generic 500 that names only that id.
+    """
+    if not isinstance(error, DockyardError):
+        logger.error("request %s failed", request_id, exc_info=error)
+        message = f"internal server error (request id {request_id}); see the server log"
+        return 500, {}, encode_error(message)
+    if error.http_status >= 500:
+        logger.error("request %s failed: %s", request_id, error, exc_info=error)
+    headers = {}
+    if isinstance(error, RateLimited | NotReady):
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return error.http_status, headers, encode_error(error.message)

@@ -1,0 +1,137 @@
+"""The pure ASGI front of the app: inference and health answered without the web framework.
+
+``POST …/infer``, ``POST /v1/models/{m}:predict`` and the health probes are matched by plain string
+operations and answered here; every other request (metadata, management, docs) goes on to the
+FastAPI app. The FastAPI routes for the same paths exist for the OpenAPI docs and call the same
+coroutines in ``serving.inference``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dockyard.errors import NotReady
+from dockyard.serving.failures import error_answer
+from dockyard.serving.gateway import Gateway
+from dockyard.serving.inference import JSON, Answer, infer_v2, predict_v1
+
+V2_PREFIX = "/v2/models/"
+V2_SUFFIX = "/infer"
+VERSION_SEGMENT = "/versions/"
+V1_PREFIX = "/v1/models/"
+V1_SUFFIX = ":predict"
+REQUEST_ID = "x-request-id"
+LIVE = b'{"live":true}'
+READY = b'{"ready":true}'
+
+
+def _v2_target(path: str) -> tuple[str, str | None] | None:
+    """``(name, version)`` for a V2 inference path, else None."""
+    if not (path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX)):
+        return None
+    middle = path[len(V2_PREFIX) : -len(V2_SUFFIX)]
+    name, found, version = middle.partition(VERSION_SEGMENT)
+    if not name or "/" in name or (found and (not version or "/" in version)):
+        return None
+    return name, (version if found else None)
+
+
+def _v1_target(path: str) -> str | None:
+    if not (path.startswith(V1_PREFIX) and path.endswith(V1_SUFFIX)):
+        return None
+    name = path[len(V1_PREFIX) : -len(V1_SUFFIX)]
+    return name if name and "/" not in name else None
+
+
+class HotPath:
+    """Answers the hot endpoints itself; passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, max_body_bytes: int) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
+        self._ids = itertools.count()
+        self._id_prefix = f"{os.getpid():x}-"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        path = scope["path"]
+        if method == "POST":
+            v2 = _v2_target(path)
+            v1 = None if v2 else _v1_target(path)
+            if v2 is not None or v1 is not None:
+                await self._predict(scope, receive, send, v2, v1)
+                return
+        elif method == "GET" and path == "/v2/health/live":
+            await _respond(send, 200, JSON, LIVE, {})
+            return
+        elif method == "GET" and path == "/v2/health/ready":
+            await self._ready(send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _ready(self, send: Send) -> None:
+        if self.gateway.is_ready():
+            await _respond(send, 200, JSON, READY, {})
+            return
+        status, headers, body = error_answer(NotReady("no model is loaded yet"), "-")
+        await _respond(send, status, JSON, body, headers)
+
+    async def _predict(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        v2: tuple[str, str | None] | None,
+        v1: str | None,
+    ) -> None:
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        request_id = headers.get(REQUEST_ID) or f"{self._id_prefix}{next(self._ids):x}"
+        chunks = _body_chunks(receive)
+        try:
+            if v2 is not None:
+                answer: Answer = await infer_v2(
+                    self.gateway, v2[0], v2[1], headers, chunks, self.max_body_bytes
+                )
+            else:
+                assert v1 is not None
+                answer = await predict_v1(self.gateway, v1, headers, chunks, self.max_body_bytes)
+        except Exception as exc:
+            status, extra, body = error_answer(exc, request_id)
+            await _respond(send, status, JSON, body, {**extra, REQUEST_ID: request_id})
+            return
+        extra = {**answer.headers, REQUEST_ID: request_id}
+        await _respond(send, 200, answer.content_type, answer.body, extra)
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _respond(
+    send: Send, status: int, content_type: str, body: bytes, headers: dict[str, str]
+) -> None:
+    raw = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw.extend(
+        (key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()
+    )
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
