@@ -19,7 +19,13 @@ ENV_PREFIX = "DOCKYARD_"
 CONFIG_FILE_NAME = "dockyard.toml"
 SECRET_FIELDS = frozenset({"database_url"})
 DEFAULT_HOME = Path("~/.dockyard")
-MODEL_KNOBS = ("batching", "max_batch_size", "max_delay_ms", "prediction_timeout_s")
+MODEL_KNOBS = (
+    "batching",
+    "max_batch_size",
+    "max_delay_ms",
+    "prediction_timeout_s",
+    "inline_budget_ms",
+)
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models"})
 
@@ -32,6 +38,7 @@ class ModelOptions:
     max_batch_size: int
     max_delay_ms: float
     prediction_timeout_s: float
+    inline_budget_ms: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Settings:
     max_batch_size: int = 64
     max_delay_ms: float = 0.0
     batching: bool = True
+    inline_budget_ms: float = 1.0
+    """Batches a model finishes within this (moving average) run on the event-loop thread."""
     log_level: str = "info"
     models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Per-model overrides of MODEL_KNOBS, keyed by model name."""
@@ -233,3 +242,5 @@ def _validate(settings: Settings) -> None:
             raise InvalidInput(f"prediction_timeout_s must be positive{where}")
         if options.max_delay_ms < 0:
             raise InvalidInput(f"max_delay_ms must not be negative{where}")
+        if options.inline_budget_ms < 0:
+            raise InvalidInput(f"inline_budget_ms must not be negative{where}")

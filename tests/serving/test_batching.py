@@ -131,3 +131,38 @@ async def test_wrong_output_length_is_a_prediction_failure() -> None:
     with pytest.raises(PredictionFailed, match="returned 1 rows"):
         await batcher.submit(_row(1, rows=2), ())
     batcher.close()
+
+
+class RecordingModel:
+    """Doubles its input and records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def predict(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        return {"double": x[:, 0] * 2}
+
+
+async def test_a_model_that_proved_fast_runs_on_the_event_loop_thread() -> None:
+    model = RecordingModel()
+    batcher = Batcher(model.predict, name="fast", inline_budget_s=60.0)
+    for value in range(3):
+        result = await batcher.submit(_row(value), ())
+        assert float(result["double"][0]) == 2 * value
+    # The first batch is timed on the model's thread; once known to be fast, batches run inline.
+    loop_thread = threading.current_thread().name
+    assert model.threads[0] != loop_thread
+    assert model.threads[1:] == [loop_thread, loop_thread]
+    assert batcher.batches_inline == 2
+    batcher.close()
+
+
+async def test_a_zero_budget_keeps_every_batch_off_the_event_loop() -> None:
+    model = RecordingModel()
+    batcher = Batcher(model.predict, name="threaded", inline_budget_s=0.0)
+    for value in range(3):
+        await batcher.submit(_row(value), ())
+    assert threading.current_thread().name not in model.threads
+    assert batcher.batches_inline == 0
+    batcher.close()

@@ -42,6 +42,7 @@ class Deployment:
             max_delay_s=options.max_delay_ms / 1000,
             timeout_s=options.prediction_timeout_s,
             enabled=options.batching,
+            inline_budget_s=options.inline_budget_ms / 1000,
         )
         return cls(version=version, runtime=runtime, batcher=batcher)
 
