@@ -233,6 +233,35 @@ def test_corrupt_artifact_refuses_to_load(
     assert code == 9
     assert digest in err
     assert str(blob) in err
+    code, _, err = _cli(capsys, "serve", "lr:1", "--port", "0", *h)
+    assert code == 9
+    assert digest in err
+    assert "Traceback" not in err
+
+
+def test_unknown_alias_is_named(
+    capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
+) -> None:
+    h = ("--home", str(home))
+    code, _, err = _cli(
+        capsys,
+        "models",
+        "register",
+        str(files["skops"]),
+        "-n",
+        "lr",
+        "--reference",
+        str(files["reference"]),
+        "--alias",
+        "production",
+        *h,
+    )
+    assert code == 0, err
+    for args in (("models", "show", "lr@canary"), ("serve", "lr@canary", "--port", "0")):
+        code, _, err = _cli(capsys, *args, *h)
+        assert code == 4
+        assert "no alias 'canary'" in err
+        assert "production" in err
 
 
 def test_missing_optional_framework_names_the_extra(
