@@ -75,6 +75,13 @@ def prediction_errors(framework: str) -> Iterator[None]:
         raise PredictionFailed(message) from exc
 
 
+def row_count(x: Any) -> int:
+    """Rows in a model input: a 2-D array, a DataFrame or a dict of arrays."""
+    if isinstance(x, Mapping):
+        return len(next(iter(x.values()))) if x else 0
+    return len(x)
+
+
 def select_outputs(available: tuple[str, ...], requested: Sequence[str]) -> tuple[str, ...]:
     """The outputs to compute: all when none are requested; an unknown name is InvalidInput."""
     if not requested:

@@ -27,7 +27,7 @@ from dockyard.registry.signatures import (
     parse_signature,
     reference_input,
 )
-from dockyard.runtimes.base import Runtime
+from dockyard.runtimes.base import Runtime, row_count
 from dockyard.runtimes.detect import detect_framework, framework_module
 from dockyard.services.workspace import Workspace
 
@@ -82,9 +82,7 @@ def register(workspace: Workspace, model: Any, request: Registration) -> ModelVe
     runtime = workspace.load_artifact(
         framework, artifact, request.allow_pickle, tuple(request.trusted_types)
     )
-    signature = _signature(runtime, request, tabular)
-    if request.reference_data is not None:
-        _check_reference_predictions(runtime, signature, request.reference_data)
+    signature = _checked_signature(runtime, request, tabular)
 
     version = workspace.store.create_version(
         model=request.name,
@@ -129,47 +127,37 @@ def _save_options(framework: str, request: Registration, tabular: bool) -> dict[
     return {}
 
 
-def _signature(runtime: Runtime, request: Registration, tabular: bool) -> Signature:
-    """The explicit signature if given, else one inferred from the reference data and outputs."""
-    if request.signature is not None:
-        return parse_signature(request.signature)
+def _checked_signature(runtime: Runtime, request: Registration, tabular: bool) -> Signature:
+    """The signature (explicit, or inferred from the reference data and the outputs), after
+    predicting reference rows through the same validation a request gets: a model that fails or
+    does not answer one prediction per row is refused here, before anything is committed."""
+    declared = parse_signature(request.signature) if request.signature is not None else None
+    reference = request.reference_data
+    if reference is None:
+        assert declared is not None  # register() refuses a request with neither
+        return declared
     input_names = request.input_names or getattr(runtime, "input_names", None)
-    inputs_only = infer_signature(
-        request.reference_data,
-        {},
-        tabular=tabular,
-        input_names=input_names,
-        feature_names=request.feature_names,
-    )
-    outputs = runtime.predict(
-        reference_input(inputs_only, request.reference_data, REFERENCE_ROWS), ()
-    )
-    return infer_signature(
-        request.reference_data,
-        outputs,
-        tabular=tabular,
-        input_names=input_names,
-        feature_names=request.feature_names,
-    )
 
+    def inferred(outputs: Mapping[str, np.ndarray]) -> Signature:
+        return infer_signature(
+            reference,
+            outputs,
+            tabular=tabular,
+            input_names=input_names,
+            feature_names=request.feature_names,
+        )
 
-def _check_reference_predictions(runtime: Runtime, signature: Signature, reference: Any) -> None:
-    """Predict reference rows through the same validation a request gets; refuse a bad model."""
-    rows = reference_input(signature, reference, REFERENCE_ROWS)
+    draft = declared or inferred({})
+    rows = reference_input(draft, reference, REFERENCE_ROWS)
     outputs = runtime.predict(rows, ())
-    expected = _row_count(rows)
+    expected = row_count(rows)
     for name, values in outputs.items():
         if len(values) != expected:
             raise InvalidInput(
                 f"model output {name!r} has {len(values)} rows for {expected} input rows; "
                 "a model must return one prediction per row"
             )
-
-
-def _row_count(rows: Any) -> int:
-    if isinstance(rows, Mapping):
-        return len(next(iter(rows.values())))
-    return len(rows)
+    return declared or inferred(outputs)
 
 
 def _current_user() -> str:

@@ -26,19 +26,13 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import DockyardError, PredictionFailed, PredictionTimeout
+from dockyard.runtimes.base import row_count
 
 logger = logging.getLogger(__name__)
 
 EWMA = 0.2
 """Weight of the newest batch in the moving average of batch durations."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
-
-
-def row_count(x: Any) -> int:
-    """Rows in a model input: a 2-D array, a DataFrame or a dict of arrays."""
-    if isinstance(x, Mapping):
-        return len(next(iter(x.values()))) if x else 0
-    return len(x)
 
 
 def concat_inputs(parts: Sequence[Any]) -> Any:
