@@ -29,6 +29,26 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
+def _register(
+    capsys: pytest.CaptureFixture[str], model: Path, name: str, home: Path, *extra: str
+) -> tuple[int, str, str]:
+    """``dockyard models register MODEL -n NAME --reference reference.csv EXTRA --home HOME``."""
+    reference = model.parent / "reference.csv"
+    return _cli(
+        capsys,
+        "models",
+        "register",
+        str(model),
+        "-n",
+        name,
+        "--reference",
+        str(reference),
+        *extra,
+        "--home",
+        str(home),
+    )
+
+
 def _write_csv(path: Path, rows: np.ndarray) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -63,36 +83,21 @@ def test_register_list_show_alias_predict_archive(
     tabular_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     h = ("--home", str(home))
-    code, out, err = _cli(
+    code, out, err = _register(
         capsys,
-        "models",
-        "register",
-        str(files["skops"]),
-        "--name",
+        files["skops"],
         "lr",
-        "--reference",
-        str(files["reference"]),
+        home,
         "--metric",
         "auc=0.91",
         "--tag",
         "team=risk",
         "--alias",
         "production",
-        *h,
     )
     assert code == 0, err
     assert "registered lr:1 @production (sklearn" in out
-    code, out, _ = _cli(
-        capsys,
-        "models",
-        "register",
-        str(files["skops"]),
-        "-n",
-        "lr",
-        "--reference",
-        str(files["reference"]),
-        *h,
-    )
+    code, out, _ = _register(capsys, files["skops"], "lr", home)
     assert "registered lr:2" in out
 
     code, out, _ = _cli(capsys, "models", "list", *h)
@@ -142,33 +147,12 @@ def test_pickle_needs_allow_pickle_which_is_recorded(
     capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
 ) -> None:
     h = ("--home", str(home))
-    code, out, err = _cli(
-        capsys,
-        "models",
-        "register",
-        str(files["pickle"]),
-        "-n",
-        "p",
-        "--reference",
-        str(files["reference"]),
-        *h,
-    )
+    code, out, err = _register(capsys, files["pickle"], "p", home)
     assert code == 2
     assert err.startswith("error: ")
     assert "--allow-pickle" in err
     assert "Traceback" not in err
-    code, out, err = _cli(
-        capsys,
-        "models",
-        "register",
-        str(files["pickle"]),
-        "-n",
-        "p",
-        "--reference",
-        str(files["reference"]),
-        "--allow-pickle",
-        *h,
-    )
+    code, out, err = _register(capsys, files["pickle"], "p", home, "--allow-pickle")
     assert code == 0, err
     _, out, _ = _cli(capsys, "models", "show", "p:1", "--json", *h)
     assert json.loads(out)["allow_pickle"] is True
@@ -211,17 +195,7 @@ def test_corrupt_artifact_refuses_to_load(
     capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
 ) -> None:
     h = ("--home", str(home))
-    code, _, err = _cli(
-        capsys,
-        "models",
-        "register",
-        str(files["skops"]),
-        "-n",
-        "lr",
-        "--reference",
-        str(files["reference"]),
-        *h,
-    )
+    code, _, err = _register(capsys, files["skops"], "lr", home)
     assert code == 0, err
     _, out, _ = _cli(capsys, "models", "show", "lr:1", "--json", *h)
     digest = json.loads(out)["artifact"]["sha256"]
@@ -243,19 +217,7 @@ def test_unknown_alias_is_named(
     capsys: pytest.CaptureFixture[str], home: Path, files: dict[str, Path]
 ) -> None:
     h = ("--home", str(home))
-    code, _, err = _cli(
-        capsys,
-        "models",
-        "register",
-        str(files["skops"]),
-        "-n",
-        "lr",
-        "--reference",
-        str(files["reference"]),
-        "--alias",
-        "production",
-        *h,
-    )
+    code, _, err = _register(capsys, files["skops"], "lr", home, "--alias", "production")
     assert code == 0, err
     for args in (("models", "show", "lr@canary"), ("serve", "lr@canary", "--port", "0")):
         code, _, err = _cli(capsys, *args, *h)
@@ -275,18 +237,7 @@ def test_missing_optional_framework_names_the_extra(
     model.write_bytes(b"{}")
     # A module set to None in sys.modules fails to import, exactly as an uninstalled package does.
     monkeypatch.setitem(sys.modules, "xgboost", None)
-    code, _, err = _cli(
-        capsys,
-        "models",
-        "register",
-        str(model),
-        "-n",
-        "x",
-        "--reference",
-        str(files["reference"]),
-        "--home",
-        str(home),
-    )
+    code, _, err = _register(capsys, model, "x", home)
     assert code == 10
     assert "pip install 'dockyard[xgboost]'" in err
 
