@@ -63,3 +63,12 @@ async def test_batching_can_be_turned_off_for_one_model() -> None:
 async def test_max_batch_size_per_model() -> None:
     flags = {"max_batch_size": 64, "model_options": ["small.max_batch_size=2"]}
     assert await _batches_for("small", flags) == [2, 2]
+
+
+def test_a_deployment_builds_its_input_plan_once() -> None:
+    deployment = Deployment.create(_version("planned"), SlowDoubler(), load_settings(env={}))
+    plan = deployment.input_plan
+    block = np.ones((2, 1))
+    assert plan.prepare({"input-0": block}) is block
+    assert deployment.input_plan is plan
+    deployment.close()

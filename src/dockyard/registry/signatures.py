@@ -6,21 +6,19 @@ imported only when a DataFrame is involved) and does not copy a block that alrea
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from dockyard.datatypes import V2_TO_NUMPY, integer_range, numpy_dtype, v2_datatype
-from dockyard.errors import InvalidInput, MissingExtra, SignatureMismatch
+from dockyard.datatypes import V2_TO_NUMPY, v2_datatype
+from dockyard.errors import InvalidInput
+from dockyard.registry.plans import InputPlan, is_nan, listed
 from dockyard.registry.records import Signature, TensorSpec
 
 DATATYPES = (*V2_TO_NUMPY, "BF16")
 SPEC_KEYS = ("name", "datatype", "shape", "categorical", "allow_nan")
-LISTED_NAMES = 10
-"""Error messages list at most this many input names."""
 
 
 def infer_signature(
@@ -81,14 +79,10 @@ def prepare_input(signature: Signature, tensors: Mapping[str, np.ndarray]) -> ob
     nothing (any int/bool to float, float to int only when integral, ints within range, FP64 to
     FP32 unless it overflows). NaN/infinity fail where ``allow_nan`` is false. A block that already
     fits is returned as is, not copied. Errors are SignatureMismatch naming the input.
+
+    This builds an ``InputPlan`` per call; a server keeps one per deployed version instead.
     """
-    if not signature.tabular:
-        return _prepare_tensors(signature.inputs, tensors)
-    if len(tensors) == 1:
-        ((name, array),) = tensors.items()
-        if name not in {spec.name for spec in signature.inputs}:
-            return _prepare_matrix(signature.inputs, name, array)
-    return _prepare_columns(signature.inputs, tensors)
+    return InputPlan(signature).prepare(tensors)
 
 
 def reference_input(signature: Signature, reference_data: object, rows: int = 5) -> object:
@@ -118,8 +112,8 @@ def _tabular_specs(
         names = [str(column) for column in frame.columns]
         if feature_names is not None and list(feature_names) != names:
             raise InvalidInput(
-                f"feature_names ({_listed(feature_names)}) differ from the DataFrame's columns "
-                f"({_listed(names)}); leave feature_names out"
+                f"feature_names ({listed(feature_names)}) differ from the DataFrame's columns "
+                f"({listed(names)}); leave feature_names out"
             )
         specs = tuple(_frame_spec(name, frame.iloc[:, j]) for j, name in enumerate(names))
     else:
@@ -173,7 +167,7 @@ def _frame_spec(name: str, column: Any) -> TensorSpec:
 
 def _column_spec(name: str, column: np.ndarray) -> TensorSpec:
     if column.dtype.kind in "OUS":
-        missing = any(v is None or _is_nan(v) for v in column.tolist())
+        missing = any(v is None or is_nan(v) for v in column.tolist())
         return TensorSpec(name, "BYTES", (-1,), categorical=True, allow_nan=missing)
     return TensorSpec(name, v2_datatype(column.dtype), (-1,), allow_nan=_has_nonfinite(column))
 
@@ -245,227 +239,12 @@ def _parse_spec(item: Any, role: str, index: int, tabular: bool) -> TensorSpec:
     return TensorSpec(name, datatype, tuple(shape), **flags)
 
 
-def _prepare_tensors(
-    specs: tuple[TensorSpec, ...], tensors: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    _check_names(specs, tensors)
-    result: dict[str, np.ndarray] = {}
-    for spec in specs:
-        array = tensors[spec.name]
-        if array.ndim != len(spec.shape) or any(
-            want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
-        ):
-            raise SignatureMismatch(
-                f"input {spec.name!r}: expected shape {list(spec.shape)}, got {list(array.shape)}"
-            )
-        result[spec.name] = _check_finite(spec.name, _cast(spec.name, array, spec), spec)
-    return result
-
-
-def _prepare_matrix(specs: tuple[TensorSpec, ...], name: str, array: np.ndarray) -> np.ndarray:
-    features = [spec.name for spec in specs]
-    if array.ndim != 2 or array.shape[1] != len(specs):
-        raise SignatureMismatch(
-            f"input {name!r}: expected one [N, {len(specs)}] tensor or one tensor per feature "
-            f"({_listed(features)}); got shape {list(array.shape)}"
-        )
-    text = [spec.name for spec in specs if spec.datatype == "BYTES"]
-    if text:
-        raise SignatureMismatch(
-            f"input {name!r}: features {_listed(text)} are strings, so send one tensor per feature"
-        )
-    datatypes = {spec.datatype for spec in specs}
-    if len(datatypes) == 1:
-        result = _cast(name, array, TensorSpec(name, specs[0].datatype, (-1, len(specs))))
-    else:
-        if array.dtype.kind not in "biuf":
-            raise SignatureMismatch(
-                f"input {name!r}: expected numbers, got {_datatype(array.dtype)}"
-            )
-        for j, spec in enumerate(specs):
-            if numpy_dtype(spec.datatype).kind != "f":
-                _cast(spec.name, array[:, j], spec)  # checks only: integral, in range, 0/1
-        target = np.result_type(*(numpy_dtype(datatype) for datatype in datatypes))
-        result = array.astype(target, copy=False)
-    forbidden = [j for j, spec in enumerate(specs) if not spec.allow_nan]
-    if result.dtype.kind == "f" and forbidden:
-        block = result if len(forbidden) == len(specs) else result[:, forbidden]
-        finite = np.isfinite(block)
-        if not finite.all():
-            row, column = np.unravel_index(int(np.argmin(finite)), finite.shape)
-            raise SignatureMismatch(
-                f"input {name!r} contains NaN or infinity in feature "
-                f"{specs[forbidden[int(column)]].name!r}, which this model's signature forbids "
-                f"(row {int(row)})"
-            )
-    return result
-
-
-def _prepare_columns(specs: tuple[TensorSpec, ...], tensors: Mapping[str, np.ndarray]) -> object:
-    _check_names(specs, tensors)
-    columns: dict[str, np.ndarray] = {}
-    rows, first = -1, ""
-    for spec in specs:
-        array = tensors[spec.name]
-        if array.ndim == 2 and array.shape[1] == 1:
-            array = array[:, 0]
-        elif array.ndim != 1:
-            raise SignatureMismatch(
-                f"input {spec.name!r}: expected shape [-1] or [-1, 1], got {list(array.shape)}"
-            )
-        if rows < 0:
-            rows, first = len(array), spec.name
-        elif len(array) != rows:
-            raise SignatureMismatch(
-                f"input {spec.name!r} has {len(array)} rows but input {first!r} has {rows}"
-            )
-        column = _check_finite(spec.name, _cast(spec.name, array, spec), spec)
-        if spec.datatype == "BYTES":
-            column = _text_column(spec.name, column, allow_missing=spec.allow_nan)
-        columns[spec.name] = column
-    if all(spec.datatype != "BYTES" for spec in specs):
-        matrix = np.empty((rows, len(specs)), dtype=np.result_type(*columns.values()))
-        for j, column in enumerate(columns.values()):
-            matrix[:, j] = column
-        return matrix
-    return _pandas().DataFrame(columns, copy=False)
-
-
-def _cast(name: str, array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """``array`` as the spec's dtype when nothing is lost; the same object when it already is."""
-    target = numpy_dtype(spec.datatype)
-    source = array.dtype
-    if source == target:
-        return array
-    if spec.datatype == "BYTES":
-        if source.kind in "US":
-            return array.astype(object)
-        raise SignatureMismatch(f"input {name!r}: expected BYTES, got {_datatype(source)}")
-    if source.kind not in "biuf":
-        raise SignatureMismatch(
-            f"input {name!r}: expected {spec.datatype}, got {_datatype(source)}"
-        )
-    if target.kind == "f":
-        with np.errstate(over="ignore"):
-            result = array.astype(target)
-        if source.kind == "f" and source.itemsize > target.itemsize:
-            overflow = np.isfinite(array) & ~np.isfinite(result)
-            if overflow.any():
-                raise SignatureMismatch(
-                    f"input {name!r}: a value is out of range for {spec.datatype} "
-                    f"(row {_first_row(overflow)})"
-                )
-        return result
-    if target.kind == "b":
-        if source.kind != "b":
-            wrong = (array != 0) & (array != 1)
-            if wrong.any():
-                raise SignatureMismatch(
-                    f"input {name!r}: expected BOOL, got {_datatype(source)} with values other "
-                    f"than 0 and 1 (row {_first_row(wrong)})"
-                )
-        return array.astype(target)
-    if source.kind == "f":
-        fractional = ~np.isfinite(array) | (np.trunc(array) != array)
-        if fractional.any():
-            raise SignatureMismatch(
-                f"input {name!r}: expected {spec.datatype}, got {_datatype(source)} with "
-                f"non-integer values (row {_first_row(fractional)})"
-            )
-    low, high = integer_range(target)
-    if array.size and not np.can_cast(source, target, "safe"):
-        outside = (array < low) | (array > high)
-        if outside.any():
-            raise SignatureMismatch(
-                f"input {name!r}: a value is out of range for {spec.datatype} ({low}..{high}; "
-                f"row {_first_row(outside)})"
-            )
-    return array.astype(target)
-
-
-def _check_finite(name: str, array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if spec.allow_nan or array.dtype.kind != "f":
-        return array
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise SignatureMismatch(
-            f"input {name!r} contains NaN or infinity, which this model's signature forbids "
-            f"(row {_first_row(~finite)})"
-        )
-    return array
-
-
-def _text_column(name: str, column: np.ndarray, *, allow_missing: bool) -> np.ndarray:
-    """Strings for a text column: bytes decoded as UTF-8; None/NaN kept where ``allow_missing``."""
-    values = column.tolist()
-    if set(map(type, values)) <= {str}:
-        return column
-    result = np.empty(len(values), dtype=object)
-    for index, value in enumerate(values):
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SignatureMismatch(
-                    f"input {name!r}: row {index} is not valid UTF-8 text"
-                ) from None
-        elif value is None or _is_nan(value):
-            if not allow_missing:
-                raise SignatureMismatch(
-                    f"input {name!r} has a missing value, which this model's signature forbids "
-                    f"(row {index})"
-                )
-        elif not isinstance(value, str):
-            raise SignatureMismatch(
-                f"input {name!r}: expected strings (BYTES), got {type(value).__name__} "
-                f"(row {index})"
-            )
-        result[index] = value
-    return result
-
-
-def _check_names(specs: tuple[TensorSpec, ...], tensors: Mapping[str, np.ndarray]) -> None:
-    expected = [spec.name for spec in specs]
-    known = set(expected)
-    extra = [name for name in tensors if name not in known]
-    if extra:
-        raise SignatureMismatch(
-            f"unexpected input {extra[0]!r}; this model takes: {_listed(expected)}"
-        )
-    missing = [name for name in expected if name not in tensors]
-    if len(missing) == 1:
-        raise SignatureMismatch(f"missing input {missing[0]!r}")
-    if missing:
-        raise SignatureMismatch(f"missing inputs {_listed(missing, quote=True)}")
-
-
 def _check_unique(names: list[str], role: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
             raise InvalidInput(f"duplicate {role} name {name!r}")
         seen.add(name)
-
-
-def _listed(names: Sequence[str], *, quote: bool = False) -> str:
-    shown = [repr(name) if quote else name for name in names[:LISTED_NAMES]]
-    more = len(names) - LISTED_NAMES
-    return ", ".join(shown) + (f", … ({more} more)" if more > 0 else "")
-
-
-def _first_row(mask: np.ndarray) -> int:
-    return int(np.unravel_index(int(np.argmax(mask)), mask.shape)[0])
-
-
-def _datatype(dtype: np.dtype[Any]) -> str:
-    try:
-        return v2_datatype(dtype)
-    except InvalidInput:
-        return str(dtype)
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and value != value
 
 
 def _has_nonfinite(array: np.ndarray) -> bool:
@@ -511,10 +290,3 @@ def _as_frame(reference: object) -> Any:
     if pandas is not None and isinstance(reference, pandas.DataFrame):
         return reference
     return None
-
-
-def _pandas() -> Any:
-    try:
-        return importlib.import_module("pandas")
-    except ImportError:
-        raise MissingExtra("pandas", "pandas") from None

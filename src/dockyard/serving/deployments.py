@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dockyard.config import Settings
 from dockyard.errors import InvalidInput
+from dockyard.registry.plans import InputPlan
 from dockyard.registry.records import ModelVersion
 from dockyard.runtimes.base import Runtime
 from dockyard.serving.batching import Batcher
@@ -26,11 +27,21 @@ PLATFORMS = {
 
 @dataclass
 class Deployment:
-    """A loaded model version plus the batcher that feeds it."""
+    """A loaded model version plus the batcher that feeds it.
+
+    ``input_plan`` checks requests against the version's signature; it is built once, here, so
+    requests do not redo the per-signature work.
+    """
 
     version: ModelVersion
     runtime: Runtime
     batcher: Batcher
+    input_plan: InputPlan = field(init=False, repr=False, compare=False)
+    _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.input_plan = InputPlan(self.version.signature)
+        self._output_names = tuple(spec.name for spec in self.version.signature.outputs)
 
     @classmethod
     def create(cls, version: ModelVersion, runtime: Runtime, settings: Settings) -> Deployment:
@@ -56,7 +67,7 @@ class Deployment:
 
     def output_names(self, requested: Sequence[str]) -> tuple[str, ...]:
         """Check requested output names against the signature; none requested means all."""
-        known = tuple(spec.name for spec in self.version.signature.outputs)
+        known = self._output_names
         for name in requested:
             if name not in known:
                 raise InvalidInput(

@@ -18,6 +18,7 @@ from dockyard.errors import NotReady
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.inference import JSON, Answer, infer_v2, predict_v1
+from dockyard.serving.protocol import HEADER_LENGTH
 
 V2_PREFIX = "/v2/models/"
 V2_SUFFIX = "/infer"
@@ -25,6 +26,10 @@ VERSION_SEGMENT = "/versions/"
 V1_PREFIX = "/v1/models/"
 V1_SUFFIX = ":predict"
 REQUEST_ID = "x-request-id"
+HEADERS_READ = frozenset(
+    {b"content-length", b"content-encoding", HEADER_LENGTH.lower().encode(), REQUEST_ID.encode()}
+)
+"""The request headers the inference endpoints read; only these are decoded."""
 LIVE = b'{"live":true}'
 READY = b'{"ready":true}'
 
@@ -93,7 +98,9 @@ class HotPath:
         v1: str | None,
     ) -> None:
         headers = {
-            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope["headers"]
+            if key in HEADERS_READ
         }
         request_id = headers.get(REQUEST_ID) or f"{self._id_prefix}{next(self._ids):x}"
         chunks = _body_chunks(receive)
@@ -126,12 +133,8 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
 async def _respond(
     send: Send, status: int, content_type: str, body: bytes, headers: dict[str, str]
 ) -> None:
-    raw = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    raw.extend(
-        (key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()
-    )
+    raw = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    for key, value in headers.items():
+        raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

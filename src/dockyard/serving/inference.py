@@ -6,11 +6,10 @@ implementation of V2 inference and one of V1 predict.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 
 from dockyard.errors import InvalidInput
-from dockyard.registry.signatures import prepare_input
 from dockyard.serving.bodies import read_body
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.instances import decode_v1, encode_v1
@@ -45,14 +44,17 @@ async def infer_v2(
     if header_length is not None and not header_length.isdigit():
         raise InvalidInput(f"header {HEADER_LENGTH} is not a number: {header_length!r}")
     decoded = decode_infer(body, int(header_length) if header_length is not None else None)
-    requested = tuple(output.name for output in decoded.outputs)
-    outputs = deployment.output_names(requested)
-    x = prepare_input(deployment.version.signature, decoded.inputs)
+    requested = decoded.outputs
+    outputs = (
+        deployment.output_names(tuple(output.name for output in requested)) if requested else ()
+    )
+    x = deployment.input_plan.prepare(decoded.inputs)
     result = await deployment.infer(x, outputs)
+    binary: Collection[str] = ()
     if decoded.binary_output:
-        binary: set[str] = set(result)
-    else:
-        binary = {output.name for output in decoded.outputs if output.binary}
+        binary = set(result)
+    elif requested:
+        binary = {output.name for output in requested if output.binary}
     payload, json_length = encode_infer(
         model_name=deployment.name,
         model_version=str(deployment.version.version),
@@ -76,6 +78,6 @@ async def predict_v1(
     deployment = gateway.deployment(name)
     body = await read_body(headers, chunks, max_body_bytes)
     signature = deployment.version.signature
-    x = prepare_input(signature, decode_v1(body, signature))
+    x = deployment.input_plan.prepare(decode_v1(body, signature))
     result = await deployment.infer(x, ())
     return Answer(encode_v1(result, signature.outputs[0].name))
