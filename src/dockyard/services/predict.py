@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dockyard.registry.records import ModelVersion, Signature
-from dockyard.registry.signatures import prepare_input
+from dockyard.registry.plans import InputPlan
 from dockyard.runtimes.base import Runtime
 from dockyard.services.workspace import Workspace
 
@@ -22,11 +22,15 @@ class LoadedModel:
 
     version: ModelVersion
     runtime: Runtime
+    plan: InputPlan = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plan = InputPlan(self.version.signature)
 
     def predict(self, data: Any, outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Predict a 2-D array, a DataFrame, or a mapping of input names to arrays."""
         signature = self.version.signature
-        x = prepare_input(signature, as_tensors(data, signature))
+        x = self.plan.prepare(as_tensors(data, signature))
         return self.runtime.predict(x, tuple(outputs))
 
     def predict_in_chunks(
