@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,13 @@ def test_per_model_options_override_the_global_ones(tmp_path: Path) -> None:
 def test_bad_model_options_are_named(flags: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         load_settings(flags, env={})
+
+
+def test_model_threads_split_the_cores_among_workers() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings({"workers": 1}, env={}).effective_model_threads() == cores
+    many = load_settings({"workers": 64}, env={})
+    assert many.effective_model_threads() == 1
+    assert load_settings({"model_threads": 3}, env={}).effective_model_threads() == 3
+    with pytest.raises(InvalidInput, match="model_threads"):
+        load_settings({"model_threads": -1}, env={})

@@ -51,6 +51,8 @@ class Settings:
     port: int = 8000
     workers: int = 0
     """0 means one worker per CPU core."""
+    model_threads: int = 0
+    """OpenMP/BLAS threads per worker; 0 means the CPU cores divided among the workers."""
     max_body_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     prediction_timeout_s: float = 30.0
@@ -85,6 +87,11 @@ class Settings:
     def effective_workers(self) -> int:
         """Worker processes to run: the setting, or one per CPU core when it is 0."""
         return self.workers or len(os.sched_getaffinity(0)) or 1
+
+    def effective_model_threads(self) -> int:
+        """Threads each worker's numeric libraries may use, so workers do not oversubscribe."""
+        cores = len(os.sched_getaffinity(0)) or 1
+        return self.model_threads or max(1, cores // self.effective_workers())
 
     def model_options(self, name: str) -> ModelOptions:
         """The batching and timeout knobs for model ``name``, overrides applied."""
@@ -228,6 +235,10 @@ def _parse_model_flags(items: Any) -> dict[str, dict[str, str]]:
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise InvalidInput(f"port must be between 0 and 65535, got {settings.port}")
+    if settings.model_threads < 0:
+        raise InvalidInput(
+            f"model_threads must be 0 (automatic) or more, got {settings.model_threads}"
+        )
     if settings.workers < 0:
         raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
     for name in ("max_body_bytes", "max_upload_bytes"):

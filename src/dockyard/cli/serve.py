@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from starlette.types import ASGIApp
+from threadpoolctl import threadpool_limits
 
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.errors import InvalidInput
@@ -78,6 +79,9 @@ def serve(
     # its full passes stay short (tail latency) and do not touch pages forked workers share.
     gc.collect()
     gc.freeze()
+    # OpenMP and BLAS default to one thread per core in every process; N workers would then run
+    # N x cores threads that spin against each other (tree ensembles collapse under it).
+    threadpool_limits(limits=settings.effective_model_threads())
     try:
         if workers == 1:
             config = uvicorn_config(

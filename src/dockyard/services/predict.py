@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from dockyard.registry.records import ModelVersion, Signature
 from dockyard.registry.plans import InputPlan
+from dockyard.registry.records import ModelVersion, Signature
 from dockyard.runtimes.base import Runtime
 from dockyard.services.workspace import Workspace
 
