@@ -1,0 +1,192 @@
+"""Servers under test, each a subprocess on a free loopback port, always stopped after its runs.
+
+A server runs in its own session (process group) so that stopping it also stops its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server; ``{port}`` in the command and environment is the HTTP port."""
+
+    label: str
+    command: list[str]
+    infer_path: str
+    workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "/v2/health/ready"
+
+
+@dataclass
+class RunningServer:
+    spec: ServerSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def dockyard_spec(
+    home: Path, ref: str, *, workers: int = 1, batching: bool = True, label: str = "dockyard"
+) -> ServerSpec:
+    name = ref.split(":")[0].split("@")[0]
+    return ServerSpec(
+        label=label,
+        command=[
+            str(Path(sys.executable).parent / "dockyard"),
+            "serve",
+            ref,
+            "--port",
+            "{port}",
+            "--workers",
+            str(workers),
+            "--batching" if batching else "--no-batching",
+            "--log-level",
+            "warning",
+        ],
+        infer_path=f"/v2/models/{name}/infer",
+        workers=workers,
+        env={"DOCKYARD_HOME": str(home)},
+    )
+
+
+def reference_spec(script: str, label: str, model_file: Path, *, workers: int = 1) -> ServerSpec:
+    """``bare_asgi.py`` or ``fastapi_endpoint.py`` serving ``model_file``."""
+    return ServerSpec(
+        label=label,
+        command=[
+            sys.executable,
+            str(BENCH_DIR / script),
+            str(model_file),
+            "--port",
+            "{port}",
+            "--workers",
+            str(workers),
+        ],
+        infer_path="/v2/models/model/infer",
+        workers=workers,
+    )
+
+
+def mlserver_spec(mlserver: Path, repository: Path, model: str, label: str) -> ServerSpec:
+    return ServerSpec(
+        label=label,
+        command=[str(mlserver), "start", str(repository)],
+        infer_path=f"/v2/models/{model}/infer",
+        env={
+            "MLSERVER_HOST": HOST,
+            "MLSERVER_HTTP_PORT": "{port}",
+            "MLSERVER_GRPC_PORT": str(free_port()),
+            "MLSERVER_METRICS_PORT": str(free_port()),
+        },
+        ready_path=f"/v2/models/{model}/ready",
+    )
+
+
+def http_request(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    """One request on a fresh connection: (status, body)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def wait_ready(server: RunningServer, timeout: float = READY_TIMEOUT_S) -> float:
+    """Poll the ready path until it answers 200; return the seconds since the process started."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.spec.label} exited with {server.process.returncode} before it was "
+                f"ready; its log ({server.log}) ends:\n{tail(server.log)}"
+            )
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if http_request(server.port, "GET", server.spec.ready_path, timeout=1.0)[0] == 200:
+                return time.monotonic() - started
+        time.sleep(POLL_S)
+    raise RuntimeError(
+        f"{server.spec.label} not ready in {timeout:g} s; its log ends:\n{tail(server.log)}"
+    )
+
+
+def tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def running(spec: ServerSpec, logs: Path) -> Iterator[RunningServer]:
+    """Start ``spec``, wait until it is ready, and stop it (and its workers) on the way out."""
+    server = start(spec, logs)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def start(spec: ServerSpec, logs: Path) -> RunningServer:
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{spec.label}-w{spec.workers}-{port}.log"
+    env = {**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}}
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [part.format(port=port) for part in spec.command],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return RunningServer(spec, port, process, log)
+
+
+def stop(server: RunningServer) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left after a grace period."""
+    group = server.process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.process.wait(timeout=STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.process.wait(timeout=STOP_TIMEOUT_S)

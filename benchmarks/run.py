@@ -1,0 +1,251 @@
+"""``make bench``: Dockyard against its references, side by side on this machine (issue 3).
+
+Trains the models, installs what the comparison needs (wrk with apt-get, MLServer into
+``benchmarks/.venv-mlserver``, py-spy with pip), runs every scenario, checks the targets and writes
+``benchmarks/RESULTS.md`` and ``benchmarks/results.json``. A section that fails is recorded in the
+results and the run goes on; every server is stopped on the way out, whatever happened.
+
+``--quick`` is a smoke run (1 s per point, one repeat) written to ``benchmarks/.quick/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import launch
+import lineup
+import loadgen
+import machine
+import memory
+import mlserver_env
+import models
+import reference
+import report
+import scenarios
+import startup
+import targets
+import wrk
+from scenarios import Entry, Plan
+from threadpoolctl import threadpool_limits
+
+BENCH_DIR = Path(__file__).resolve().parent
+FULL = Plan(
+    duration_s=3,
+    repeats=3,
+    warmup_s=2,
+    open_duration_s=4,
+    rates=(250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000),
+    profile_s=6,
+)
+QUICK = Plan(
+    duration_s=1,
+    repeats=1,
+    warmup_s=1,
+    open_duration_s=1,
+    rates=(500, 2000, 4000, 8000),
+    profile_s=2,
+)
+REFERENCE_S = {True: 0.5, False: 2.0}
+STARTUP_RUNS = {True: 1, False: 3}
+METHOD = [
+    "Server and load generator share the machine's cores, unpinned, as in the issue's figures.",
+    f"Every server runs with {' '.join(f'{k}={v}' for k, v in lineup.THREAD_ENV.items())}",
+    "(one OpenMP thread per process; scenario 'heavy-omp' shows the default).",
+    "Closed loop: wrk, 1 thread, N keep-alive connections; each row is the median of the",
+    "repeats, interleaved across the scenario's servers, all of which stay up for the scenario.",
+    "Open loop: benchmarks/loadgen.py, 64 connections, requests on a fixed schedule, latency",
+    "from the scheduled send time; rates rise until the server completes under 95 % of the",
+    "offered rate (saturation).",
+    "Requests: one row each, V2 JSON, input-0 [1, 30] FP64, asking for predict_proba (what the",
+    "bare callable computes); the 'all outputs' rows ask for nothing, so Dockyard computes",
+    "predict and predict_proba. MLServer 1.7 runs its sklearn runtime with parallel_workers 0",
+    "(its parallel inference pool fails to start beside current uvloop); its adaptive batching",
+    f"is max_batch_size 64, max_batch_time {models.MLSERVER_BATCH_TIME_S * 1000:g} ms.",
+    "Dockyard runs with its defaults: adaptive batching of up to 64 rows, no timer wait.",
+]
+
+
+def _section(results: dict[str, Any], name: str, action: Callable[[], Any]) -> Any:
+    """Run one section; a failure is recorded (with its traceback printed) and the run goes on."""
+    print(f"\n== {name}", flush=True)
+    started = time.monotonic()
+    try:
+        value = action()
+    except Exception as exc:
+        traceback.print_exc()
+        results["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+        return None
+    print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+    return value
+
+
+def _closed_driver(wrk_path: str | None, script: Path) -> scenarios.ClosedLoop:
+    if wrk_path is None:
+        return lambda port, path, body, connections, seconds: loadgen.measure(
+            "closed", port, path, body, duration=seconds, connections=connections
+        )
+    return lambda port, path, body, connections, seconds: wrk.closed_loop(
+        wrk_path,
+        script,
+        f"http://{launch.HOST}:{port}{path}",
+        body,
+        duration=seconds,
+        connections=connections,
+    )
+
+
+def _write_bodies(built: models.ModelSet, folder: Path) -> lineup.Bodies:
+    paths = {}
+    for name in ("tabular", "tabular_all_outputs", "onnx"):
+        path = folder / f"{name}.json"
+        path.write_bytes(getattr(built.bodies, name))
+        paths[name] = path
+    return lineup.Bodies(**paths)
+
+
+def _scenario(
+    results: dict[str, Any],
+    name: str,
+    entries: list[Entry],
+    plan: Plan,
+    closed: scenarios.ClosedLoop,
+    logs: Path,
+) -> None:
+    outcome = scenarios.run(name, entries, plan, closed, logs)
+    results["closed"] += outcome.closed
+    results["open"] += outcome.open
+    results["profiles"] += outcome.profiles
+    results["failures"] += outcome.failures
+
+
+def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
+    plan = QUICK if quick else FULL
+    logs = work / "logs"
+    wrk_path = _section(results, "wrk", wrk.ensure_wrk)
+    if wrk_path is None:
+        results["failures"].append("wrk: not installed; closed loops use benchmarks/loadgen.py")
+    closed = _closed_driver(wrk_path, wrk.write_script(work))
+    mls = _section(results, "MLServer (own venv)", mlserver_env.ensure)
+    results["versions"] = machine.versions(wrk_path, mls is not None)
+    built = _section(results, "models", lambda: models.build(work / "models"))
+    if built is None:
+        return
+    bodies = _write_bodies(built, work)
+    results["reference"] = (
+        _section(
+            results,
+            "raw in-process predict",
+            lambda: reference.measure(
+                built.small, built.heavy, built.onnx_bytes, built.rows, REFERENCE_S[quick]
+            ),
+        )
+        or []
+    )
+    for row in results["reference"]:
+        print(f"  {row['model']:<22} batch {row['batch']:>3}: {row['rows_per_s']:>10.0f} rows/s")
+    lineups = {
+        "small": lineup.small(built, bodies, mls),
+        "heavy": lineup.heavy(built, bodies, mls),
+        "onnx": lineup.onnx(built, bodies),
+    }
+    for name, entries in lineups.items():
+        _section(
+            results, name, lambda n=name, e=entries: _scenario(results, n, e, plan, closed, logs)
+        )
+    omp_plan = Plan(plan.duration_s, 1, plan.warmup_s, plan.open_duration_s, plan.rates)
+    _section(
+        results,
+        "heavy-omp",
+        lambda: _scenario(
+            results,
+            "heavy-omp",
+            lineup.heavy_default_threads(built, bodies),
+            omp_plan,
+            closed,
+            logs,
+        ),
+    )
+    results["startup"] = _section(
+        results,
+        "startup",
+        lambda: startup.measure(built.home, logs, STARTUP_RUNS[quick], lineup.with_threads),
+    )
+    if results["startup"]:
+        seconds = math.ceil(max(results["startup"]["runs_s"])) + 1
+        profile = _section(
+            results,
+            "startup profile",
+            lambda: startup.profile(built.home, logs, seconds, lineup.with_threads),
+        )
+        if isinstance(profile, str):
+            results["failures"].append(f"startup profile: {profile}")
+        elif profile:
+            results["profiles"].append(profile)
+    results["memory"] = _section(
+        results, "memory", lambda: memory.compare_workers(built.home, logs, lineup.with_threads)
+    )
+    results["gpu"] = {"status": machine.gpu_status()}
+    print(f"  GPU: {results['gpu']['status']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--output", type=Path, help="where RESULTS.md and results.json go")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, models)")
+    args = parser.parse_args()
+    output = args.output or (BENCH_DIR / ".quick" if args.quick else BENCH_DIR)
+    for name in lineup.THREAD_ENV:
+        os.environ.pop(name, None)  # the servers get it explicitly; 'heavy-omp' gets the default
+    plan = QUICK if args.quick else FULL
+    method = list(METHOD)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        method.append(
+            "PYTHONDONTWRITEBYTECODE is set in this environment: modules without a cached .pyc "
+            "(Dockyard's own, installed editable) are compiled at every start."
+        )
+    results: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python", "benchmarks/run.py", *sys.argv[1:]]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine.describe(),
+        "settings": {"quick": args.quick, "plan": plan.__dict__, "env": lineup.THREAD_ENV},
+        "method": method,
+        "versions": {},
+        "closed": [],
+        "open": [],
+        "profiles": [],
+        "failures": [],
+    }
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    try:
+        with threadpool_limits(limits=1):  # this process trains and measures; it must not spin
+            bench(results, work, args.quick)
+    finally:
+        if args.keep:
+            print(f"\nwork folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = time.monotonic() - started
+    results["targets"] = targets.evaluate(results)
+    markdown, raw = report.write(results, output)
+    print("\n== targets")
+    for row in results["targets"]:
+        verdict = {True: "pass", False: "FAIL", None: "n/a"}[row["passed"]]
+        print(f"  {verdict:<4} {row['target']}: {row['measured']}")
+    print(f"\nwrote {markdown} and {raw} in {results['elapsed_s'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

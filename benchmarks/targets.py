@@ -1,0 +1,168 @@
+"""The targets of issue 3, checked against one run's results: measured value, pass/fail, margin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BARE = "bare-asgi"
+DOCKYARD = "dockyard"
+DOCKYARD_UNBATCHED = "dockyard (no batching)"
+MLSERVER_BATCHED = "mlserver (adaptive batching)"
+LATENCY_NOISE = 1.05
+"""'No worse' latency comparisons allow 5 %: the run-to-run spread of a p50 on this machine."""
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    ratio: Callable[[dict[str, Any]], tuple[float, str] | None]
+    limit: float
+    is_minimum: bool
+    """True: the ratio must be at least ``limit``; False: at most."""
+
+
+def closed(
+    results: dict[str, Any], scenario: str, server: str, workers: int, connections: int
+) -> dict[str, Any] | None:
+    """The closed-loop row of one server at one connection count, if it was measured."""
+    for row in results.get("closed", []):
+        if (row["scenario"], row["server"], row["workers"], row["connections"]) == (
+            scenario,
+            server,
+            workers,
+            connections,
+        ):
+            return row
+    return None
+
+
+def _vs(
+    scenario: str,
+    server: str,
+    other_scenario: str,
+    other: str,
+    workers: int,
+    connections: int,
+    metric: str,
+    *,
+    other_workers: int | None = None,
+) -> Callable[[dict[str, Any]], tuple[float, str] | None]:
+    unit = "req/s" if metric == "rps" else "ms"
+
+    def ratio(results: dict[str, Any]) -> tuple[float, str] | None:
+        mine = closed(results, scenario, server, workers, connections)
+        theirs = closed(results, other_scenario, other, other_workers or workers, connections)
+        if mine is None or theirs is None or not theirs[metric]:
+            return None
+        value = mine[metric] / theirs[metric]
+        fmt = ".0f" if metric == "rps" else ".2f"
+        text = (
+            f"{mine[metric]:{fmt}} vs {theirs[metric]:{fmt}} {unit} ({other_scenario} {other}): "
+            f"{value:.2f}x"
+        )
+        return value, text
+
+    return ratio
+
+
+def _memory(results: dict[str, Any]) -> tuple[float, str] | None:
+    memory = results.get("memory") or {}
+    one, two = memory.get("workers_1"), memory.get("workers_2")
+    if not one or not two:
+        return None
+    value = two["pss_mb"] / one["pss_mb"]
+    text = (
+        f"PSS {two['pss_mb']:.0f} MB (2 workers) vs {one['pss_mb']:.0f} MB (1 worker), "
+        f"{memory['weights_mb']:.0f} MB of weights: {value:.2f}x"
+    )
+    return value, text
+
+
+def _startup(results: dict[str, Any]) -> tuple[float, str] | None:
+    startup = results.get("startup") or {}
+    if "median_s" not in startup:
+        return None
+    runs = ", ".join(f"{s:.2f}" for s in startup["runs_s"])
+    return startup["median_s"], f"{startup['median_s']:.2f} s (median of {runs})"
+
+
+CHECKS = (
+    Check(
+        "Small, 64 conn, 1 worker: req/s >= 0.85 x bare ASGI",
+        _vs("small", DOCKYARD, "small", BARE, 1, 64, "rps"),
+        0.85,
+        True,
+    ),
+    Check(
+        "Small, 64 conn, 2 workers: req/s >= 0.85 x bare ASGI",
+        _vs("small", DOCKYARD, "small", BARE, 2, 64, "rps"),
+        0.85,
+        True,
+    ),
+    Check(
+        "Small, 64 conn, 1 worker: p99 <= 1.5 x bare ASGI",
+        _vs("small", DOCKYARD, "small", BARE, 1, 64, "p99_ms"),
+        1.5,
+        False,
+    ),
+    Check(
+        "Small, 64 conn, 2 workers: p99 <= 1.5 x bare ASGI",
+        _vs("small", DOCKYARD, "small", BARE, 2, 64, "p99_ms"),
+        1.5,
+        False,
+    ),
+    Check(
+        "Small, 1 conn: p50 <= 1.2 x bare ASGI",
+        _vs("small", DOCKYARD, "small", BARE, 1, 1, "p50_ms"),
+        1.2,
+        False,
+    ),
+    Check(
+        "Heavy, 64 conn: req/s >= 3 x MLServer with adaptive batching",
+        _vs("heavy", DOCKYARD, "heavy", MLSERVER_BATCHED, 1, 64, "rps"),
+        3.0,
+        True,
+    ),
+    Check(
+        "Heavy, 64 conn: req/s >= 0.8 x Dockyard's small-model req/s",
+        _vs("heavy", DOCKYARD, "small", DOCKYARD, 1, 64, "rps"),
+        0.8,
+        True,
+    ),
+    Check(
+        f"Heavy, 1 conn: p50 with batching no worse than without (<= {LATENCY_NOISE}x)",
+        _vs("heavy", DOCKYARD, "heavy", DOCKYARD_UNBATCHED, 1, 1, "p50_ms"),
+        LATENCY_NOISE,
+        False,
+    ),
+    Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
+    Check("Startup to /v2/health/ready, small model: <= 3 s", _startup, 3.0, False),
+)
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured value, whether it passed and by how much it missed or held."""
+    rows = []
+    for check in CHECKS:
+        measured = check.ratio(results)
+        if measured is None:
+            rows.append({"target": check.target, "measured": "not measured", "passed": None})
+            continue
+        value, text = measured
+        passed = value >= check.limit if check.is_minimum else value <= check.limit
+        share = abs(value / check.limit - 1) * 100
+        missed = "short" if check.is_minimum else "over"
+        margin = f"{share:.0f} % {'headroom' if passed else missed}"
+        rows.append(
+            {
+                "target": check.target,
+                "measured": text,
+                "value": value,
+                "limit": check.limit,
+                "passed": passed,
+                "margin": margin,
+            }
+        )
+    return rows
