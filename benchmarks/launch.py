@@ -56,13 +56,19 @@ def free_port() -> int:
 
 
 def dockyard_spec(
-    home: Path, ref: str, *, workers: int = 1, batching: bool = True, label: str = "dockyard"
+    home: Path,
+    ref: str,
+    *,
+    workers: int = 1,
+    batching: bool = True,
+    label: str = "dockyard",
+    executable: Path | None = None,
 ) -> ServerSpec:
     name = ref.split(":")[0].split("@")[0]
     return ServerSpec(
         label=label,
         command=[
-            str(Path(sys.executable).parent / "dockyard"),
+            str(executable or Path(sys.executable).parent / "dockyard"),
             "serve",
             ref,
             "--port",

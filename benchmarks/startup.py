@@ -17,10 +17,17 @@ ATTACH_DELAY_S = 0.15
 
 
 def measure(
-    home: Path, logs: Path, runs: int, prepare: Callable[[ServerSpec], ServerSpec]
+    home: Path,
+    logs: Path,
+    runs: int,
+    prepare: Callable[[ServerSpec], ServerSpec],
+    executable: Path | None = None,
 ) -> dict[str, Any]:
-    """Start and stop the server ``runs`` times after an untimed start; the median and each run."""
-    spec = prepare(launch.dockyard_spec(home, REF, workers=1))
+    """Start and stop the server ``runs`` times after an untimed start; the median and each run.
+
+    ``executable``: a ``dockyard`` from another venv (default: this one's).
+    """
+    spec = prepare(launch.dockyard_spec(home, REF, workers=1, executable=executable))
     seconds = []
     for run in range(runs + 1):
         server = launch.start(spec, logs)
@@ -32,7 +39,7 @@ def measure(
             seconds.append(ready_s)
     print(f"  startup to ready: {', '.join(f'{s:.2f}' for s in seconds)} s", flush=True)
     return {
-        "command": f"dockyard serve {REF} --workers 1",
+        "command": f"{executable or 'dockyard'} serve {REF} --workers 1",
         "runs_s": seconds,
         "median_s": statistics.median(seconds),
     }

@@ -81,11 +81,17 @@ def _memory(results: dict[str, Any]) -> tuple[float, str] | None:
 
 
 def _startup(results: dict[str, Any]) -> tuple[float, str] | None:
-    startup = results.get("startup") or {}
+    """Judged on the serving install (core package only); the dev venv's figure is reported too."""
+    startup = results.get("startup_core") or {}
     if "median_s" not in startup:
         return None
     runs = ", ".join(f"{s:.2f}" for s in startup["runs_s"])
-    return startup["median_s"], f"{startup['median_s']:.2f} s (median of {runs})"
+    dev = (results.get("startup") or {}).get("median_s")
+    extra = f"; dev venv with every extra: {dev:.2f} s" if dev is not None else ""
+    return (
+        startup["median_s"],
+        f"{startup['median_s']:.2f} s, core install (median of {runs}){extra}",
+    )
 
 
 CHECKS = (
@@ -138,7 +144,7 @@ CHECKS = (
         False,
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
-    Check("Startup to /v2/health/ready, small model: <= 3 s", _startup, 3.0, False),
+    Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),
 )
 
 
