@@ -35,10 +35,6 @@ class Home:
         """Unpacked copies of folder artifacts (Python-function models), keyed by digest."""
         return self.root / "cache"
 
-    @property
-    def key_file(self) -> Path:
-        return self.root / "secret.key"
-
     def ensure(self) -> Home:
         """Create the folders (mode 0700) or fail with a message naming the path and the cause."""
         for path in (self.root, self.artifacts, self.backups, self.cache):

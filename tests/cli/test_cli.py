@@ -135,6 +135,13 @@ def test_register_list_show_alias_predict_archive(
         predicted = [int(row["predict"]) for row in csv.DictReader(handle)]
     assert predicted == logistic.predict(tabular_data[0][100:140]).tolist()
 
+    code, out, err = _cli(
+        capsys, "models", "update", "lr", "--description", "fraud scores", "--tag", "owner=risk", *h
+    )
+    assert code == 0, err
+    code, out, _ = _cli(capsys, "models", "list", *h)
+    assert "fraud scores" in out
+
     code, _, err = _cli(capsys, "models", "archive", "lr", "2", *h)
     assert code == 5
     assert "production" in err

@@ -14,7 +14,9 @@ import pytest
 import tritonclient.http as triton
 from sklearn.linear_model import LogisticRegression
 
+from dockyard.client import Client
 from dockyard.config import load_settings
+from dockyard.errors import InvalidInput, NotFound
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from servers import Server
@@ -327,3 +329,20 @@ def test_unknown_route_is_json_404(server: Server) -> None:
 def test_server_log_has_no_tracebacks_for_client_errors(server: Server, tmp_path: Path) -> None:
     httpx.post(f"{server.url}/v2/models/lr/infer", content=b"{")
     assert "Traceback" not in server.output()
+
+
+def test_python_client(
+    server: Server, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = tabular_data[0][:3]
+    with Client(server.url) as client:
+        assert client.is_live()
+        assert client.is_ready()
+        assert client.server_metadata()["name"] == "dockyard"
+        assert client.model_metadata("lr", version="2")["versions"] == ["1", "2"]
+        outputs = client.infer("lr", rows, outputs=["predict"], request_id="c-1")
+        np.testing.assert_array_equal(outputs["predict"], logistic.predict(rows))
+        with pytest.raises(NotFound, match="nope"):
+            client.infer("nope", rows)
+        with pytest.raises(InvalidInput, match="input-0"):
+            client.infer("lr", rows[:, :5])

@@ -140,6 +140,27 @@ def show_command(
             console.print(f"{title}: {json.dumps(data[title])}")
 
 
+@app.command("update")
+def update_command(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    description: Annotated[str | None, typer.Option(help="New model description.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="key=value; replaces the model's tags, repeatable.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Change a model's description or tags (versions stay immutable)."""
+    if description is None and tag is None:
+        raise typer.BadParameter("give --description and/or --tag")
+    store = open_workspace(home).store
+    if description is not None:
+        store.set_model_description(name, description)
+    if tag is not None:
+        store.set_model_tags(name, parse_pairs(tag, "tag"))
+    model = store.get_model(name)
+    typer.echo(f"{model.name}: {model.description!r}, tags {dict(model.tags)}")
+
+
 @app.command("alias")
 def alias_command(
     name: Annotated[str, typer.Argument(help="Model name.")],
