@@ -166,3 +166,19 @@ async def test_a_zero_budget_keeps_every_batch_off_the_event_loop() -> None:
     assert threading.current_thread().name not in model.threads
     assert batcher.batches_inline == 0
     batcher.close()
+
+
+async def test_a_lone_client_skips_the_gathering_turn_and_a_burst_still_batches() -> None:
+    model = RecordingModel()
+    batcher = Batcher(model.predict, name="fast", inline_budget_s=60.0)
+    for value in range(20):
+        await batcher.submit(_row(value), ())
+        for _ in range(3):  # a client's round trip: the batcher is idle again before the next
+            await asyncio.sleep(0)
+    assert batcher.turns_skipped > 10
+    before = batcher.batches_run
+    burst = await asyncio.gather(*(batcher.submit(_row(v), ()) for v in range(64)))
+    assert [float(r["double"][0]) for r in burst] == [2.0 * v for v in range(64)]
+    # At most PROBE_EVERY requests run alone before a probing turn gathers the rest of the burst.
+    assert batcher.batches_run - before <= 9
+    batcher.close()

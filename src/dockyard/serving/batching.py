@@ -30,6 +30,10 @@ from dockyard.runtimes.base import row_count
 
 logger = logging.getLogger(__name__)
 
+QUIET_LEADS = 2
+"""After this many leads in a row whose loop turn found no batch-mates, stop taking the turn."""
+PROBE_EVERY = 8
+"""While quiet, still take the turn on every PROBE_EVERY-th lead, to notice load."""
 EWMA = 0.2
 """Weight of the newest batch in the moving average of batch durations."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
@@ -81,6 +85,9 @@ class Batcher:
         self._arrived: asyncio.Event | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._draining = False
+        self._quiet_leads = 0
+        self.turns_skipped = 0
+        """Leads that ran at once, without the loop turn (a lone client; counted for tests)."""
         """True while a leader or the drainer task is running batches; the queue is theirs."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self.batches_run = 0
@@ -115,9 +122,18 @@ class Batcher:
             expiry.cancel()
 
     async def _lead(self) -> None:
+        """Run the batch this request opens. The loop turn that gathers batch-mates is skipped
+        while recent turns found none (a lone client), except every PROBE_EVERY-th lead, so a
+        burst is noticed within a few requests and batching resumes."""
         try:
-            await asyncio.sleep(0)
-            await self._run(self._take())
+            probe = self._quiet_leads < QUIET_LEADS or self._quiet_leads % PROBE_EVERY == 0
+            if probe:
+                await asyncio.sleep(0)
+            else:
+                self.turns_skipped += 1
+            batch = self._take()
+            self._quiet_leads = self._quiet_leads + 1 if len(batch) == 1 or not probe else 0
+            await self._run(batch)
         finally:
             if self._queue:
                 self._drainer = asyncio.get_running_loop().create_task(self._drain())
