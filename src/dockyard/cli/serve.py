@@ -30,6 +30,9 @@ def serve(
         int | None,
         typer.Option(help="Worker processes sharing the port and model memory (0: one per core)."),
     ] = None,
+    model_threads: Annotated[
+        int | None, typer.Option(help="OpenMP/BLAS threads per worker (0: cores / workers).")
+    ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most rows in one batch.")] = None,
     max_delay_ms: Annotated[
         float | None, typer.Option(help="Wait up to this long for a fuller batch (default 0).")
@@ -51,6 +54,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        model_threads=model_threads,
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         batching=batching,
