@@ -62,15 +62,17 @@ def create_app() -> App:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def serve(factory: str, description: str | None) -> None:
+    """Parse ``MODEL --port P [--workers N]`` and run ``factory`` (``module:create_app``) under
+    uvicorn with uvloop and httptools, no lifespan, no access log; shared by both references."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model", type=Path, help="a joblib file holding a fitted classifier")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     os.environ[MODEL_ENV] = str(args.model.resolve())
     uvicorn.run(
-        "bare_asgi:create_app",
+        factory,
         factory=True,
         app_dir=str(Path(__file__).parent),
         host="127.0.0.1",
@@ -82,6 +84,10 @@ def main() -> None:
         access_log=False,
         log_level="warning",
     )
+
+
+def main() -> None:
+    serve("bare_asgi:create_app", __doc__)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,16 @@ Run: ``python benchmarks/fastapi_endpoint.py MODEL.joblib --port P [--workers N]
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
 
+import bare_asgi
 import joblib
 import numpy as np
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-MODEL_ENV = "BENCH_MODEL_FILE"
+MODEL_ENV = bare_asgi.MODEL_ENV
 
 
 def create_app() -> FastAPI:
@@ -46,25 +44,7 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", type=Path, help="a joblib file holding a fitted classifier")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    os.environ[MODEL_ENV] = str(args.model.resolve())
-    uvicorn.run(
-        "fastapi_endpoint:create_app",
-        factory=True,
-        app_dir=str(Path(__file__).parent),
-        host="127.0.0.1",
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-    )
+    bare_asgi.serve("fastapi_endpoint:create_app", __doc__)
 
 
 if __name__ == "__main__":
