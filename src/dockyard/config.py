@@ -25,6 +25,7 @@ MODEL_KNOBS = (
     "max_delay_ms",
     "prediction_timeout_s",
     "inline_budget_ms",
+    "isolate",
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models"})
@@ -32,13 +33,14 @@ NOT_SETTINGS = frozenset({"sources", "models"})
 
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
-    """How one served model is batched and timed: the global settings plus its overrides."""
+    """How one served model is batched, timed and isolated: the global settings plus overrides."""
 
     batching: bool
     max_batch_size: int
     max_delay_ms: float
     prediction_timeout_s: float
     inline_budget_ms: float
+    isolate: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Settings:
     batching: bool = True
     inline_budget_ms: float = 1.0
     """Batches a model finishes within this (moving average) run on the event-loop thread."""
+    isolate: bool = False
+    """Run each worker's predictions in a child process of its own (crash isolation, own GIL)."""
     log_level: str = "info"
     models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Per-model overrides of MODEL_KNOBS, keyed by model name."""
@@ -94,7 +98,7 @@ class Settings:
         return self.model_threads or max(1, cores // self.effective_workers())
 
     def model_options(self, name: str) -> ModelOptions:
-        """The batching and timeout knobs for model ``name``, overrides applied."""
+        """The batching, timeout and isolation knobs for model ``name``, overrides applied."""
         overrides = self.models.get(name, {})
         values = {knob: overrides.get(knob, getattr(self, knob)) for knob in MODEL_KNOBS}
         return ModelOptions(**values)

@@ -107,6 +107,10 @@ class PredictionFailed(DockyardError):
     exit_code = 8
 
 
+class ModelCrashed(PredictionFailed):
+    """The process running an isolated model died while predicting (it is restarted)."""
+
+
 class ArtifactCorrupt(DockyardError):
     """A stored artifact's bytes do not match the digest it was stored under."""
 
@@ -144,6 +148,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "MissingExtra",
+    "ModelCrashed",
     "NotFound",
     "NotReady",
     "Overloaded",

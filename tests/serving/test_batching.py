@@ -44,7 +44,7 @@ def _row(value: float, rows: int = 1) -> np.ndarray:
 async def test_idle_model_runs_a_lone_request_at_once_and_queued_ones_together() -> None:
     model = GatedModel()
     model.release.clear()
-    batcher = Batcher(model.predict, name="m", max_batch_size=64, max_delay_s=0.0)
+    batcher = Batcher(model.predict, name="m", max_batch_size=64, max_delay_s=0.0, loop_cost_s=0)
     first = asyncio.create_task(batcher.submit(_row(1), ()))
     # The lone request reaches the model before anything else is submitted: no timer wait.
     await _entered(model)
@@ -77,7 +77,7 @@ async def test_results_stay_with_their_requests_under_concurrency() -> None:
 async def test_a_failing_request_fails_alone() -> None:
     model = GatedModel()
     model.release.clear()
-    batcher = Batcher(model.predict, name="m", max_batch_size=64)
+    batcher = Batcher(model.predict, name="m", max_batch_size=64, loop_cost_s=0)
     blocker = asyncio.create_task(batcher.submit(_row(0), ()))
     await _entered(model)
     values = [1.0, -1.0, 2.0, 3.0]
@@ -92,6 +92,29 @@ async def test_a_failing_request_fails_alone() -> None:
             assert isinstance(outcome, dict)
             assert float(outcome["double"][0]) == 2 * value
     assert model.batches[:2] == [1, 4]
+    batcher.close()
+
+
+@pytest.mark.parametrize(("loop_cost_s", "split"), [(0.0, False), (60.0, True)])
+async def test_requests_are_split_in_halves_when_the_loop_has_more_to_do_than_the_model(
+    loop_cost_s: float, split: bool
+) -> None:
+    model = GatedModel()
+    model.release.clear()
+    batcher = Batcher(model.predict, name="m", max_batch_size=64, loop_cost_s=loop_cost_s)
+    first = asyncio.create_task(batcher.submit(_row(0), ()))
+    await _entered(model)
+    queued = [asyncio.create_task(batcher.submit(_row(v), ())) for v in range(1, 9)]
+    await asyncio.sleep(0)
+    model.release.set()
+    results = await asyncio.gather(first, *queued)
+    assert [float(r["same"][0]) for r in results] == [float(v) for v in range(9)]
+    assert model.batches[0] == 1
+    if split:  # nine rows outstanding: at most five in one batch, the rest in the next ones
+        assert len(model.batches) >= 3
+        assert max(model.batches[1:]) <= 5
+    else:
+        assert model.batches == [1, 8]
     batcher.close()
 
 

@@ -1,8 +1,9 @@
-"""A Deployment takes its batching knobs from the settings, per model."""
+"""A Deployment takes its batching and isolation knobs from the settings, per model."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from dockyard.config import load_settings
 from dockyard.registry.records import ArtifactRef, Lineage, ModelVersion, Signature, TensorSpec
+from dockyard.reliability.isolation import IsolatedRuntime
 from dockyard.serving.deployments import Deployment
 
 
@@ -72,3 +74,23 @@ def test_a_deployment_builds_its_input_plan_once() -> None:
     assert plan.prepare({"input-0": block}) is block
     assert deployment.input_plan is plan
     deployment.close()
+
+
+async def test_an_isolated_model_predicts_in_a_child_process() -> None:
+    runtime = SlowDoubler()
+    runtime.release.set()
+    settings = load_settings({"model_options": ["apart.isolate=true"]}, env={})
+    deployment = Deployment.create(_version("apart"), runtime, settings)
+    assert isinstance(deployment.runtime, IsolatedRuntime)
+    deployment.start()
+    child = deployment.runtime.child_pid
+    assert child is not None
+    assert child != os.getpid()
+    result = await deployment.infer(np.full((2, 1), 3.0), ())
+    np.testing.assert_array_equal(result["predict"], [6.0, 6.0])
+    assert runtime.batches == []  # the parent's copy of the model never ran: the child's did
+    deployment.close()
+    assert deployment.runtime.child_pid is None
+    plain = Deployment.create(_version("plain"), SlowDoubler(), settings)
+    assert isinstance(plain.runtime, SlowDoubler)
+    plain.close()

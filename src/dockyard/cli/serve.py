@@ -88,6 +88,7 @@ def serve(
     threadpool_limits(limits=settings.effective_model_threads())
     try:
         if workers == 1:
+            gateway.start()
             config = uvicorn_config(
                 create_app(settings, gateway, workspace),
                 settings.host,
@@ -99,6 +100,7 @@ def serve(
 
             def worker_app() -> ASGIApp:
                 workspace.after_fork()
+                gateway.start()
                 return create_app(settings, gateway, workspace)
 
             Supervisor(

@@ -10,12 +10,18 @@ its batches finish within ``inline_budget_s`` (a moving average of measured batc
 batch to a thread and back costs two context switches (about 0.25 ms on the 2-core reference
 machine, more than a small model's whole prediction), so such batches run on the event-loop thread,
 which then yields before the next one. A model that slows down moves back to its thread.
+
+The model's thread pulls its batches itself: when one finishes, it takes whatever queued meanwhile
+and starts on it at once, and only then do the answers go back to the event loop. Waiting for the
+loop to hand over the next batch would leave the model idle while the loop encodes and sends the
+last batch's responses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +41,9 @@ QUIET_LEADS = 2
 PROBE_EVERY = 8
 """While quiet, still take the turn on every PROBE_EVERY-th lead, to notice load."""
 EWMA = 0.2
+LOOP_COST_S = 100e-6
+"""The event loop's own work per request (read, decode, encode, send): ~95 µs measured on the
+2-core reference machine. Used to judge whether splitting the waiting requests pays."""
 """Weight of the newest batch in the moving average of batch durations."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
 
@@ -73,8 +82,10 @@ class Batcher:
         timeout_s: float = 30.0,
         enabled: bool = True,
         inline_budget_s: float = 0.001,
+        loop_cost_s: float = LOOP_COST_S,
     ) -> None:
         self._predict = predict
+        self._loop_cost_s = loop_cost_s
         self._inline_budget_s = inline_budget_s
         self._batch_seconds: float | None = None
         """Moving average of measured batch durations; None until the first batch ran."""
@@ -82,13 +93,17 @@ class Batcher:
         self._max_delay_s = max_delay_s if enabled else 0.0
         self._timeout_s = timeout_s
         self._queue: deque[_Pending] = deque()
-        self._arrived: asyncio.Event | None = None
-        self._drainer: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        """Guards the queue's hand-over between the event loop and the model's thread."""
+        self._arrived = threading.Condition(self._lock)
         self._draining = False
+        """True while a leader, the inline drainer or the model's thread owns the queue."""
+        self._outstanding = 0
+        """Rows submitted and not yet answered: the concurrency the batches are cut from."""
+        self._drainer: asyncio.Task[None] | None = None
         self._quiet_leads = 0
         self.turns_skipped = 0
         """Leads that ran at once, without the loop turn (a lone client; counted for tests)."""
-        """True while a leader or the drainer task is running batches; the queue is theirs."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self.batches_run = 0
         """Number of batches handed to the model; tests count these instead of timing."""
@@ -100,26 +115,32 @@ class Batcher:
 
         The first request to reach an idle batcher leads: for a model that runs inline it yields
         one loop turn (so requests that arrived with it join its batch) and runs that batch
-        itself, with no task or thread hand-off; anything left queued goes to a drainer task.
+        itself, with no task or thread hand-off; otherwise it wakes the model's thread.
         """
         loop = asyncio.get_running_loop()
         pending = _Pending(x, row_count(x), outputs, loop.create_future())
-        self._queue.append(pending)
-        if self._arrived is not None:
-            self._arrived.set()
-        if not self._draining:
+        with self._lock:
+            self._queue.append(pending)
+            idle = not self._draining
             self._draining = True
-            if self._runs_inline() and not self._max_delay_s:
-                await self._lead()
-            else:
-                self._drainer = loop.create_task(self._drain())
-        if pending.future.done():
-            return pending.future.result()
-        expiry = loop.call_later(self._timeout_s, self._expire, pending)
+            if self._max_delay_s:
+                self._arrived.notify()
+        self._outstanding += pending.rows
         try:
-            return await pending.future
+            if idle:
+                if self._runs_inline() and not self._max_delay_s:
+                    await self._lead()
+                else:  # after this loop turn, so requests that arrived with this one join it
+                    loop.call_soon(self._executor.submit, self._work, loop)
+            if pending.future.done():
+                return pending.future.result()
+            expiry = loop.call_later(self._timeout_s, self._expire, pending)
+            try:
+                return await pending.future
+            finally:
+                expiry.cancel()
         finally:
-            expiry.cancel()
+            self._outstanding -= pending.rows
 
     async def _lead(self) -> None:
         """Run the batch this request opens. The loop turn that gathers batch-mates is skipped
@@ -131,14 +152,62 @@ class Batcher:
                 await asyncio.sleep(0)
             else:
                 self.turns_skipped += 1
-            batch = self._take()
+            with self._lock:
+                batch = self._take()
             self._quiet_leads = self._quiet_leads + 1 if len(batch) == 1 or not probe else 0
-            await self._run(batch)
+            self._run_inline(batch)
         finally:
-            if self._queue:
-                self._drainer = asyncio.get_running_loop().create_task(self._drain())
-            else:
+            self._hand_over(asyncio.get_running_loop())
+
+    async def _drain_inline(self) -> None:
+        """Run what queued behind a leader, batch by batch, yielding between batches."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0)  # the last batch did not yield: let the loop read requests
+            with self._lock:
+                if not self._queue or not self._runs_inline():
+                    break
+                batch = self._take()
+            self._run_inline(batch)
+        self._hand_over(loop)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After inline batches: stop, go on inline, or wake the model's thread (it slowed)."""
+        with self._lock:
+            if not self._queue:
                 self._draining = False
+                return
+        if self._runs_inline():
+            self._drainer = loop.create_task(self._drain_inline())
+        else:
+            self._executor.submit(self._work, loop)
+
+    def _run_inline(self, batch: list[_Pending]) -> None:
+        self.batches_inline += 1
+        _settle(self._execute(batch))
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The model's thread: take what queued as a batch, predict, and go on until the queue is
+        empty. Each batch's answers go to the event loop only once the next batch is taken, so
+        the queue is never left without an owner (and the loop sees an idle batcher once its last
+        answers arrive)."""
+        outcomes: list[tuple[_Pending, Outcome]] = []
+        while True:
+            with self._lock:
+                if self._queue:
+                    batch = self._take(most=self._pipelined_rows())
+                else:
+                    batch = []
+                    self._draining = False
+            if outcomes:
+                loop.call_soon_threadsafe(_settle, outcomes)
+            if not batch:
+                return
+            if self._max_delay_s:
+                with self._lock:
+                    self._wait_for_more(batch)
+            batch = [p for p in batch if not p.future.done()]
+            outcomes = self._execute(batch) if batch else []
 
     def _runs_inline(self) -> bool:
         """Whether batches run on the event-loop thread: the model has proved fast enough."""
@@ -154,75 +223,59 @@ class Batcher:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                if self._max_delay_s and sum(p.rows for p in batch) < self._max_rows:
-                    await self._wait_for_more(batch)
-                batch = [p for p in batch if not p.future.done()]
-                if batch:
-                    await self._run(batch)
-                await asyncio.sleep(0)  # an inline batch did not yield: let the loop read requests
-        finally:
-            self._draining = False
+    def _pipelined_rows(self) -> int:
+        """The most rows the model's thread takes now.
 
-    def _take(self, rows: int = 0) -> list[_Pending]:
-        """Queued requests that fit the row limit on top of ``rows`` already in the batch.
+        While the model works on a batch, the event loop answers the previous one and reads new
+        requests. A batch that took every outstanding request would leave the loop idle while the
+        model runs, then the model idle while the loop answers. So where the loop's share
+        (``loop_cost_s`` per outstanding row) outweighs a batch's run time, a batch takes at most
+        half the outstanding rows, and two halves alternate between the model and the loop.
+        """
+        outstanding = self._outstanding
+        seconds = self._batch_seconds
+        if seconds is not None and seconds < outstanding * self._loop_cost_s:
+            return min(self._max_rows, (outstanding + 1) // 2)
+        return self._max_rows
+
+    def _take(self, rows: int = 0, most: int = 0) -> list[_Pending]:
+        """Queued requests that fit the row limit (``most``, default max_batch_size) on top of
+        ``rows`` already in the batch; the caller holds the lock.
 
         A new batch (``rows == 0``) always takes its first request, so oversized requests still run.
         """
+        most = most or self._max_rows
         taken: list[_Pending] = []
-        while self._queue and (
-            (rows == 0 and not taken) or rows + self._queue[0].rows <= self._max_rows
-        ):
+        while self._queue and ((rows == 0 and not taken) or rows + self._queue[0].rows <= most):
             rows += self._queue[0].rows
             taken.append(self._queue.popleft())
         return taken
 
-    async def _wait_for_more(self, batch: list[_Pending]) -> None:
+    def _wait_for_more(self, batch: list[_Pending]) -> None:
+        """Hold the batch open until it is full or its first request is max_delay_s old (the
+        caller holds the lock; waiting releases it, so the loop can queue more)."""
         deadline = batch[0].enqueued + self._max_delay_s
-        self._arrived = asyncio.Event()
-        try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
-                batch.extend(self._take(sum(p.rows for p in batch)))
-                if sum(p.rows for p in batch) >= self._max_rows:
-                    break
-        finally:
-            self._arrived = None
+        rows = sum(p.rows for p in batch)
+        while rows < self._max_rows and (remaining := deadline - time.monotonic()) > 0:
+            self._arrived.wait(remaining)
+            more = self._take(rows)
+            batch.extend(more)
+            rows += sum(p.rows for p in more)
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
+    def _execute(self, batch: list[_Pending]) -> list[tuple[_Pending, Outcome]]:
+        """Predict a batch; if it raises, predict its requests one by one, so only the request at
+        fault fails. Each request is paired with its result or its exception."""
+        parts = [(p.x, p.rows) for p in batch]
         outputs = tuple(dict.fromkeys(name for p in batch for name in p.outputs))
         if any(not p.outputs for p in batch):
             outputs = ()
-        inline = self._runs_inline()
-        parts = [(p.x, p.rows) for p in batch]
         try:
-            if inline:
-                self.batches_inline += 1
-                results = self._predict_batch(parts, outputs)
-            else:
-                results = await loop.run_in_executor(
-                    self._executor, self._predict_batch, parts, outputs
-                )
+            return list(zip(batch, self._predict_batch(parts, outputs), strict=True))
         except Exception as exc:
             if len(batch) == 1:
-                _fail(batch[0], exc)
-                return
-            logger.info("batch of %d requests failed; retrying them one by one", len(batch))
-            for pending in batch:
-                await self._run([pending])
-            return
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                wanted = pending.outputs or tuple(result)
-                pending.future.set_result({name: result[name] for name in wanted})
+                return [(batch[0], exc)]
+        logger.info("batch of %d requests failed; retrying them one by one", len(batch))
+        return [outcome for pending in batch for outcome in self._execute([pending])]
 
     def _predict_batch(
         self, parts: list[tuple[Any, int]], outputs: tuple[str, ...]
@@ -254,10 +307,24 @@ class Batcher:
         return split
 
 
+Outcome = dict[str, np.ndarray] | Exception
+"""What one request's prediction came to: its outputs or the exception that stopped it."""
+
+
+def _settle(outcomes: list[tuple[_Pending, Outcome]]) -> None:
+    """Answer each request on the event loop (one past its deadline was answered already)."""
+    for pending, outcome in outcomes:
+        if pending.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            _fail(pending, outcome)
+        else:
+            wanted = pending.outputs or tuple(outcome)
+            pending.future.set_result({name: outcome[name] for name in wanted})
+
+
 def _fail(pending: _Pending, exc: Exception) -> None:
     """Fail one request; the model's own exception is logged, not sent."""
-    if pending.future.done():
-        return
     if isinstance(exc, DockyardError):
         pending.future.set_exception(exc)
         return

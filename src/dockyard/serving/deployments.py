@@ -12,8 +12,9 @@ from dockyard.config import Settings
 from dockyard.errors import InvalidInput
 from dockyard.registry.plans import InputPlan
 from dockyard.registry.records import ModelVersion
+from dockyard.reliability.isolation import IsolatedRuntime
 from dockyard.runtimes.base import Runtime
-from dockyard.serving.batching import Batcher
+from dockyard.serving.batching import LOOP_COST_S, Batcher
 
 PLATFORMS = {
     "sklearn": "sklearn_skops",
@@ -46,6 +47,10 @@ class Deployment:
     @classmethod
     def create(cls, version: ModelVersion, runtime: Runtime, settings: Settings) -> Deployment:
         options = settings.model_options(version.model)
+        if options.isolate:
+            runtime = IsolatedRuntime(
+                runtime, name=version.ref, timeout_s=options.prediction_timeout_s
+            )
         batcher = Batcher(
             runtime.predict,
             name=version.ref,
@@ -54,6 +59,9 @@ class Deployment:
             timeout_s=options.prediction_timeout_s,
             enabled=options.batching,
             inline_budget_s=options.inline_budget_ms / 1000,
+            # Splitting waiting requests pays only where the model runs beside the event loop;
+            # in this process it would mostly wait for the loop's GIL.
+            loop_cost_s=LOOP_COST_S if options.isolate else 0.0,
         )
         return cls(version=version, runtime=runtime, batcher=batcher)
 
@@ -78,5 +86,12 @@ class Deployment:
     async def infer(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         return await self.batcher.submit(x, outputs)
 
+    def start(self) -> None:
+        """Start what belongs to the serving process itself: an isolated model's child."""
+        if isinstance(self.runtime, IsolatedRuntime):
+            self.runtime.start()
+
     def close(self) -> None:
         self.batcher.close()
+        if isinstance(self.runtime, IsolatedRuntime):
+            self.runtime.close()

@@ -68,6 +68,12 @@ class LocalGateway:
             if not deployment.runtime.fork_safe
         ]
 
+    def start(self) -> None:
+        """Fork isolated models' children; call it in each serving process before its threads."""
+        for versions in self._by_name.values():
+            for deployment in versions.values():
+                deployment.start()
+
     def close(self) -> None:
         for versions in self._by_name.values():
             for deployment in versions.values():
