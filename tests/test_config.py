@@ -108,5 +108,10 @@ def test_model_threads_split_the_cores_among_workers() -> None:
     many = load_settings({"workers": 64}, env={})
     assert many.effective_model_threads() == 1
     assert load_settings({"model_threads": 3}, env={}).effective_model_threads() == 3
+    from_omp = load_settings({"workers": 1}, env={"OMP_NUM_THREADS": "1"})
+    assert from_omp.effective_model_threads() == 1
+    assert from_omp.sources["model_threads"] == "env OMP_NUM_THREADS"
+    ours_first = {"DOCKYARD_MODEL_THREADS": "2", "OMP_NUM_THREADS": "1"}
+    assert load_settings(env=ours_first).effective_model_threads() == 2
     with pytest.raises(InvalidInput, match="model_threads"):
         load_settings({"model_threads": -1}, env={})

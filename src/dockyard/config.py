@@ -29,6 +29,8 @@ MODEL_KNOBS = (
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models"})
+OMP_THREADS_ENV = "OMP_NUM_THREADS"
+"""Read as ``model_threads`` when DOCKYARD_MODEL_THREADS and the flag are not given."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Settings:
     workers: int = 0
     """0 means one worker per CPU core."""
     model_threads: int = 0
-    """OpenMP/BLAS threads per worker; 0 means the CPU cores divided among the workers."""
+    """OpenMP/BLAS threads per worker; 0 means the CPU cores divided among the workers.
+    ``OMP_NUM_THREADS`` in the environment counts as this setting when nothing else sets it."""
     max_body_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     prediction_timeout_s: float = 30.0
@@ -199,6 +202,11 @@ def load_settings(
             raise InvalidInput(f"unknown setting {name!r}")
         values[name] = _convert(name, raw)
         sources[name] = "flag"
+
+    if "model_threads" not in values and env.get(OMP_THREADS_ENV, "").strip().isdigit():
+        # The standard OpenMP variable, set on purpose: threadpool limits must not override it.
+        values["model_threads"] = int(env[OMP_THREADS_ENV])
+        sources["model_threads"] = f"env {OMP_THREADS_ENV}"
 
     values["home"] = Path(values.get("home", DEFAULT_HOME)).expanduser()
     for name in names - sources.keys():
