@@ -63,6 +63,7 @@ def dockyard_spec(
     batching: bool = True,
     label: str = "dockyard",
     executable: Path | None = None,
+    model_options: tuple[str, ...] = (),
 ) -> ServerSpec:
     name = ref.split(":")[0].split("@")[0]
     return ServerSpec(
@@ -78,6 +79,7 @@ def dockyard_spec(
             "--batching" if batching else "--no-batching",
             "--log-level",
             "warning",
+            *(f"--model-option={option}" for option in model_options),
         ],
         infer_path=f"/v2/models/{name}/infer",
         workers=workers,

@@ -20,6 +20,7 @@ FASTAPI = "fastapi"
 MLSERVER = "mlserver"
 MLSERVER_BATCHED = "mlserver (adaptive batching)"
 DOCKYARD = "dockyard"
+DOCKYARD_ISOLATED = "dockyard (isolate)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +68,18 @@ def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
 
 
 def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list[Entry]:
-    """Where batching matters: Dockyard with and without it, MLServer with and without it."""
+    """Where batching matters: Dockyard with and without it (and with the model in its own process,
+    ``isolate``), MLServer with and without it."""
     home, model, body = built.home, built.heavy_file, bodies.tabular
     dockyard = launch.dockyard_spec(home, "heavy:1")
     unbatched = launch.dockyard_spec(home, "heavy:1", batching=False, label="dockyard-unbatched")
+    isolated = launch.dockyard_spec(
+        home, "heavy:1", label=DOCKYARD_ISOLATED, model_options=("heavy.isolate=true",)
+    )
     entries = [
         Entry(BARE, _bare(model), body, is_open_loop=True),
         Entry(DOCKYARD, dockyard, body, is_open_loop=True, is_profiled=True),
+        Entry(DOCKYARD_ISOLATED, isolated, body, is_open_loop=True),
         Entry(f"{DOCKYARD} (no batching)", unbatched, body),
         Entry(DOCKYARD, launch.dockyard_spec(home, "heavy:1", workers=2), body),
         Entry(

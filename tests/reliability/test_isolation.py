@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,12 +29,18 @@ class Doubler:
     output_names = ("double", "pid")
     fork_safe = True
 
+    def __init__(self, hang_marker: Path | None = None) -> None:
+        self.hang_marker = hang_marker
+        """A file created when a prediction starts to hang, for tests that wait for that."""
+
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         first = x[:, 0]
         if (first == CRASH).any():
             faulthandler.disable()  # pytest's traceback dump would only add noise
             os.kill(os.getpid(), signal.SIGSEGV)
         if (first == HANG).any():
+            if self.hang_marker is not None:
+                self.hang_marker.touch()
             time.sleep(3600)
         if (first == RAISE).any():
             raise ZeroDivisionError("boom")
@@ -171,3 +178,26 @@ async def test_in_a_batch_only_the_request_that_crashes_the_model_fails(
         if value != CRASH:
             assert isinstance(outcome, dict)
             assert float(outcome["double"][0]) == 2 * value
+
+
+def test_close_does_not_wait_for_a_hung_prediction(tmp_path: Path) -> None:
+    marker = tmp_path / "hanging"
+    runtime = IsolatedRuntime(Doubler(marker), name="doubler:1", timeout_s=600.0)
+    runtime.start()
+    child = runtime.child_pid
+    assert child is not None
+    caller = threading.Thread(target=_expect_crash, args=(runtime,))
+    caller.start()
+    while not marker.exists():
+        time.sleep(0.01)
+    started = time.monotonic()
+    runtime.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert time.monotonic() - started < 10
+    assert not _alive(child)
+
+
+def _expect_crash(runtime: IsolatedRuntime) -> None:
+    with pytest.raises(ModelCrashed):
+        runtime.predict(_rows(HANG), ())

@@ -111,10 +111,17 @@ class IsolatedRuntime:
         raise PredictionFailed(payload)
 
     def close(self) -> None:
-        """Stop the child: closing the pipe tells it to exit; it is killed if it does not."""
-        with self._lock:
+        """Stop the child: closing the pipe tells it to exit; it is killed if it does not, or at
+        once if a prediction still holds the pipe after STOP_TIMEOUT_S (its caller then fails)."""
+        if not self._lock.acquire(timeout=STOP_TIMEOUT_S):
+            if (process := self._process) is not None and self._owner == os.getpid():
+                process.kill()
+            return
+        try:
             if self._process is not None and self._owner == os.getpid():
                 self._stop_child(kill=False)
+        finally:
+            self._lock.release()
 
     def _connection(self) -> Connection:
         """The pipe to this process's running child, forking one first when there is none (or
