@@ -41,6 +41,7 @@ QUIET_LEADS = 2
 PROBE_EVERY = 8
 """While quiet, still take the turn on every PROBE_EVERY-th lead, to notice load."""
 EWMA = 0.2
+"""Weight of the newest batch in the moving average of batch durations."""
 LOOP_COST_S = 100e-6
 """The event loop's own work per request (read, decode, encode, send): ~95 µs measured on the
 2-core reference machine. Used to judge whether splitting the waiting requests pays."""
