@@ -45,7 +45,6 @@ EWMA = 0.2
 LOOP_COST_S = 100e-6
 """The event loop's own work per request (read, decode, encode, send): ~95 µs measured on the
 2-core reference machine. Used to judge whether splitting the waiting requests pays."""
-"""Weight of the newest batch in the moving average of batch durations."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
 
 
