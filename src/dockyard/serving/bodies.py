@@ -1,13 +1,14 @@
 """Reading request bodies safely: a size cap checked while streaming, and capped decompression.
 
-Framework-free: it takes the request's headers and an async iterator of body chunks, so the pure
-ASGI hot path and the FastAPI routes share it.
+Framework-free: it takes the request's headers and either an async iterator of body chunks (the
+FastAPI routes) or the ASGI ``receive`` callable (the pure ASGI hot path); both apply the same caps.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from dockyard.errors import InvalidInput, PayloadTooLarge
 
@@ -20,14 +21,16 @@ def _too_large(size: str | int, limit: int) -> PayloadTooLarge:
     )
 
 
+BodyReader = Callable[[], Awaitable[bytes]]
+"""Reads the current request's body (``read_body`` or ``receive_body`` with its arguments bound)."""
+
+
 async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The request body, decompressed if it says so; PayloadTooLarge past ``limit`` bytes.
 
     ``headers`` has lower-case names.
     """
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(declared, limit)
+    _check_declared(headers, limit)
     parts = []
     size = 0
     async for chunk in chunks:
@@ -36,7 +39,43 @@ async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], li
             raise _too_large(f"more than {limit}", limit)
         parts.append(chunk)
     body = parts[0] if len(parts) == 1 else b"".join(parts)
-    encoding = headers.get("content-encoding", "identity").strip().lower()
+    return _decoded(headers, body, limit)
+
+
+async def receive_body(
+    headers: Mapping[str, str], receive: Callable[[], Awaitable[Any]], limit: int
+) -> bytes:
+    """``read_body`` straight from ASGI messages: a body in one message (the usual case) costs
+    one ``await receive()``, with no async generator in between (~1 µs less per request)."""
+    _check_declared(headers, limit)
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}", limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return _decoded(headers, body, limit)
+
+
+def _check_declared(headers: Mapping[str, str], limit: int) -> None:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(declared, limit)
+
+
+def _decoded(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
+    encoding = headers.get("content-encoding")
+    if encoding is None:
+        return body
+    encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in WBITS:

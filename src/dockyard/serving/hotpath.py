@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
+from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.errors import NotReady
+from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
-from dockyard.serving.inference import JSON, Answer, infer_v2, predict_v1
+from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
 
 V2_PREFIX = "/v2/models/"
@@ -25,13 +27,21 @@ V2_SUFFIX = "/infer"
 VERSION_SEGMENT = "/versions/"
 V1_PREFIX = "/v1/models/"
 V1_SUFFIX = ":predict"
-REQUEST_ID = "x-request-id"
-HEADERS_READ = frozenset(
-    {b"content-length", b"content-encoding", HEADER_LENGTH.lower().encode(), REQUEST_ID.encode()}
-)
-"""The request headers the inference endpoints read; only these are decoded."""
+REQUEST_ID = b"x-request-id"
+HEADERS_READ = {
+    name.encode(): name for name in ("content-length", "content-encoding", HEADER_LENGTH.lower())
+}
+"""The request headers the inference endpoints read, raw name to name; only these are decoded.
+The request id is kept as the raw bytes it is echoed back as."""
+TARGETS_CACHED = 1024
+"""At most this many distinct inference paths keep their parsed target (the paths are the
+client's to choose, so the cache is bounded)."""
 LIVE = b'{"live":true}'
 READY = b'{"ready":true}'
+CONTENT_TYPES = {
+    content_type: (b"content-type", content_type.encode()) for content_type in (JSON, BINARY)
+}
+"""Response ``content-type`` headers, encoded once."""
 
 
 def _v2_target(path: str) -> tuple[str, str | None] | None:
@@ -60,7 +70,9 @@ class HotPath:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self._ids = itertools.count()
-        self._id_prefix = f"{os.getpid():x}-"
+        self._id_prefix = f"{os.getpid():x}-".encode()
+        self._v2_targets: dict[str, tuple[str, str | None]] = {}
+        """Parsed V2 paths: one dict lookup instead of five string operations per request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,13 +81,17 @@ class HotPath:
         method = scope["method"]
         path = scope["path"]
         if method == "POST":
-            v2 = _v2_target(path)
+            v2 = self._v2_targets.get(path)
+            if v2 is None:
+                v2 = _v2_target(path)
+                if v2 is not None and len(self._v2_targets) < TARGETS_CACHED:
+                    self._v2_targets[path] = v2
             v1 = None if v2 else _v1_target(path)
             if v2 is not None or v1 is not None:
                 await self._predict(scope, receive, send, v2, v1)
                 return
         elif method == "GET" and path == "/v2/health/live":
-            await _respond(send, 200, JSON, LIVE, {})
+            await _respond(send, 200, JSON, LIVE)
             return
         elif method == "GET" and path == "/v2/health/ready":
             await self._ready(send)
@@ -84,7 +100,7 @@ class HotPath:
 
     async def _ready(self, send: Send) -> None:
         if self.gateway.is_ready():
-            await _respond(send, 200, JSON, READY, {})
+            await _respond(send, 200, JSON, READY)
             return
         status, headers, body = error_answer(NotReady("no model is loaded yet"), "-")
         await _respond(send, status, JSON, body, headers)
@@ -97,44 +113,47 @@ class HotPath:
         v2: tuple[str, str | None] | None,
         v1: str | None,
     ) -> None:
-        headers = {
-            key.decode("latin-1"): value.decode("latin-1")
-            for key, value in scope["headers"]
-            if key in HEADERS_READ
-        }
-        request_id = headers.get(REQUEST_ID) or f"{self._id_prefix}{next(self._ids):x}"
-        chunks = _body_chunks(receive)
+        headers: dict[str, str] = {}
+        request_id = b""
+        for key, value in scope["headers"]:
+            name = HEADERS_READ.get(key)
+            if name is not None:
+                headers[name] = value.decode("latin-1")
+            elif key == REQUEST_ID:
+                request_id = value
+        if not request_id:
+            request_id = b"%s%x" % (self._id_prefix, next(self._ids))
+        read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
             if v2 is not None:
-                answer: Answer = await infer_v2(
-                    self.gateway, v2[0], v2[1], headers, chunks, self.max_body_bytes
-                )
+                answer: Answer = await infer_v2(self.gateway, v2[0], v2[1], headers, read)
             else:
                 assert v1 is not None
-                answer = await predict_v1(self.gateway, v1, headers, chunks, self.max_body_bytes)
+                answer = await predict_v1(self.gateway, v1, read)
         except Exception as exc:
-            status, extra, body = error_answer(exc, request_id)
-            await _respond(send, status, JSON, body, {**extra, REQUEST_ID: request_id})
+            status, extra, body = error_answer(exc, request_id.decode("latin-1"))
+            await _respond(send, status, JSON, body, extra, request_id)
             return
-        extra = {**answer.headers, REQUEST_ID: request_id}
-        await _respond(send, 200, answer.content_type, answer.body, extra)
-
-
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+        await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
 
 
 async def _respond(
-    send: Send, status: int, content_type: str, body: bytes, headers: dict[str, str]
+    send: Send,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    request_id: bytes | None = None,
 ) -> None:
-    raw = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
-    for key, value in headers.items():
-        raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+    """Send a response: content type and length, ``headers``, then the request id if given."""
+    raw = [
+        CONTENT_TYPES.get(content_type) or (b"content-type", content_type.encode()),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    if headers:
+        for key, value in headers.items():
+            raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+    if request_id is not None:
+        raw.append((REQUEST_ID, request_id))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

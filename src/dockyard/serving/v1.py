@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from dockyard.serving.bodies import read_body
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.inference import predict_v1
 
@@ -40,7 +41,9 @@ def build_router(max_body_bytes: int) -> APIRouter:
     async def predict(request: Request, name: str) -> Response:
         """Documented here; served by the pure ASGI hot path (``serving.hotpath``)."""
         gateway: Gateway = request.app.state.gateway
-        answer = await predict_v1(gateway, name, request.headers, request.stream(), max_body_bytes)
+        answer = await predict_v1(
+            gateway, name, lambda: read_body(request.headers, request.stream(), max_body_bytes)
+        )
         return Response(answer.body, media_type=answer.content_type)
 
     return router

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from dockyard.errors import NotReady
 from dockyard.registry.records import TensorSpec
+from dockyard.serving.bodies import read_body
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.inference import infer_v2
@@ -120,13 +121,13 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
     )
     async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
         """Documented here; served by the pure ASGI hot path (``serving.hotpath``)."""
+        headers = request.headers
         answer = await infer_v2(
             _gateway(request),
             name,
             model_version,
-            request.headers,
-            request.stream(),
-            max_body_bytes,
+            headers,
+            lambda: read_body(headers, request.stream(), max_body_bytes),
         )
         return Response(answer.body, media_type=answer.content_type, headers=answer.headers)
 
