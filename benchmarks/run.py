@@ -73,7 +73,9 @@ METHOD = [
     "predict and predict_proba. MLServer 1.7 runs its sklearn runtime with parallel_workers 0",
     "(its parallel inference pool fails to start beside current uvloop); its adaptive batching",
     f"is max_batch_size 64, max_batch_time {models.MLSERVER_BATCH_TIME_S * 1000:g} ms.",
-    "Dockyard runs with its defaults: adaptive batching of up to 64 rows, no timer wait.",
+    "Dockyard runs with its defaults: adaptive batching of up to 64 rows, no timer wait; the",
+    "'dockyard (isolate)' rows add --model-option heavy.isolate=true (the model predicts in a",
+    "child process of the worker, beside the event loop instead of sharing its GIL).",
 ]
 
 
