@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
+from sklearn import config_context
+from sklearn import get_config as sklearn_config
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -25,7 +27,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from dockyard.errors import InvalidInput, PredictionFailed
@@ -267,3 +269,58 @@ def test_both_outputs_from_one_predict_proba_match_predict(
     both = runtime.predict(rows, ())
     np.testing.assert_array_equal(both["predict"], model.predict(rows))
     np.testing.assert_allclose(both["predict_proba"], model.predict_proba(rows))
+
+
+def test_finite_rows_skip_the_repeat_check_and_leave_the_config_as_it_was(
+    features: np.ndarray, labels: np.ndarray, roundtrip: RoundTrip
+) -> None:
+    model = LogisticRegression().fit(features, labels)
+    _, runtime = roundtrip(sklearn, model)
+    for rows in (features, features.astype(np.float32), (features > 0).astype(np.int64)):
+        result = runtime.predict(rows, ())
+        np.testing.assert_array_equal(result["predict_proba"], model.predict_proba(rows))
+        assert sklearn_config()["assume_finite"] is False
+    with config_context(assume_finite=True):
+        runtime.predict(features, ())
+        assert sklearn_config()["assume_finite"] is True
+
+    seen: list[bool] = []
+    original = model.predict_proba
+
+    def spy(rows: np.ndarray) -> np.ndarray:
+        seen.append(sklearn_config()["assume_finite"])
+        return original(rows)
+
+    model.predict_proba = spy
+    direct = sklearn.SklearnRuntime(model)
+    direct.predict(features, ())
+    rows = features.copy()
+    rows[0, 0] = np.nan
+    with pytest.raises(PredictionFailed):
+        direct.predict(rows, ())
+    assert seen == [True, False]  # skipped for finite rows only
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_still_meet_scikit_learns_own_check(
+    bad: float, features: np.ndarray, labels: np.ndarray, roundtrip: RoundTrip
+) -> None:
+    _, runtime = roundtrip(sklearn, LogisticRegression().fit(features, labels))
+    rows = features[:3].copy()
+    rows[1, 2] = bad
+
+    with pytest.raises(PredictionFailed, match="ValueError"):
+        runtime.predict(rows, ())
+    assert sklearn_config()["assume_finite"] is False
+
+
+def test_a_pipeline_keeps_every_check() -> None:
+    """A pipeline's steps may turn finite rows into NaN; its final step must still refuse them."""
+    x = np.abs(np.random.default_rng(3).normal(size=(40, 2))) + 0.1
+    model = Pipeline([("log", FunctionTransformer(np.log)), ("model", LogisticRegression())]).fit(
+        x, (x[:, 0] > x[:, 1]).astype(np.int64)
+    )
+    runtime = sklearn.SklearnRuntime(model)
+
+    with pytest.raises(PredictionFailed, match="ValueError"), np.errstate(invalid="ignore"):
+        runtime.predict(np.array([[-1.0, 1.0]]), ())

@@ -234,6 +234,25 @@ def test_encode_json_outputs_header_fields_and_special_floats() -> None:
     np.testing.assert_array_equal(again.inputs["s"], [[1.0, np.nan], [np.inf, -np.inf]])
 
 
+def test_a_null_elsewhere_in_the_response_leaves_finite_floats_as_they_are() -> None:
+    """NaN is found by looking for orjson's null; a null or "null" anywhere else changes nothing."""
+    body, _ = encode_infer(
+        model_name="null",
+        model_version="1",
+        request_id="null",
+        outputs={
+            "p": np.array([0.1, 0.7], dtype=np.float32),
+            "q": np.array([0.5, np.nan]),
+            "word": np.array(["null"], dtype=object),
+        },
+        parameters={"note": None},
+    )
+
+    assert b'"data":[0.1,0.7]' in body  # float32 written as float32, not widened
+    _, q, word = orjson.loads(body)["outputs"]
+    assert (q["data"], word["data"]) == ([0.5, "NaN"], ["null"])
+
+
 def test_encode_refuses_bytes_that_json_cannot_carry() -> None:
     with pytest.raises(InvalidInput, match=r"output 'raw' holds bytes that are not valid UTF-8"):
         encode_infer(

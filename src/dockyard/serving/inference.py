@@ -52,8 +52,13 @@ async def infer_v2(
     outputs: tuple[str, ...] = ()
     binary: Collection[str] = ()
     if requested:
-        outputs = deployment.output_names(tuple([output.name for output in requested]))
-        binary = [output.name for output in requested if output.binary]
+        names: list[str] = []
+        binary = []
+        for output in requested:  # one loop, not two comprehensions (each a function call)
+            names.append(output.name)
+            if output.binary:
+                binary.append(output.name)
+        outputs = deployment.output_names(tuple(names))
     x = deployment.input_plan.prepare(decoded.inputs)
     result = await deployment.infer(x, outputs)
     if decoded.binary_output:
