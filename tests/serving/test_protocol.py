@@ -374,6 +374,8 @@ ERRORS = [  # (id, body, Inference-Header-Content-Length, message)
      "input 'x': 'data' is ragged (nested lists of different lengths)"),
     ("unknown-datatype", request(tensor("x", [1], "FP128", [1])), NO_HEADER,
      "input 'x': unknown datatype 'FP128'"),
+    ("datatype-list", request(tensor("x", [1], ["FP32"], [1])), NO_HEADER,
+     "input 'x': unknown datatype ['FP32']"),
     ("float-for-int", request(tensor("x", [2], "INT64", [1, 2.5])), NO_HEADER,
      "input 'x': declared INT64 but data contains non-integer values"),
     ("integral-float-for-int", request(tensor("x", [1], "INT32", [1.0])), NO_HEADER,

@@ -227,7 +227,7 @@ def _input_header(index: int, item: Any) -> tuple[str, tuple[int, ...], str, dic
         if type(dim) is not int or dim < 0:
             raise invalid_input(name, "shape must be a list of non-negative integers")
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise invalid_input(name, f"unknown datatype {datatype!r}")
     params = item.get("parameters")
     if params is None:
