@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from dockyard.serving.bodies import read_body
+from dockyard.serving.bodies import receive_body
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.inference import predict_v1
 
@@ -42,7 +42,7 @@ def build_router(max_body_bytes: int) -> APIRouter:
         """Documented here; served by the pure ASGI hot path (``serving.hotpath``)."""
         gateway: Gateway = request.app.state.gateway
         answer = await predict_v1(
-            gateway, name, lambda: read_body(request.headers, request.stream(), max_body_bytes)
+            gateway, name, lambda: receive_body(request.headers, request.receive, max_body_bytes)
         )
         return Response(answer.body, media_type=answer.content_type)
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from dockyard.errors import NotReady
 from dockyard.registry.records import TensorSpec
-from dockyard.serving.bodies import read_body
+from dockyard.serving.bodies import receive_body
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.inference import infer_v2
@@ -127,7 +127,7 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
             name,
             model_version,
             headers,
-            lambda: read_body(headers, request.stream(), max_body_bytes),
+            lambda: receive_body(headers, request.receive, max_body_bytes),
         )
         return Response(answer.body, media_type=answer.content_type, headers=answer.headers)
 
