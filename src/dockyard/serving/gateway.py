@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from dockyard.errors import InvalidInput, NotFound
@@ -61,23 +61,20 @@ class LocalGateway:
 
     def fork_unsafe(self) -> list[str]:
         """Versions whose loaded runtime must not be shared by forked workers (CUDA contexts)."""
-        return [
-            deployment.version.ref
-            for versions in self._by_name.values()
-            for deployment in versions.values()
-            if not deployment.runtime.fork_safe
-        ]
+        return [d.version.ref for d in self._every_deployment() if not d.runtime.fork_safe]
 
     def start(self) -> None:
         """Fork isolated models' children; call it in each serving process before its threads."""
-        for versions in self._by_name.values():
-            for deployment in versions.values():
-                deployment.start()
+        for deployment in self._every_deployment():
+            deployment.start()
 
     def close(self) -> None:
+        for deployment in self._every_deployment():
+            deployment.close()
+
+    def _every_deployment(self) -> Iterator[Deployment]:
         for versions in self._by_name.values():
-            for deployment in versions.values():
-                deployment.close()
+            yield from versions.values()
 
     def _versions(self, name: str) -> dict[int, Deployment]:
         try:
