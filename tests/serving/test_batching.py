@@ -205,3 +205,31 @@ async def test_a_lone_client_skips_the_gathering_turn_and_a_burst_still_batches(
     # At most PROBE_EVERY requests run alone before a probing turn gathers the rest of the burst.
     assert batcher.batches_run - before <= 9
     batcher.close()
+
+
+async def test_a_lone_clients_request_runs_without_queue_or_loop_turn_and_fails_alone() -> None:
+    model = GatedModel()
+    batcher = Batcher(model.predict, name="fast", inline_budget_s=60.0)
+    for value in range(4):  # the first on the model's thread, the next leads take the turn
+        await batcher.submit(_row(value), ())
+    loop = asyncio.get_running_loop()
+    turns = 0
+
+    def count_turn() -> None:
+        nonlocal turns
+        turns += 1
+
+    skipped = batcher.turns_skipped
+    loop.call_soon(count_turn)
+    result = await batcher.submit(_row(5), ("double",))
+    assert batcher.turns_skipped == skipped + 1
+    assert turns == 0  # answered before the loop ran anything else
+    assert list(result) == ["double"]
+    assert float(result["double"][0]) == 10.0
+    with pytest.raises(PredictionFailed, match="model failed to predict: ValueError"):
+        await batcher.submit(_row(-1), ())
+    assert batcher.turns_skipped == skipped + 2
+    assert float((await batcher.submit(_row(6), ()))["same"][0]) == 6.0
+    await asyncio.sleep(0)
+    assert turns == 1
+    batcher.close()

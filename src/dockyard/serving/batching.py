@@ -115,8 +115,11 @@ class Batcher:
 
         The first request to reach an idle batcher leads: for a model that runs inline it yields
         one loop turn (so requests that arrived with it join its batch) and runs that batch
-        itself, with no task or thread hand-off; otherwise it wakes the model's thread.
+        itself, with no task or thread hand-off; otherwise it wakes the model's thread. While
+        recent turns found no batch-mates (a lone client), it skips the turn and the queue too.
         """
+        if not self._draining and self._lone():
+            return self._alone(x, outputs)
         loop = asyncio.get_running_loop()
         pending = _Pending(x, row_count(x), outputs, loop.create_future())
         with self._lock:
@@ -143,21 +146,43 @@ class Batcher:
             self._outstanding -= pending.rows
 
     async def _lead(self) -> None:
-        """Run the batch this request opens. The loop turn that gathers batch-mates is skipped
-        while recent turns found none (a lone client), except every PROBE_EVERY-th lead, so a
-        burst is noticed within a few requests and batching resumes."""
+        """Run the batch this request opens, after one loop turn in which requests that arrived
+        with it join the queue."""
         try:
-            probe = self._quiet_leads < QUIET_LEADS or self._quiet_leads % PROBE_EVERY == 0
-            if probe:
-                await asyncio.sleep(0)
-            else:
-                self.turns_skipped += 1
+            await asyncio.sleep(0)
             with self._lock:
                 batch = self._take()
-            self._quiet_leads = self._quiet_leads + 1 if len(batch) == 1 or not probe else 0
+            self._quiet_leads = self._quiet_leads + 1 if len(batch) == 1 else 0
             self._run_inline(batch)
         finally:
             self._hand_over(asyncio.get_running_loop())
+
+    def _lone(self) -> bool:
+        """Whether a request reaching the idle batcher runs alone at once: the model runs inline,
+        no delay is asked for, and recent loop turns found no batch-mates. Every PROBE_EVERY-th
+        such request still takes the turn, so a burst is noticed within a few requests."""
+        quiet = self._quiet_leads
+        return (
+            quiet >= QUIET_LEADS
+            and quiet % PROBE_EVERY != 0
+            and not self._max_delay_s
+            and self._runs_inline()
+        )
+
+    def _alone(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Predict a lone client's request now, on the loop thread. Nothing is queued or running
+        and nothing can arrive before it returns, so it needs no future, queue or lock (~20 µs
+        of a ~0.2 ms round trip)."""
+        self._quiet_leads += 1
+        self.turns_skipped += 1
+        self.batches_inline += 1
+        try:
+            (result,) = self._predict_batch([(x, row_count(x))], outputs)
+        except DockyardError:
+            raise
+        except Exception as exc:
+            raise _model_failure(exc) from None
+        return _selected(result, outputs)
 
     async def _drain_inline(self) -> None:
         """Run what queued behind a leader, batch by batch, yielding between batches."""
@@ -316,17 +341,20 @@ def _settle(outcomes: list[tuple[_Pending, Outcome]]) -> None:
     for pending, outcome in outcomes:
         if pending.future.done():
             continue
-        if isinstance(outcome, Exception):
-            _fail(pending, outcome)
+        if isinstance(outcome, DockyardError):
+            pending.future.set_exception(outcome)
+        elif isinstance(outcome, Exception):
+            pending.future.set_exception(_model_failure(outcome))
         else:
-            wanted = pending.outputs or tuple(outcome)
-            pending.future.set_result({name: outcome[name] for name in wanted})
+            pending.future.set_result(_selected(outcome, pending.outputs))
 
 
-def _fail(pending: _Pending, exc: Exception) -> None:
-    """Fail one request; the model's own exception is logged, not sent."""
-    if isinstance(exc, DockyardError):
-        pending.future.set_exception(exc)
-        return
+def _selected(result: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The outputs a request asked for (all when none) out of its batch's."""
+    return {name: result[name] for name in outputs or result}
+
+
+def _model_failure(exc: Exception) -> PredictionFailed:
+    """What a client sees of the model's own exception, which is logged, not sent."""
     logger.exception("prediction failed", exc_info=exc)
-    pending.future.set_exception(PredictionFailed(f"model failed to predict: {type(exc).__name__}"))
+    return PredictionFailed(f"model failed to predict: {type(exc).__name__}")
