@@ -20,7 +20,10 @@ FASTAPI = "fastapi"
 MLSERVER = "mlserver"
 MLSERVER_BATCHED = "mlserver (adaptive batching)"
 DOCKYARD = "dockyard"
+DOCKYARD_UNBATCHED = "dockyard (no batching)"
 DOCKYARD_ISOLATED = "dockyard (isolate)"
+SMALL_YARDSTICK = "dockyard, small model"
+"""The small model served beside the heavy one, so the heavy target's ratio is side by side."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,8 @@ def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
 
 def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list[Entry]:
     """Where batching matters: Dockyard with and without it (and with the model in its own process,
-    ``isolate``), MLServer with and without it."""
+    ``isolate``), MLServer with and without it; plus Dockyard serving the small model at 64
+    connections, the yardstick of the heavy target, measured interleaved with the heavy rows."""
     home, model, body = built.home, built.heavy_file, bodies.tabular
     dockyard = launch.dockyard_spec(home, "heavy:1")
     unbatched = launch.dockyard_spec(home, "heavy:1", batching=False, label="dockyard-unbatched")
@@ -80,13 +84,19 @@ def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
         Entry(BARE, _bare(model), body, is_open_loop=True),
         Entry(DOCKYARD, dockyard, body, is_open_loop=True, is_profiled=True),
         Entry(DOCKYARD_ISOLATED, isolated, body, is_open_loop=True),
-        Entry(f"{DOCKYARD} (no batching)", unbatched, body),
+        Entry(DOCKYARD_UNBATCHED, unbatched, body),
         Entry(DOCKYARD, launch.dockyard_spec(home, "heavy:1", workers=2), body),
         Entry(
             f"{DOCKYARD} (all outputs)",
             dockyard,
             bodies.tabular_all_outputs,
             connections=(1, 64),
+        ),
+        Entry(
+            SMALL_YARDSTICK,
+            launch.dockyard_spec(home, "small:1", label=SMALL_YARDSTICK),
+            body,
+            connections=(64,),
         ),
     ]
     if mlserver is not None:
