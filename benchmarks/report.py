@@ -176,8 +176,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Targets",
         "",
         *_targets(results),
-        "Why a target is missed, from the profiles at the end: [ANALYSIS.md](ANALYSIS.md)"
-        " (written by hand after this run).",
+        "What limits each figure, the margins, and what was tried: [ANALYSIS.md](ANALYSIS.md)"
+        " (written by hand after this run, from the profiles at the end and hand runs).",
         "",
         "## The issue's reference figures on this machine",
         "",
