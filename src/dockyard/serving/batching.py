@@ -171,8 +171,8 @@ class Batcher:
 
     def _alone(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Predict a lone client's request now, on the loop thread. Nothing is queued or running
-        and nothing can arrive before it returns, so it needs no future, queue or lock (~20 µs
-        of a ~0.2 ms round trip)."""
+        and nothing can arrive before it returns, so it needs no future, queue or lock (~9 µs a
+        request saved, measured in process; benchmarks/ANALYSIS.md)."""
         self._quiet_leads += 1
         self.turns_skipped += 1
         self.batches_inline += 1
