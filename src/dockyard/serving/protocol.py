@@ -161,7 +161,7 @@ def encode_infer(
     chunks: list[bytes] = []
     for name, value in outputs.items():
         array = value if type(value) is np.ndarray else np.asarray(value)
-        datatype = OUTPUT_DATATYPES.get(array.dtype) or _output_datatype(name, array)
+        datatype = _output_datatype(name, array)
         # orjson writes the shape tuple as a JSON array: no list() needed
         item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
         if name in binary:
