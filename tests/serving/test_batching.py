@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -232,4 +234,79 @@ async def test_a_lone_clients_request_runs_without_queue_or_loop_turn_and_fails_
     assert float((await batcher.submit(_row(6), ()))["same"][0]) == 6.0
     await asyncio.sleep(0)
     assert turns == 1
+    batcher.close()
+
+
+class SometimesSlowModel:
+    """Fast, except on a negative input, where it sleeps far past any deadline."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def predict(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        if (x < 0).any():
+            time.sleep(3)
+        return {"double": x[:, 0] * 2}
+
+
+async def _loop_stall_while(task: asyncio.Task[Any]) -> float:
+    """The longest the event loop went without running a callback while ``task`` was pending."""
+    worst = 0.0
+    while not task.done():
+        before = time.monotonic()
+        await asyncio.sleep(0.005)
+        worst = max(worst, time.monotonic() - before - 0.005)
+    return worst
+
+
+# pytest-timeout's default method holds SIGALRM, which a served process leaves to Dockyard.
+@pytest.mark.timeout(60, method="thread")
+@pytest.mark.parametrize("lone", [True, False], ids=["lone client", "batch"])
+async def test_an_inline_batch_that_overruns_moves_off_the_loop_and_meets_its_deadline(
+    lone: bool,
+) -> None:
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    model = SometimesSlowModel()
+    batcher = Batcher(model.predict, name="moody", inline_budget_s=0.01, timeout_s=0.5)
+    try:
+        # The first batch proves the model fast; the next runs inline as a leader, and from the
+        # third on a lone client's requests skip the gathering turn.
+        for value in range(4 if lone else 2):
+            await batcher.submit(_row(value), ())
+        assert batcher._lone() is lone
+        skipped = batcher.turns_skipped
+        started = time.monotonic()
+        slow = asyncio.create_task(batcher.submit(_row(-1), ()))
+        others = [] if lone else [asyncio.create_task(batcher.submit(_row(v), ())) for v in (7, 8)]
+        stall = await _loop_stall_while(slow)
+        with pytest.raises(PredictionTimeout):
+            await slow
+        assert 0.45 < time.monotonic() - started < 1.5
+        # The loop was held for about the limit (5 x 10 ms), never for the model's 3 s.
+        assert stall < 0.25
+        assert batcher.overruns == 1
+        assert batcher.turns_skipped == skipped + lone
+        assert model.threads[-1].startswith("predict-moody")
+        for other in others:  # batch-mates of the slow request queue behind it on the thread
+            with pytest.raises(PredictionTimeout):
+                await other
+    finally:
+        batcher.close()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+async def test_the_thread_setup_runs_on_the_models_thread() -> None:
+    seen: list[str] = []
+    batcher = Batcher(
+        RecordingModel().predict,
+        name="setup",
+        inline_budget_s=0.0,
+        thread_setup=lambda: seen.append(threading.current_thread().name),
+    )
+    await batcher.submit(_row(1), ())
+    await batcher.submit(_row(2), ())
+    assert len(seen) == 1
+    assert seen[0].startswith("predict-setup")
     batcher.close()

@@ -9,7 +9,10 @@ Where a batch runs: on the model's own thread, off the event loop — unless the
 its batches finish within ``inline_budget_s`` (a moving average of measured batch times). Handing a
 batch to a thread and back costs two context switches (about 0.25 ms on the 2-core reference
 machine, more than a small model's whole prediction), so such batches run on the event-loop thread,
-which then yields before the next one. A model that slows down moves back to its thread.
+which then yields before the next one. A model that slows down moves back to its thread, and an
+inline batch that runs past ``OVERRUN_FACTOR`` times the budget is interrupted (``Overrun``, from
+``reliability/overrun.py``) and run again on the model's thread, where the request's deadline holds:
+one slow input cannot hold the event loop, and with it every other model and the health probes.
 
 The model's thread pulls its batches itself: when one finishes, it takes whatever queued meanwhile
 and starts on it at once, and only then do the answers go back to the event loop. Waiting for the
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import DockyardError, PredictionFailed, PredictionTimeout
+from dockyard.reliability.overrun import Overrun, call_with_limit, can_interrupt
 from dockyard.runtimes.base import row_count
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,12 @@ EWMA = 0.2
 LOOP_COST_S = 100e-6
 """The event loop's own work per request (read, decode, encode, send): ~95 µs measured on the
 2-core reference machine. Used to judge whether splitting the waiting requests pays."""
+OVERRUN_FACTOR = 5.0
+"""An inline batch is interrupted once it has run this many inline budgets (5 ms by default): far
+above what a model whose batches average under the budget takes, short enough that the requests
+waiting behind it on the loop do not notice."""
+OVERRUN_LOG_EVERY_S = 60.0
+"""Overruns are logged at most once a minute per model (with the count so far)."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
 
 
@@ -83,10 +93,17 @@ class Batcher:
         enabled: bool = True,
         inline_budget_s: float = 0.001,
         loop_cost_s: float = LOOP_COST_S,
+        thread_setup: Callable[[], object] | None = None,
     ) -> None:
+        """``thread_setup`` runs first thing on the model's thread (per-thread state such as the
+        OpenMP thread count, which a limit set on another thread does not reach)."""
         self._predict = predict
+        self._name = name
         self._loop_cost_s = loop_cost_s
         self._inline_budget_s = inline_budget_s
+        self._inline_limit_s = OVERRUN_FACTOR * inline_budget_s if can_interrupt() else 0.0
+        """How long an inline batch may run before it is interrupted; 0: it cannot be (built off
+        the main thread, or SIGALRM belongs to something else, such as a test runner)."""
         self._batch_seconds: float | None = None
         """Moving average of measured batch durations; None until the first batch ran."""
         self._max_rows = max_batch_size if enabled else 1
@@ -104,11 +121,16 @@ class Batcher:
         self._quiet_leads = 0
         self.turns_skipped = 0
         """Leads that ran at once, without the loop turn (a lone client; counted for tests)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"predict-{name}", initializer=thread_setup
+        )
         self.batches_run = 0
         """Number of batches handed to the model; tests count these instead of timing."""
         self.batches_inline = 0
         """How many of them ran on the event-loop thread."""
+        self.overruns = 0
+        """Inline batches interrupted past the limit and moved to the model's thread."""
+        self._overrun_logged = -OVERRUN_LOG_EVERY_S
 
     async def submit(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Predict ``x`` (one request's rows); raise PredictionTimeout past the deadline.
@@ -119,7 +141,9 @@ class Batcher:
         recent turns found no batch-mates (a lone client), it skips the turn and the queue too.
         """
         if not self._draining and self._lone():
-            return self._alone(x, outputs)
+            alone = self._alone(x, outputs)
+            if alone is not None:
+                return alone
         loop = asyncio.get_running_loop()
         pending = _Pending(x, row_count(x), outputs, loop.create_future())
         with self._lock:
@@ -169,15 +193,21 @@ class Batcher:
             and self._runs_inline()
         )
 
-    def _alone(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def _alone(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         """Predict a lone client's request now, on the loop thread. Nothing is queued or running
         and nothing can arrive before it returns, so it needs no future, queue or lock (~9 µs a
-        request saved, measured in process; benchmarks/ANALYSIS.md)."""
+        request saved, measured in process; benchmarks/ANALYSIS.md). None when it overran: the
+        caller queues it for the model's thread."""
         self._quiet_leads += 1
         self.turns_skipped += 1
         self.batches_inline += 1
         try:
-            (result,) = self._predict_batch([(x, row_count(x))], outputs)
+            (result,) = call_with_limit(
+                self._inline_limit_s, self._predict_batch, [(x, row_count(x))], outputs
+            )
+        except Overrun:
+            self._overran(1)
+            return None
         except DockyardError:
             raise
         except Exception as exc:
@@ -208,8 +238,34 @@ class Batcher:
             self._executor.submit(self._work, loop)
 
     def _run_inline(self, batch: list[_Pending]) -> None:
+        """Run a batch on the loop thread; past the limit, put it back for the model's thread."""
         self.batches_inline += 1
-        _settle(self._execute(batch))
+        try:
+            outcomes = call_with_limit(self._inline_limit_s, self._execute, batch)
+        except Overrun:
+            self._overran(len(batch))
+            with self._lock:
+                self._queue.extendleft(reversed(batch))
+            return
+        _settle(outcomes)
+
+    def _overran(self, requests: int) -> None:
+        """An inline batch was interrupted: from now on the model runs on its own thread, until
+        its measured batches prove it fast again."""
+        self.overruns += 1
+        self._batch_seconds = max(self._batch_seconds or 0.0, self._inline_limit_s)
+        now = time.monotonic()
+        if now - self._overrun_logged < OVERRUN_LOG_EVERY_S:
+            return  # a machine short of CPU deschedules the loop past the limit now and then
+        self._overrun_logged = now
+        logger.warning(
+            "%s: a batch of %d requests ran past %g ms on the event loop; it runs again on the "
+            "model's thread (%d such batches so far)",
+            self._name,
+            requests,
+            self._inline_limit_s * 1000,
+            self.overruns,
+        )
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         """The model's thread: take what queued as a batch, predict, and go on until the queue is

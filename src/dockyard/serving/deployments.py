@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from dockyard.config import Settings
 from dockyard.errors import InvalidInput
@@ -58,10 +60,14 @@ class Deployment:
             max_delay_s=options.max_delay_ms / 1000,
             timeout_s=options.prediction_timeout_s,
             enabled=options.batching,
-            inline_budget_s=options.inline_budget_ms / 1000,
+            # An isolated model's batch waits on a pipe: never on the event loop, however quick.
+            inline_budget_s=0.0 if options.isolate else options.inline_budget_ms / 1000,
             # Splitting waiting requests pays only where the model runs beside the event loop;
             # in this process it would mostly wait for the loop's GIL.
             loop_cost_s=LOOP_COST_S if options.isolate else 0.0,
+            # An OpenMP thread count is per thread: the limit `serve` set on the main thread does
+            # not reach the model's own, which would otherwise spin one OpenMP thread per core.
+            thread_setup=partial(threadpool_limits, limits=settings.effective_model_threads()),
         )
         return cls(version=version, runtime=runtime, batcher=batcher)
 
