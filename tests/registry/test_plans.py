@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dockyard.errors import SignatureMismatch
-from dockyard.registry.plans import InputPlan, listed
+from dockyard.registry.plans import InputPlan, listed, no_rows
 from dockyard.registry.records import Signature, TensorSpec
 
 
@@ -85,3 +85,56 @@ def test_tensor_plans_check_shapes_and_cast() -> None:
 def test_listed_names_at_most_ten() -> None:
     assert listed(["a", "b"], quote=True) == "'a', 'b'"
     assert listed([f"f{i}" for i in range(12)]).endswith("f9, … (2 more)")
+
+
+TEXT = tabular(feature("a"), feature("city", "BYTES", categorical=True))
+SEQUENCES = Signature(
+    (TensorSpec("ids", "INT64", (-1, -1)), TensorSpec("mask", "BOOL", (-1, -1))),
+    (TensorSpec("y", "FP32", (-1, 2)),),
+    tabular=False,
+)
+
+
+@pytest.mark.parametrize(
+    ("signature", "tensors"),
+    [
+        (PARTLY_NAN, {"input-0": np.empty((0, 3))}),
+        (MIXED, {"x": np.empty((0, 3), dtype=np.int32)}),
+        (PARTLY_NAN, {"a": np.empty(0), "b": np.empty((0, 1)), "c": np.empty(0)}),
+        (TEXT, {"a": np.empty(0), "city": np.empty(0, dtype=object)}),
+        (SEQUENCES, {"ids": np.empty((0, 0), np.int64), "mask": np.empty((0, 5), np.bool_)}),
+    ],
+    ids=["matrix", "mixed-matrix", "columns", "dataframe", "tensors"],
+)
+def test_an_empty_batch_passes_with_no_rows(signature: Signature, tensors: Any) -> None:
+    result = InputPlan(signature).prepare(tensors)
+    rows = next(iter(result.values())) if isinstance(result, dict) else result
+    assert len(rows) == 0
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        (
+            {"ids": np.empty((3, 0), np.int64), "mask": np.empty((3, 0), np.bool_)},
+            "input 'ids': shape [3, 0] holds no values; only the batch (first) dimension may be 0",
+        ),
+        (
+            {"ids": np.empty((0, 4), np.int64), "mask": np.ones((2, 4), np.bool_)},
+            "input 'ids' has no rows but input 'mask' has 2; send rows in every input or in none",
+        ),
+    ],
+    ids=["zero-beyond-the-batch", "rows-in-one-input-only"],
+)
+def test_zero_sized_tensors_other_than_an_empty_batch_are_refused(
+    tensors: Any, message: str
+) -> None:
+    with raises(message):
+        InputPlan(SEQUENCES).prepare(tensors)
+
+
+def test_no_rows_follows_the_spec() -> None:
+    assert no_rows(TensorSpec("y", "FP32", (-1, 2))).shape == (0, 2)
+    assert no_rows(TensorSpec("y", "INT64", (-1, -1, 3))).shape == (0, 0, 3)
+    assert no_rows(TensorSpec("label", "BYTES", (-1,))).dtype == np.dtype(object)
+    assert no_rows(TensorSpec("score", "BF16", ())).shape == (0,)

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from dockyard.datatypes import numpy_dtype
 from dockyard.errors import InvalidInput, SignatureMismatch
 from dockyard.registry.records import Signature, TensorSpec
 from dockyard.serving.instances import decode_v1, encode_v1
@@ -85,10 +86,28 @@ def test_v1_tensor_rows_and_objects() -> None:
 
 
 @pytest.mark.parametrize(
+    ("signature", "shapes"),
+    [
+        (TABULAR, {"age": (0,), "income": (0,), "city": (0,)}),
+        (IMAGE, {"pixels": (0, 2, 2)}),
+        (TWO_TENSORS, {"ids": (0, 3), "mask": (0, 3)}),
+    ],
+    ids=["tabular", "image", "two-tensors"],
+)
+def test_v1_no_instances_is_an_empty_batch(
+    signature: Signature, shapes: dict[str, tuple[int, ...]]
+) -> None:
+    decoded = decode_v1(orjson.dumps({"instances": []}), signature)
+    assert {name: array.shape for name, array in decoded.items()} == shapes
+    assert [array.dtype for array in decoded.values()] == [
+        numpy_dtype(spec.datatype) for spec in signature.inputs
+    ]
+
+
+@pytest.mark.parametrize(
     ("payload", "signature", "error", "message"),
     [
         ({"predict": []}, NUMERIC, InvalidInput, "request has no 'instances' list"),
-        ({"instances": []}, NUMERIC, InvalidInput, "request 'instances' is empty"),
         (
             {"instances": [[1, 2, 3]]},
             NUMERIC,
@@ -129,7 +148,6 @@ def test_v1_tensor_rows_and_objects() -> None:
     ],
     ids=[
         "no-instances",
-        "empty",
         "wrong-width",
         "ragged",
         "missing-key",

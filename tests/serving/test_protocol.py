@@ -334,6 +334,25 @@ def test_binary_input_without_data_and_empty_binary_tensor() -> None:
     assert decoded.inputs["s"].shape == (0,)
 
 
+@pytest.mark.parametrize(
+    ("shape", "datatype"),
+    [([0, 4], "FP64"), ([0], "BYTES"), ([0, 3, 2], "INT8"), ([0, 2**40], "UINT8")],
+    ids=["fp64", "bytes", "int8", "uint8-wide"],
+)
+def test_inputs_with_no_values_decode_typed_and_mark_the_request_empty(
+    shape: list[int], datatype: str
+) -> None:
+    json_body = request(tensor("x", shape, datatype, []), tensor("y", [0], "FP32", []))
+    header = request(
+        {"name": "x", "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": 0}}
+    )
+    for decoded in (decode_infer(json_body), decode_infer(header, len(header))):
+        assert decoded.empty
+        assert decoded.inputs["x"].shape == tuple(shape)
+        assert decoded.inputs["x"].dtype == JSON_DATATYPES[datatype]
+    assert not decode_infer(request(tensor())).empty
+
+
 def binary_header(item: dict[str, Any]) -> tuple[bytes, int]:
     body = request(item)
     return body, len(body)
@@ -457,6 +476,25 @@ ERRORS = [  # (id, body, Inference-Header-Content-Length, message)
      "input 'x': BYTES binary data is truncated"),
     ("binary-bytes-count", *B("BYTES", [2], b"\x01\x00\x00\x00a"),
      "input 'x': shape [2] needs 2 values, got 1"),
+    ("zero-rows-with-data", request(tensor("x", [0, 4], "FP64", [1.0])), NO_HEADER,
+     "input 'x': shape [0, 4] needs 0 values, got 1"),
+    ("zero-rows-huge-width", request(tensor("x", [0, 2**63 - 1], "FP64", [])), NO_HEADER,
+     f"input 'x': shape [0, {2**63 - 1}] is too large for any array "
+     "(its non-zero dimensions multiply past 2**63 bytes)"),
+    ("huge-rows-zero-width", request(tensor("x", [2**63, 0], "INT8", [])), NO_HEADER,
+     f"input 'x': shape [{2**63}, 0] is too large for any array"),
+    ("zero-rows-huge-bytes", request(tensor("x", [0, 2**62], "BYTES", [])), NO_HEADER,
+     f"input 'x': shape [0, {2**62}] is too large for any array"),
+    ("binary-zero-rows-huge-width", *B("FP32", [0, 2**63 - 1], b""),
+     f"input 'x': shape [0, {2**63 - 1}] is too large for any array"),
+    ("binary-bytes-zero-rows-huge-width", *B("BYTES", [2**62, 0, 2**62], b""),
+     f"input 'x': shape [{2**62}, 0, {2**62}] is too large for any array"),
+    ("binary-zero-rows-with-data", *B("FP64", [0, 4], b"\x00" * 8),
+     "input 'x': shape [0, 4] of FP64 needs 0 bytes of binary data, got 8"),
+    ("product-past-int64", request(tensor("x", [2**32, 2**32], "FP64", [1.0])), NO_HEADER,
+     f"input 'x': shape [{2**32}, {2**32}] needs {2**64} values, got 1"),
+    ("negative-dim-with-zero", request(tensor("x", [0, -4], "FP64", [])), NO_HEADER,
+     "input 'x': shape must be a list of non-negative integers"),
 ]  # fmt: skip
 
 

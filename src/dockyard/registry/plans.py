@@ -87,6 +87,7 @@ class InputPlan:
     def _prepare_tensors(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_names(tensors)
         result: dict[str, np.ndarray] = {}
+        empty = False
         for spec, target in self._columns:
             array = tensors[spec.name]
             if array.ndim != len(spec.shape) or any(
@@ -96,8 +97,12 @@ class InputPlan:
                     f"input {spec.name!r}: expected shape {list(spec.shape)}, "
                     f"got {list(array.shape)}"
                 )
+            if not array.size:
+                empty = True
             cast = _cast(spec.name, array, spec.datatype, target)
             result[spec.name] = _check_finite(spec.name, cast, spec)
+        if empty:
+            _check_no_rows(tensors)
         return result
 
     def _prepare_matrix(self, name: str, array: np.ndarray) -> np.ndarray:
@@ -186,6 +191,34 @@ class InputPlan:
             raise SignatureMismatch(f"missing input {missing[0]!r}")
         if missing:
             raise SignatureMismatch(f"missing inputs {listed(missing, quote=True)}")
+
+
+def _check_no_rows(tensors: Mapping[str, np.ndarray]) -> None:
+    """Tensors of which one holds no values must all be an empty batch: no rows (a zero first
+    dimension), the only zero-sized input a model is sure to make sense of. A model may refuse
+    zero rows, so the caller answers such a batch without it; any other zero is refused here."""
+    rows = {name: array.shape[0] if array.ndim else 1 for name, array in tensors.items()}
+    for name, array in tensors.items():
+        if not array.size and rows[name]:
+            raise SignatureMismatch(
+                f"input {name!r}: shape {list(array.shape)} holds no values; only the batch "
+                "(first) dimension may be 0"
+            )
+    full = [name for name, count in rows.items() if count]
+    if full:
+        empty = next(name for name, count in rows.items() if not count)
+        raise SignatureMismatch(
+            f"input {empty!r} has no rows but input {full[0]!r} has {rows[full[0]]}; "
+            "send rows in every input or in none"
+        )
+
+
+def no_rows(spec: TensorSpec) -> np.ndarray:
+    """An empty batch of ``spec``: no rows, its other dimensions as the signature fixes them (0
+    where it leaves them free). An input of a request with no instances, and an output of the
+    answer to it (empty batches are answered without the model, which may refuse zero rows)."""
+    shape = (0, *(max(dim, 0) for dim in spec.shape[1:]))
+    return np.empty(shape, dtype=numpy_dtype(spec.datatype))
 
 
 def listed(names: Sequence[str], *, quote: bool = False) -> str:

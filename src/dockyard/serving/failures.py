@@ -20,7 +20,9 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
         logger.error("request %s failed", request_id, exc_info=error)
         message = f"internal server error (request id {request_id}); see the server log"
         return 500, {}, encode_error(message)
-    if error.http_status >= 500:
+    # NotReady (a model that failed to load, shed load) is the server's state, not a fault of
+    # this request: logged where the state arises, not once per request.
+    if error.http_status >= 500 and not isinstance(error, NotReady):
         logger.error("request %s failed: %s", request_id, error, exc_info=error)
     headers = {}
     if isinstance(error, RateLimited | NotReady):

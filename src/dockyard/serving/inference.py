@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from dockyard.errors import InvalidInput
+from dockyard.registry.plans import no_rows
 from dockyard.serving.bodies import BodyReader
+from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.instances import decode_v1, encode_v1
 from dockyard.serving.protocol import HEADER_LENGTH, decode_infer, encode_infer
@@ -60,7 +64,10 @@ async def infer_v2(
                 binary.append(output.name)
         outputs = deployment.output_names(tuple(names))
     x = deployment.input_plan.prepare(decoded.inputs)
-    result = await deployment.infer(x, outputs)
+    if decoded.empty:
+        result = _no_rows(deployment, outputs)
+    else:
+        result = await deployment.infer(x, outputs)
     if decoded.binary_output:
         binary = result.keys()
     payload, json_length = encode_infer(
@@ -80,6 +87,18 @@ async def predict_v1(gateway: Gateway, name: str, read_body: BodyReader) -> Answ
     deployment = gateway.deployment(name)
     body = await read_body()
     signature = deployment.version.signature
-    x = deployment.input_plan.prepare(decode_v1(body, signature))
-    result = await deployment.infer(x, ())
+    tensors = decode_v1(body, signature)
+    x = deployment.input_plan.prepare(tensors)
+    if any(not array.size for array in tensors.values()):
+        result = _no_rows(deployment, ())
+    else:
+        result = await deployment.infer(x, ())
     return Answer(encode_v1(result, signature.outputs[0].name))
+
+
+def _no_rows(deployment: Deployment, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The answer to an empty batch, which the input plan let through only when no input has a
+    row: each output (the requested ones, else all) with no rows, shaped and typed as the
+    signature says. The model is not asked: many refuse zero rows (scikit-learn raises)."""
+    specs = {spec.name: spec for spec in deployment.version.signature.outputs}
+    return {name: no_rows(specs[name]) for name in outputs or specs}

@@ -10,6 +10,7 @@ import orjson
 
 from dockyard.datatypes import FLOATS
 from dockyard.errors import InvalidInput, PredictionFailed, SignatureMismatch
+from dockyard.registry.plans import no_rows
 from dockyard.registry.records import Signature, TensorSpec
 from dockyard.serving.protocol import (
     NUMPY_OPTION,
@@ -25,7 +26,8 @@ def decode_v1(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
 
     Instances may be rows (lists) or objects keyed by input name. For a tabular signature the result
     is one column per feature; for a tensor signature, one batch per input (rows are allowed only
-    when there is a single input). ``null`` in a float feature means a missing value (NaN).
+    when there is a single input). ``null`` in a float feature means a missing value (NaN). No
+    instances is an empty batch: every input with no rows.
     Validation against the signature is left to ``registry.signatures.prepare_input``.
     """
     payload = load_json(body)
@@ -35,7 +37,7 @@ def decode_v1(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
     if not isinstance(instances, list):
         raise InvalidInput("request has no 'instances' list")
     if not instances:
-        raise InvalidInput("request 'instances' is empty")
+        return {spec.name: no_rows(spec) for spec in signature.inputs}
     specs = {spec.name: spec for spec in signature.inputs}
     columns: Mapping[str, Any]
     if isinstance(instances[0], dict):

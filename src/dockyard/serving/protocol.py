@@ -49,13 +49,18 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferRequest:
-    """A decoded V2 request; ``inputs`` keeps the request's order (not frozen: see above)."""
+    """A decoded V2 request; ``inputs`` keeps the request's order (not frozen: see above).
+
+    ``empty``: some input holds no values (a zero in its shape). Once the input plan has accepted
+    the inputs, that means the batch has no rows, which is answered without the model.
+    """
 
     id: str | None
     parameters: dict[str, Any]
     inputs: dict[str, np.ndarray]
     outputs: tuple[RequestedOutput, ...]
     binary_output: bool
+    empty: bool = False
 
 
 def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
@@ -98,6 +103,7 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
 
     inputs: dict[str, np.ndarray] = {}
     offset = 0
+    empty = False
     for index, item in enumerate(raw_inputs):
         name, shape, datatype, params = _input_header(index, item)
         if name in inputs:
@@ -106,7 +112,9 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
         if size is None:
             if "data" not in item:
                 raise InvalidInput(f"input {name!r} has no 'data' and no binary_data_size")
-            inputs[name] = _from_json(name, item["data"], shape, datatype)
+            array = inputs[name] = _from_json(name, item["data"], shape, datatype)
+            if not array.size:
+                empty = True
             continue
         if "data" in item:
             raise InvalidInput(f"input {name!r} has both 'data' and binary_data_size")
@@ -122,7 +130,9 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
                 f"binary_data_size {size} runs past the end of the body "
                 f"({len(binary) - offset} bytes of binary data left)",
             )
-        inputs[name] = _from_binary(name, binary[offset : offset + size], shape, datatype)
+        array = inputs[name] = _from_binary(name, binary[offset : offset + size], shape, datatype)
+        if not array.size:
+            empty = True
         offset += size
     if offset != len(binary):
         raise InvalidInput(
@@ -130,7 +140,7 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
             f"check {HEADER_LENGTH} and each binary_data_size"
         )
     outputs = _requested_outputs(payload.get("outputs"), binary_output)
-    return InferRequest(request_id, parameters, inputs, outputs, binary_output)
+    return InferRequest(request_id, parameters, inputs, outputs, binary_output, empty)
 
 
 def encode_infer(
@@ -254,7 +264,7 @@ def _from_json(name: str, data: Any, shape: tuple[int, ...], datatype: str) -> n
     if array.size != count:
         raise invalid_input(name, f"shape {list(shape)} needs {count} values, got {array.size}")
     if count == 0:
-        return np.empty(shape, dtype=numpy_dtype(datatype))
+        return _empty(name, shape, datatype)
     if datatype != "BYTES" and not (array.dtype is FP64 and datatype == "FP64"):
         array = _coerce(name, array, data, datatype)  # FP64 parsed as float64 has nothing to check
     return array.reshape(shape)
@@ -342,7 +352,7 @@ def _from_binary(name: str, raw: memoryview, shape: tuple[int, ...], datatype: s
             f"data, got {len(raw)}",
         )
     if count == 0:
-        return np.empty(shape, dtype=numpy_dtype(datatype))
+        return _empty(name, shape, datatype)
     if datatype == "BF16":
         bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(shape)
@@ -369,9 +379,24 @@ def _binary_strings(name: str, raw: bytes, shape: tuple[int, ...], count: int) -
         values.append(raw[start:offset])
     if len(values) != count:
         raise invalid_input(name, f"shape {list(shape)} needs {count} values, got {len(values)}")
+    if count == 0:
+        return _empty(name, shape, "BYTES")
     array = np.empty(count, dtype=object)
     array[:] = values
     return array.reshape(shape)
+
+
+def _empty(name: str, shape: tuple[int, ...], datatype: str) -> np.ndarray:
+    """The array of a shape that holds no values; InvalidInput when numpy cannot make it even so:
+    its non-zero dimensions multiply past 2**63 bytes (``[0, 2**63 - 1]``)."""
+    try:
+        return np.empty(shape, dtype=numpy_dtype(datatype))
+    except ValueError:
+        raise invalid_input(
+            name,
+            f"shape {list(shape)} is too large for any array "
+            "(its non-zero dimensions multiply past 2**63 bytes)",
+        ) from None
 
 
 def _requested_outputs(raw: Any, default_binary: bool) -> tuple[RequestedOutput, ...]:

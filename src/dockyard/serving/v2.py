@@ -10,12 +10,15 @@ from starlette.responses import Response
 from dockyard.errors import NotReady
 from dockyard.registry.records import TensorSpec
 from dockyard.serving.bodies import receive_body
-from dockyard.serving.deployments import Deployment
-from dockyard.serving.gateway import Gateway
+from dockyard.serving.deployments import PLATFORMS, Deployment
+from dockyard.serving.gateway import Gateway, LoadFailure
 from dockyard.serving.inference import infer_v2
 
 SERVER_NAME = "dockyard"
 EXTENSIONS = ["binary_tensor_data"]
+READY = "ready"
+FAILED = "failed"
+"""A model's ``state`` in its metadata; a failed one also has a ``reason`` (why it did not load)."""
 INFER_REQUEST_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -73,7 +76,25 @@ def _model_metadata(deployment: Deployment, versions: list[str]) -> dict[str, An
         "inputs": [_tensor_metadata(spec) for spec in signature.inputs],
         "outputs": [_tensor_metadata(spec) for spec in signature.outputs],
         "parameters": {"tabular": signature.tabular, "framework": deployment.version.framework},
+        "state": READY,
     }
+
+
+def _failed_metadata(failure: LoadFailure) -> dict[str, Any]:
+    """Metadata of a model that failed to load: what is known of its version, and the reason."""
+    version = failure.version
+    if version is None:
+        described: dict[str, Any] = {"versions": [], "platform": "", "inputs": [], "outputs": []}
+    else:
+        signature = version.signature
+        described = {
+            "versions": [str(version.version)],
+            "platform": PLATFORMS.get(version.framework, version.framework),
+            "inputs": [_tensor_metadata(spec) for spec in signature.inputs],
+            "outputs": [_tensor_metadata(spec) for spec in signature.outputs],
+            "parameters": {"tabular": signature.tabular, "framework": version.framework},
+        }
+    return {"name": failure.name, **described, "state": FAILED, "reason": failure.reason}
 
 
 def build_router(version: str, max_body_bytes: int) -> APIRouter:
@@ -101,6 +122,9 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
         request: Request, name: str, model_version: str | None = None
     ) -> dict[str, Any]:
         gateway = _gateway(request)
+        failure = gateway.failure(name, model_version)
+        if failure is not None:
+            return _failed_metadata(failure)
         deployment = gateway.deployment(name, model_version)
         versions = [str(d.version.version) for d in gateway.deployments(name)]
         return _model_metadata(deployment, versions)
@@ -110,6 +134,7 @@ def build_router(version: str, max_body_bytes: int) -> APIRouter:
     async def model_ready(
         request: Request, name: str, model_version: str | None = None
     ) -> dict[str, Any]:
+        """200 when it serves; 503 naming the reason when it failed to load."""
         _gateway(request).deployment(name, model_version)
         return {"name": name, "ready": True}
 
