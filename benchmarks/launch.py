@@ -59,12 +59,16 @@ def dockyard_spec(
     home: Path,
     ref: str,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     batching: bool = True,
     label: str = "dockyard",
     executable: Path | None = None,
     model_options: tuple[str, ...] = (),
+    beside: tuple[str, ...] = (),
 ) -> ServerSpec:
+    """``dockyard serve ref [beside…]``, load sent to ``ref``; ``workers=None`` leaves the default
+    (one per core). Nothing is set in the environment but the home: Dockyard runs as users run it.
+    """
     name = ref.split(":")[0].split("@")[0]
     return ServerSpec(
         label=label,
@@ -72,17 +76,17 @@ def dockyard_spec(
             str(executable or Path(sys.executable).parent / "dockyard"),
             "serve",
             ref,
+            *beside,
             "--port",
             "{port}",
-            "--workers",
-            str(workers),
+            *(("--workers", str(workers)) if workers is not None else ()),
             "--batching" if batching else "--no-batching",
             "--log-level",
             "warning",
             *(f"--model-option={option}" for option in model_options),
         ],
         infer_path=f"/v2/models/{name}/infer",
-        workers=workers,
+        workers=workers or len(os.sched_getaffinity(0)),
         env={"DOCKYARD_HOME": str(home)},
     )
 

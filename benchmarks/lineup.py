@@ -1,7 +1,10 @@
 """Which servers each scenario compares, and with which request body.
 
-Every server gets the same thread settings (``THREAD_ENV``) except in ``heavy-omp``, which shows
-what the default OpenMP thread count does to a tree ensemble on a shared 2-core machine.
+Dockyard runs as users run it, with nothing set in the environment: it limits its OpenMP/BLAS
+threads itself. The reference servers (bare callable, FastAPI, MLServer) get ``THREAD_ENV``: with
+OpenMP's default of one spinning thread per core they collapse on a shared 2-core machine, and a
+comparison with a collapsed server says nothing. ``heavy-defaults`` compares Dockyard's defaults
+with the same server given ``THREAD_ENV``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ MLSERVER_BATCHED = "mlserver (adaptive batching)"
 DOCKYARD = "dockyard"
 DOCKYARD_UNBATCHED = "dockyard (no batching)"
 DOCKYARD_ISOLATED = "dockyard (isolate)"
+DOCKYARD_DEFAULTS = "dockyard (defaults)"
+DOCKYARD_THREAD_ENV = "dockyard (OMP_NUM_THREADS=1)"
+DOCKYARD_BESIDE_SMALL = "dockyard (defaults, beside the small model)"
+DEFAULTS_CONNECTIONS = (8, 64)
 SMALL_YARDSTICK = "dockyard, small model"
 """The small model served beside the heavy one, so the heavy target's ratio is side by side."""
 
@@ -38,14 +45,14 @@ def with_threads(spec: ServerSpec) -> ServerSpec:
 
 
 def _bare(model: Path, workers: int = 1) -> ServerSpec:
-    return launch.reference_spec("bare_asgi.py", BARE, model, workers=workers)
+    return with_threads(launch.reference_spec("bare_asgi.py", BARE, model, workers=workers))
 
 
 def _mlserver(mlserver: Path, work: Path, name: str, model: Path, *, batching: bool) -> ServerSpec:
     label = MLSERVER_BATCHED if batching else MLSERVER
     folder = work / f"mlserver-{name}{'-batched' if batching else ''}"
     repository = models.write_mlserver_repository(folder, name, model, batching=batching)
-    return launch.mlserver_spec(mlserver, repository, name, label)
+    return with_threads(launch.mlserver_spec(mlserver, repository, name, label))
 
 
 def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list[Entry]:
@@ -54,7 +61,11 @@ def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
     entries = [
         Entry(BARE, _bare(model), body),
         Entry(DOCKYARD, launch.dockyard_spec(home, "small:1"), body, is_profiled=True),
-        Entry(FASTAPI, launch.reference_spec("fastapi_endpoint.py", FASTAPI, model), body),
+        Entry(
+            FASTAPI,
+            with_threads(launch.reference_spec("fastapi_endpoint.py", FASTAPI, model)),
+            body,
+        ),
     ]
     if mlserver is not None:
         entries.append(
@@ -64,10 +75,7 @@ def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
         Entry(BARE, _bare(model, workers=2), body),
         Entry(DOCKYARD, launch.dockyard_spec(home, "small:1", workers=2), body),
     ]
-    return [
-        dataclasses.replace(entry, spec=with_threads(entry.spec), is_open_loop=True)
-        for entry in entries
-    ]
+    return [dataclasses.replace(entry, is_open_loop=True) for entry in entries]
 
 
 def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list[Entry]:
@@ -111,19 +119,34 @@ def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
                 is_open_loop=True,
             ),
         ]
-    return [dataclasses.replace(entry, spec=with_threads(entry.spec)) for entry in entries]
+    return entries
 
 
 def onnx(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
     """The small model converted to ONNX, served by Dockyard (onnxruntime)."""
     spec = launch.dockyard_spec(built.home, "small-onnx:1")
-    return [Entry(DOCKYARD, with_threads(spec), bodies.onnx)]
+    return [Entry(DOCKYARD, spec, bodies.onnx)]
 
 
-def heavy_default_threads(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
-    """The heavy model with OpenMP's default thread count (no THREAD_ENV), 1 and 64 connections."""
-    home, model, body = built.home, built.heavy_file, bodies.tabular
+def heavy_defaults(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
+    """The heavy model served with every default (one worker per core, nothing in the
+    environment), the same with THREAD_ENV, and with the defaults beside the small model."""
+    home, body = built.home, bodies.tabular
+    defaults = launch.dockyard_spec(home, "heavy:1", workers=None, label=DOCKYARD_DEFAULTS)
     return [
-        Entry(BARE, _bare(model), body, connections=(1, 64)),
-        Entry(DOCKYARD, launch.dockyard_spec(home, "heavy:1"), body, connections=(1, 64)),
+        Entry(DOCKYARD_DEFAULTS, defaults, body, connections=DEFAULTS_CONNECTIONS),
+        Entry(
+            DOCKYARD_THREAD_ENV,
+            with_threads(dataclasses.replace(defaults, label=DOCKYARD_THREAD_ENV)),
+            body,
+            connections=DEFAULTS_CONNECTIONS,
+        ),
+        Entry(
+            DOCKYARD_BESIDE_SMALL,
+            launch.dockyard_spec(
+                home, "heavy:1", workers=None, label=DOCKYARD_BESIDE_SMALL, beside=("small:1",)
+            ),
+            body,
+            connections=DEFAULTS_CONNECTIONS,
+        ),
     ]

@@ -7,13 +7,11 @@ PSS sum is what a ``--workers`` setting really costs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import launch
 import models
-from launch import ServerSpec
 
 MAX_PROCESSES = 256
 WARMUP_REQUESTS = 20
@@ -78,13 +76,8 @@ def _wait_for_processes(pid: int, count: int) -> None:
         time.sleep(0.1)
 
 
-def compare_workers(
-    home: Path, logs: Path, prepare: Callable[[ServerSpec], ServerSpec]
-) -> dict[str, Any]:
-    """Register ``big`` and measure ``dockyard serve big:1`` with 1 and 2 workers after warm-up.
-
-    ``prepare`` adjusts each server's spec (the suite's thread settings).
-    """
+def compare_workers(home: Path, logs: Path) -> dict[str, Any]:
+    """Register ``big`` and measure ``dockyard serve big:1`` with 1 and 2 workers after warm-up."""
     weights_mb = models.register_big(home)
     body = models.v2_body("input-0", "FP64", [0.5] * models.FEATURES, ["predict_proba"])
     result: dict[str, Any] = {
@@ -96,7 +89,7 @@ def compare_workers(
         "warmup_requests": WARMUP_REQUESTS,
     }
     for workers in (1, 2):
-        spec = prepare(launch.dockyard_spec(home, "big:1", workers=workers))
+        spec = launch.dockyard_spec(home, "big:1", workers=workers)
         with launch.running(spec, logs) as server:
             _wait_for_processes(server.pid, 1 if workers == 1 else 1 + workers)
             for _ in range(WARMUP_REQUESTS):

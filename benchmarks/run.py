@@ -61,8 +61,11 @@ REFERENCE_S = {True: 0.5, False: 2.0}
 STARTUP_RUNS = {True: 1, False: 3}
 METHOD = [
     "Server and load generator share the machine's cores, unpinned, as in the issue's figures.",
-    f"Every server runs with {' '.join(f'{k}={v}' for k, v in lineup.THREAD_ENV.items())}",
-    "(one OpenMP thread per process; scenario 'heavy-omp' shows the default).",
+    "Dockyard runs with nothing set in the environment (it limits OpenMP/BLAS threads itself);",
+    "the reference servers run with "
+    f"{' '.join(f'{k}={v}' for k, v in lineup.THREAD_ENV.items())} (their default spins one",
+    "OpenMP thread per core). Scenario 'heavy-defaults' serves the heavy model with every",
+    "default (one worker per core) and again with that variable set.",
     "Closed loop: wrk, 1 thread, N keep-alive connections; each row is the median of the",
     "repeats, interleaved across the scenario's servers, all of which stay up for the scenario.",
     "Open loop: benchmarks/loadgen.py, 64 connections, requests on a fixed schedule, latency",
@@ -166,44 +169,36 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         _section(
             results, name, lambda n=name, e=entries: _scenario(results, n, e, plan, closed, logs)
         )
-    omp_plan = Plan(plan.duration_s, 1, plan.warmup_s, plan.open_duration_s, plan.rates)
     _section(
         results,
-        "heavy-omp",
+        "heavy-defaults",
         lambda: _scenario(
-            results,
-            "heavy-omp",
-            lineup.heavy_default_threads(built, bodies),
-            omp_plan,
-            closed,
-            logs,
+            results, "heavy-defaults", lineup.heavy_defaults(built, bodies), plan, closed, logs
         ),
     )
     results["startup"] = _section(
         results,
         "startup",
-        lambda: startup.measure(built.home, logs, STARTUP_RUNS[quick], lineup.with_threads),
+        lambda: startup.measure(built.home, logs, STARTUP_RUNS[quick]),
     )
     results["startup_core"] = _section(
         results,
         "startup (core install)",
-        lambda: startup.measure(
-            built.home, logs, STARTUP_RUNS[quick], lineup.with_threads, core_env.ensure()
-        ),
+        lambda: startup.measure(built.home, logs, STARTUP_RUNS[quick], core_env.ensure()),
     )
     if results["startup"]:
         seconds = math.ceil(max(results["startup"]["runs_s"])) + 1
         profile = _section(
             results,
             "startup profile",
-            lambda: startup.profile(built.home, logs, seconds, lineup.with_threads),
+            lambda: startup.profile(built.home, logs, seconds),
         )
         if isinstance(profile, str):
             results["failures"].append(f"startup profile: {profile}")
         elif profile:
             results["profiles"].append(profile)
     results["memory"] = _section(
-        results, "memory", lambda: memory.compare_workers(built.home, logs, lineup.with_threads)
+        results, "memory", lambda: memory.compare_workers(built.home, logs)
     )
     results["gpu"] = {"status": machine.gpu_status()}
     print(f"  GPU: {results['gpu']['status']}")
@@ -217,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     output = args.output or (BENCH_DIR / ".quick" if args.quick else BENCH_DIR)
     for name in lineup.THREAD_ENV:
-        os.environ.pop(name, None)  # the servers get it explicitly; 'heavy-omp' gets the default
+        os.environ.pop(name, None)  # the reference servers get it explicitly; Dockyard never
     plan = QUICK if args.quick else FULL
     method = list(METHOD)
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import launch
 import profiling
-from launch import ServerSpec
 
 REF = "small:1"
 ATTACH_DELAY_S = 0.15
@@ -20,14 +18,13 @@ def measure(
     home: Path,
     logs: Path,
     runs: int,
-    prepare: Callable[[ServerSpec], ServerSpec],
     executable: Path | None = None,
 ) -> dict[str, Any]:
     """Start and stop the server ``runs`` times after an untimed start; the median and each run.
 
     ``executable``: a ``dockyard`` from another venv (default: this one's).
     """
-    spec = prepare(launch.dockyard_spec(home, REF, workers=1, executable=executable))
+    spec = launch.dockyard_spec(home, REF, workers=1, executable=executable)
     seconds = []
     for run in range(runs + 1):
         server = launch.start(spec, logs)
@@ -45,14 +42,12 @@ def measure(
     }
 
 
-def profile(
-    home: Path, logs: Path, seconds: float, prepare: Callable[[ServerSpec], ServerSpec]
-) -> dict[str, Any] | str:
+def profile(home: Path, logs: Path, seconds: float) -> dict[str, Any] | str:
     """A py-spy profile of one start-up (from ``ATTACH_DELAY_S`` after spawning), or the error."""
     py_spy = profiling.ensure_py_spy()
     if py_spy is None:
         return "py-spy could not be installed"
-    spec = prepare(launch.dockyard_spec(home, REF, workers=1))
+    spec = launch.dockyard_spec(home, REF, workers=1)
     server = launch.start(spec, logs)
     try:
         time.sleep(ATTACH_DELAY_S)  # py-spy needs the interpreter mapped before it attaches

@@ -1,15 +1,20 @@
-"""The targets of issue 3, checked against one run's results: measured value, pass/fail, margin."""
+"""The targets of issues 3 and 8, checked against one run's results: measured value, pass/fail,
+margin."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lineup import (
     BARE,
+    DEFAULTS_CONNECTIONS,
     DOCKYARD,
+    DOCKYARD_DEFAULTS,
     DOCKYARD_ISOLATED,
+    DOCKYARD_THREAD_ENV,
     DOCKYARD_UNBATCHED,
     MLSERVER_BATCHED,
     SMALL_YARDSTICK,
@@ -148,6 +153,24 @@ CHECKS = (
         _vs("heavy", DOCKYARD, "heavy", DOCKYARD_UNBATCHED, 1, 1, "p50_ms"),
         LATENCY_NOISE,
         False,
+    ),
+    *(
+        Check(
+            f"Heavy, {connections} conn, every default: req/s >= 0.9 x the same server with "
+            "OMP_NUM_THREADS=1",
+            _vs(
+                "heavy-defaults",
+                DOCKYARD_DEFAULTS,
+                "heavy-defaults",
+                DOCKYARD_THREAD_ENV,
+                len(os.sched_getaffinity(0)),
+                connections,
+                "rps",
+            ),
+            0.9,
+            True,
+        )
+        for connections in DEFAULTS_CONNECTIONS
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
     Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),
