@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
+import gc
 import importlib.util
 import io
 import os
 import sys
 import tarfile
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import pytest
 from dockyard.errors import InvalidInput, PredictionFailed
 from dockyard.runtimes import pyfunc
 from dockyard.runtimes.base import LoadOptions
+from dockyard.runtimes.tarballs import MAX_MEMBERS
 
 from .conftest import RoundTrip
 
@@ -137,14 +141,25 @@ def test_module_function_roundtrip(
     np.testing.assert_allclose(runtime.predict(features, ())["predict"], features.sum(axis=1))
 
 
-def test_loading_twice_reuses_the_unpacked_folder(code_folder: Path, tmp_path: Path) -> None:
+def test_each_load_runs_the_registered_code_not_an_edited_copy(
+    code_folder: Path, features: np.ndarray, tmp_path: Path
+) -> None:
+    """Code edited in the cache after one load is never what a later load runs."""
     saved = pyfunc.save(code_folder, tmp_path, entrypoint="entry:predict")
     opts = LoadOptions(format="pyfunc-tar", options=saved.options, cache_dir=tmp_path / "cache")
+    expected = features.sum(axis=1) * 3.0
 
-    pyfunc.load(saved.path, opts)
-    pyfunc.load(saved.path, opts)
+    first = pyfunc.load(saved.path, opts)
+    [unpacked] = (tmp_path / "cache").glob("pyfunc-*")
+    (unpacked / "entry.py").write_text("def predict(x):\n    return {'predict': [-1.0] * len(x)}\n")
+    second = pyfunc.load(saved.path, opts)
 
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    np.testing.assert_allclose(second.predict(features, ["predict"])["predict"], expected)
+    np.testing.assert_allclose(first.predict(features, ["predict"])["predict"], expected)
+    assert len(list((tmp_path / "cache").glob("pyfunc-*"))) == 2
+    del first, second
+    gc.collect()
+    assert not list((tmp_path / "cache").iterdir()), "a runtime's folder goes with it"
 
 
 def outer() -> Callable[[Any], Any]:
@@ -239,3 +254,70 @@ def test_symlink_in_the_folder_is_refused(code_folder: Path, tmp_path: Path) -> 
     (code_folder / "link.py").symlink_to(code_folder / "entry.py")
     with pytest.raises(InvalidInput, match="link or special file"):
         pyfunc.save(code_folder, tmp_path, entrypoint="entry:predict")
+
+
+BZIP2_MIB_OF_ZEROS = bz2.compress(bytes(2**20))
+"""45 bytes; bzip2 streams concatenate, so N of them inflate to N MiB."""
+
+
+def bzip2_tar(header: tarfile.TarInfo, path: Path) -> Path:
+    """A ``.tar.bz2`` of one header that declares ``header.size`` bytes, all of them zeros."""
+    assert header.size % 2**20 == 0
+    parts = [bz2.compress(header.tobuf(tarfile.USTAR_FORMAT))]
+    parts += [BZIP2_MIB_OF_ZEROS] * (header.size // 2**20)
+    parts.append(bz2.compress(bytes(2 * tarfile.BLOCKSIZE)))
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def pax_record(size: int) -> tarfile.TarInfo:
+    member = tarfile.TarInfo("././@PaxHeader")
+    member.type = tarfile.XHDTYPE
+    member.size = size
+    return member
+
+
+def big_file(size: int) -> tarfile.TarInfo:
+    member = tarfile.TarInfo("entry.py")
+    member.size = size
+    return member
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (big_file(2 * 2**30), "MAX_UNPACKED_BYTES"),
+        (pax_record(2**30), "MAX_READ_BYTES"),
+    ],
+    ids=["2-gib-file", "1-gib-pax-record"],
+)
+def test_a_bzip2_bomb_is_refused_at_once(
+    header: tarfile.TarInfo, message: str, tmp_path: Path
+) -> None:
+    """About 100 KB of bzip2 that inflates to gigabytes: refused from its first header."""
+    archive = bzip2_tar(header, tmp_path / "model.tar")
+    assert archive.stat().st_size < 200_000
+    opts = LoadOptions(
+        format="pyfunc-tar", options={"entrypoint": "entry:predict"}, cache_dir=tmp_path / "cache"
+    )
+
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match=message):
+        pyfunc.load(archive, opts)
+
+    assert time.monotonic() - started < 2.0
+    assert not list((tmp_path / "cache").iterdir()), "nothing is left behind"
+
+
+def test_too_many_members_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    archive = tmp_path / "model.tar"
+    with tarfile.open(archive, "w") as tar:
+        for number in range(MAX_MEMBERS + 1):
+            tar.addfile(tarfile.TarInfo(f"m{number}.py"), io.BytesIO())
+    opts = LoadOptions(
+        format="pyfunc-tar", options={"entrypoint": "m0:predict"}, cache_dir=tmp_path / "cache"
+    )
+
+    with pytest.raises(InvalidInput, match=f"more than {MAX_MEMBERS:,} files and folders"):
+        pyfunc.load(archive, opts)
+    assert not list((tmp_path / "cache").iterdir())

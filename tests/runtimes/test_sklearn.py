@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import zipfile
@@ -30,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
+from crafted import datasource_skops
 from dockyard.errors import InvalidInput, PredictionFailed
 from dockyard.runtimes import sklearn
 from dockyard.runtimes.base import LoadOptions
@@ -202,6 +204,20 @@ def test_crafted_skops_file_cannot_call_builtins(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="builtins.eval"):
         sklearn.load(path, LoadOptions(format="skops"))
     assert not marker.exists()
+
+
+def test_a_datasource_that_would_delete_a_folder_is_refused(tmp_path: Path) -> None:
+    """``numpy.lib.npyio.DataSource`` is numpy, and its ``__del__`` deletes its folder."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    path = datasource_skops(tmp_path / "model.skops", victim)
+
+    with pytest.raises(InvalidInput, match="numpy.lib.npyio.DataSource"):
+        sklearn.load(path, LoadOptions(format="skops"))
+    gc.collect()
+
+    assert (victim / "keep.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize(

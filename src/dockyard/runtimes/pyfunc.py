@@ -1,7 +1,9 @@
 """Plain Python functions: a folder of code (or one module file) packed as a tar, called with x.
 
-The function is imported from the unpacked folder by file location under a name unique to the
-artifact, so two versions whose code shares module names never see each other's modules.
+Every load unpacks the very bytes it hashed into a new private folder, so what runs is what was
+registered: code edited in an earlier load's folder is never imported again. The function is
+imported from there by file location under a name unique to the artifact, so two versions whose
+code shares module names never see each other's modules.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
 import re
 import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +28,7 @@ from dockyard.errors import InvalidInput, PredictionFailed
 from dockyard.runtimes.base import LoadOptions, SavedModel, prediction_errors, select_outputs
 from dockyard.runtimes.classes import qualified_name
 from dockyard.runtimes.formats import check_format, model_file_errors
-from dockyard.runtimes.tarballs import pack_folder, unpack_once
+from dockyard.runtimes.tarballs import pack_folder, unpack
 
 FRAMEWORK = "pyfunc"
 EXTRA = ""
@@ -86,28 +90,44 @@ def save(
 
 
 def load(path: Path, opts: LoadOptions) -> PyfuncRuntime:
-    """Unpack into the cache (once per archive content) and import the entrypoint's function.
+    """Unpack the archive into a new private folder and import the entrypoint's function.
 
-    The cache folder is named after the archive's sha256, not its file name, so a changed archive
-    under the same name is never served from a stale folder. Without ``opts.cache_dir`` the code is
-    unpacked into a fresh temporary folder.
+    The folder (under ``opts.cache_dir``, else the system's temporary folder) is named after the
+    archive's sha256 and removed when the runtime is, by the process that created it; the function
+    may read files beside its module while it serves.
     """
     check_format(FRAMEWORK, opts, FORMAT)
     module_name, function_name = _split_entrypoint(str(opts.options.get("entrypoint", "")))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    cache = opts.cache_dir or Path(tempfile.mkdtemp(prefix="dockyard-pyfunc-"))
-    folder = unpack_once(path, cache / f"pyfunc-{digest[:32]}")
-    module = _import(
-        folder, module_name, f"dockyard_pyfunc_{digest[:16]}_{module_name.replace('.', '_')}"
-    )
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise InvalidInput(f"{module_name} has no function {function_name!r}")
-    return PyfuncRuntime(
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    parent = opts.cache_dir or Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"pyfunc-{digest[:16]}-", dir=parent))
+    try:
+        unpack(data, folder, path.name)
+        module = _import(
+            folder, module_name, f"dockyard_pyfunc_{digest[:16]}_{module_name.replace('.', '_')}"
+        )
+        function = getattr(module, function_name, None)
+        if not callable(function):
+            raise InvalidInput(f"{module_name} has no function {function_name!r}")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    runtime = PyfuncRuntime(
         function,
         tuple(opts.options.get("output_names") or ()),
         bool(opts.options.get("tabular", False)),
     )
+    weakref.finalize(runtime, _remove_folder, folder, os.getpid())
+    return runtime
+
+
+def _remove_folder(folder: Path, owner_pid: int) -> None:
+    """Remove a runtime's code folder, in the process that unpacked it only: forked workers share
+    the runtime and the folder, and the first of them to exit must not pull it from the others."""
+    if os.getpid() == owner_pid:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class PyfuncRuntime:

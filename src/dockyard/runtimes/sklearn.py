@@ -1,7 +1,8 @@
 """scikit-learn estimators and pipelines, stored with skops (pickle only if the operator allows).
 
-Loading a skops file approves every type it names against Dockyard's allow-list (``trust.py``) plus
-the types the operator trusted at registration, never against a list read from the file itself.
+Loading a skops file checks its sizes before inflating anything (``skops_files.py``) and approves
+every type it names against Dockyard's allow-list (``trust.py``) plus the types the operator trusted
+at registration, never against a list read from the file itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dockyard.runtimes.base import (
 )
 from dockyard.runtimes.classes import has_base, qualified_name
 from dockyard.runtimes.formats import check_format, check_suffix, copy_model_file, model_file_errors
+from dockyard.runtimes.skops_files import read_skops
 from dockyard.runtimes.trust import refused_types
 
 logger = logging.getLogger(__name__)
@@ -207,15 +209,16 @@ def _save_file(path: Path, folder: Path, allow_pickle: bool) -> SavedModel:
 
 
 def _load_skops(path: Path, operator_trusted: Sequence[str]) -> Any:
+    """Check the file's sizes and every type it names, then load those very bytes."""
     import skops.io
 
     with model_file_errors(FRAMEWORK, f"reading the skops file {path.name}"):
-        named = list(skops.io.get_untrusted_types(file=path))
-    refused = refused_types(named, operator_trusted)
+        checked = read_skops(path)
+    refused = refused_types(checked.names, operator_trusted)
     if refused:
         raise InvalidInput(
             f"{path.name} contains types Dockyard does not trust: {', '.join(refused)}; "
             "if you trust them, pass each with --trusted-type at registration"
         )
     with model_file_errors(FRAMEWORK, f"loading the skops file {path.name}"):
-        return skops.io.load(path, trusted=named)
+        return skops.io.loads(checked.data, trusted=sorted(checked.names))

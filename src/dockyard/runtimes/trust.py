@@ -1,79 +1,296 @@
 """Dockyard's own allow-list of the types a skops artifact may name.
 
-The list read from an artifact is never trusted: a skops file can ask the loader to *call* any
-type it names (``ConstructorFromReduceNode``), so trusting ``builtins.eval`` or ``numpy.memmap``
-would let a crafted file run code or write files. A name is approved when the operator listed it at
-registration (``--trusted-type``), when it is on ``TRUSTED_NAMES``, or when it is a *class* defined
-in one of ``TRUSTED_PACKAGES`` outside the modules that touch files or build code.
+A skops file can ask the loader to create any type it names, set its state, call it with arguments
+from the file (``ConstructorFromReduceNode``) and later free it, so a name is approved only when the
+operator listed it at registration (``--trusted-type``) or it is on an explicit list of what
+scikit-learn models are made of: the public estimators, the internal classes fitted estimators
+hold, their numpy and scipy containers and a few builtins. Nothing is approved for the package it
+lives in: ``numpy.lib.npyio.DataSource``, whose ``__del__`` deletes a folder, is numpy too.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
-import numpy as np
+BUILTIN_NAMES = frozenset(
+    f"builtins.{name}"
+    for name in (
+        "bool",
+        "bytearray",
+        "bytes",
+        "complex",
+        "dict",
+        "float",
+        "int",
+        "list",
+        "set",
+        "slice",
+        "str",
+        "tuple",
+    )
+) | {
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    # HistGradientBoosting on a DataFrame with categorical columns holds
+    # functools.partial(check_array, ...); skops builds a partial only of an approved function.
+    "functools.partial",
+}
+"""Containers and scalars skops stores plain Python values as."""
 
-from dockyard.runtimes.classes import in_package
-
-TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
-"""Packages whose classes are data holders a fitted estimator is made of (trees, dtypes, ...)."""
-
-UNTRUSTED_PARTS = frozenset(
-    {"io", "testing", "_testing", "f2py", "distutils", "datasets", "_datasource"}
+DISTANCE_METRICS = tuple(
+    f"{metric}Distance{bits}"
+    for metric in (
+        "BrayCurtis",
+        "Canberra",
+        "Chebyshev",
+        "Dice",
+        "Euclidean",
+        "Hamming",
+        "Haversine",
+        "Jaccard",
+        "Kulsinski",
+        "Mahalanobis",
+        "Manhattan",
+        "Matching",
+        "Minkowski",
+        "RogersTanimoto",
+        "RussellRao",
+        "SEuclidean",
+        "SokalMichener",
+        "SokalSneath",
+        "WMinkowski",
+    )
+    for bits in (64, 32)
 )
-"""Module path parts inside the trusted packages whose classes read, write or compile files."""
+"""The neighbour searches' metrics; ``PyFuncDistance`` (a metric that calls a function) is not."""
 
-TRUSTED_NAMES = frozenset(
-    {
-        # HistGradientBoosting fitted on a DataFrame with categorical columns stores
-        # functools.partial(sklearn.utils.validation.check_array, ...) as a preprocessor.
-        "functools.partial",
-        "sklearn.utils.validation.check_array",
-    }
-)
-"""Non-class names (or names outside the trusted packages) that common sklearn models need."""
+SKLEARN_PARTS: Mapping[str, tuple[str, ...]] = {
+    # The fitted structure of trees, forests and both kinds of gradient boosting.
+    "sklearn.tree._tree": ("Tree",),
+    "sklearn.ensemble._hist_gradient_boosting.predictor": ("TreePredictor",),
+    "sklearn.ensemble._hist_gradient_boosting.binning": ("_BinMapper",),
+    # Losses and links of gradient boosting, generalized linear models and SGD.
+    "sklearn._loss.loss": (
+        "AbsoluteError",
+        "ExponentialLoss",
+        "HalfBinomialLoss",
+        "HalfBinomialLossArrayAPI",
+        "HalfGammaLoss",
+        "HalfMultinomialLoss",
+        "HalfMultinomialLossArrayAPI",
+        "HalfPoissonLoss",
+        "HalfPoissonLossArrayAPI",
+        "HalfSquaredError",
+        "HalfTweedieLoss",
+        "HalfTweedieLossIdentity",
+        "HuberLoss",
+        "PinballLoss",
+    ),
+    "sklearn._loss._loss": (
+        "CyAbsoluteError",
+        "CyExponentialLoss",
+        "CyHalfBinomialLoss",
+        "CyHalfGammaLoss",
+        "CyHalfMultinomialLoss",
+        "CyHalfPoissonLoss",
+        "CyHalfSquaredError",
+        "CyHalfTweedieLoss",
+        "CyHalfTweedieLossIdentity",
+        "CyHuberLoss",
+        "CyPinballLoss",
+    ),
+    "sklearn._loss.link": (
+        "HalfLogitLink",
+        "IdentityLink",
+        "Interval",
+        "LogLink",
+        "LogitLink",
+        "MultinomialLogit",
+    ),
+    "sklearn.linear_model._sgd_fast": (
+        "EpsilonInsensitive",
+        "Hinge",
+        "Huber",
+        "Log",
+        "ModifiedHuber",
+        "SquaredEpsilonInsensitive",
+        "SquaredHinge",
+        "SquaredLoss",
+    ),
+    # Neighbour searches.
+    "sklearn.neighbors": ("BallTree", "KDTree"),
+    "sklearn.metrics._dist_metrics": DISTANCE_METRICS,
+    # Gaussian processes, networks, calibration, clustering, multiclass, column selection.
+    "sklearn.gaussian_process.kernels": (
+        "CompoundKernel",
+        "ConstantKernel",
+        "DotProduct",
+        "ExpSineSquared",
+        "Exponentiation",
+        "Matern",
+        "PairwiseKernel",
+        "Product",
+        "RBF",
+        "RationalQuadratic",
+        "Sum",
+        "WhiteKernel",
+    ),
+    "sklearn.gaussian_process._gpc": ("_BinaryGaussianProcessClassifierLaplace",),
+    "sklearn.neural_network._stochastic_optimizers": ("AdamOptimizer", "SGDOptimizer"),
+    "sklearn.calibration": ("_CalibratedClassifier", "_SigmoidCalibration"),
+    "sklearn.cluster._bisect_k_means": ("_BisectingTree",),
+    "sklearn.multiclass": ("_ConstantPredictor",),
+    "sklearn.compose": ("make_column_selector",),
+    # What searches and threshold tuning keep: scorers, splitters, metadata routing.
+    "sklearn.metrics._scorer": (
+        "_CurveScorer",
+        "_MultimetricScorer",
+        "_PassthroughScorer",
+        "_Scorer",
+    ),
+    "sklearn.model_selection": (
+        "GroupKFold",
+        "GroupShuffleSplit",
+        "KFold",
+        "LeaveOneGroupOut",
+        "LeaveOneOut",
+        "LeavePGroupsOut",
+        "LeavePOut",
+        "PredefinedSplit",
+        "RepeatedKFold",
+        "RepeatedStratifiedKFold",
+        "ShuffleSplit",
+        "StratifiedGroupKFold",
+        "StratifiedKFold",
+        "StratifiedShuffleSplit",
+        "TimeSeriesSplit",
+    ),
+    "sklearn.utils": ("Bunch",),
+    "sklearn.utils._metadata_requests": (
+        "MetadataRequest",
+        "MetadataRouter",
+        "MethodMapping",
+        "MethodMetadataRequest",
+        "MethodPair",
+        "RouterMappingPair",
+    ),
+    # Functions estimators keep as parameters (SelectKBest's score_func, FeatureAgglomeration's
+    # pooling_func, BisectingKMeans's inner k-means, HistGradientBoosting's preprocessor).
+    "sklearn.utils.validation": ("check_array",),
+    "sklearn.feature_selection": (
+        "chi2",
+        "f_classif",
+        "f_oneway",
+        "f_regression",
+        "mutual_info_classif",
+        "mutual_info_regression",
+        "r_regression",
+    ),
+    "sklearn.cluster._kmeans": ("_kmeans_single_elkan", "_kmeans_single_lloyd"),
+}
+"""Classes and functions fitted estimators hold that are not estimators themselves."""
+
+NUMPY_PARTS: Mapping[str, tuple[str, ...]] = {
+    "numpy": (
+        "ndarray",
+        "dtype",
+        # reductions a model may keep as a function (pooling_func, FunctionTransformer)
+        "clip",
+        "max",
+        "mean",
+        "median",
+        "min",
+        "nanmean",
+        "nanmedian",
+        "prod",
+        "std",
+        "sum",
+        "var",
+    ),
+    "numpy.ma": ("MaskedArray",),
+    "numpy.random": ("Generator", "RandomState"),
+}
+"""Arrays, dtypes and random states; numpy's scalar types and ufuncs are added in code."""
+
+SCIPY_PARTS: Mapping[str, tuple[str, ...]] = {
+    "scipy.sparse": tuple(
+        f"{layout}_{kind}"
+        for layout in ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
+        for kind in ("matrix", "array")
+    ),
+    # SplineTransformer's B-splines, and the array function each of them keeps.
+    "scipy.interpolate": ("BSpline",),
+    "scipy._lib.array_api_compat.numpy": ("asarray",),
+}
+"""Sparse matrices and arrays, and what spline features hold; scipy.special's ufuncs in code."""
+
+UFUNC_MODULES = ("numpy", "scipy.special._ufuncs", "scipy.special._special_ufuncs")
+"""Modules whose ufuncs (pure element-wise math) are approved, under every name skops gives them."""
 
 
 def refused_types(names: Iterable[str], operator_trusted: Iterable[str]) -> list[str]:
     """The names in ``names`` neither the operator nor Dockyard's allow-list approves, sorted."""
-    approved = set(operator_trusted) | TRUSTED_NAMES
-    return sorted({name for name in names if name not in approved and not is_trusted_class(name)})
+    approved = trusted_names() | set(operator_trusted)
+    return sorted(set(names) - approved)
 
 
-def is_trusted_class(name: str) -> bool:
-    """True when ``name`` is a class of a trusted package, outside its file-touching modules.
+@functools.cache
+def trusted_names() -> frozenset[str]:
+    """Dockyard's allow-list, as the ``module.Name`` strings skops writes (computed once).
 
-    Only a name inside a trusted package is resolved (importing a module of that package); the class
-    found must itself be defined there, so a re-exported ``subprocess.Popen`` is refused, and must
-    not be a ``numpy.memmap``, which creates a file when called.
+    Every public scikit-learn estimator (``all_estimators``), the tables above resolved in the
+    installed versions (a name that does not exist there is skipped), numpy's scalar types and the
+    ufuncs of ``UFUNC_MODULES``.
     """
-    if not _is_trusted_module(name.rpartition(".")[0]):
-        return False
-    found = _resolve(name.split("."))
-    return (
-        isinstance(found, type)
-        and _is_trusted_module(found.__module__)
-        and not issubclass(found, np.memmap)
-    )
+    import numpy as np
+    from sklearn.utils import all_estimators
+
+    names = set(BUILTIN_NAMES)
+    names.update(_name(cls) for _, cls in all_estimators())
+    for table in (SKLEARN_PARTS, NUMPY_PARTS, SCIPY_PARTS):
+        names.update(_name(found) for found in _resolve(table))
+    names.update(_name(scalar) for scalar in set(np.sctypeDict.values()))
+    names.update(_scorer_functions())
+    for module_name in UFUNC_MODULES:
+        module = _import(module_name)
+        if module is not None:
+            names.update(
+                f"{module_name}.{attribute}"
+                for attribute, value in vars(module).items()
+                if isinstance(value, np.ufunc) and not attribute.startswith("_")
+            )
+    return frozenset(names)
 
 
-def _is_trusted_module(module: str) -> bool:
-    return any(in_package(module, pkg) for pkg in TRUSTED_PACKAGES) and not (
-        UNTRUSTED_PARTS.intersection(module.split("."))
-    )
+def _scorer_functions() -> Iterator[str]:
+    """The metric functions behind scikit-learn's named scorers (``scoring="roc_auc"``, ...)."""
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    for scorer_name in get_scorer_names():
+        function = getattr(get_scorer(scorer_name), "_score_func", None)
+        if callable(function):
+            yield _name(function)
 
 
-def _resolve(parts: list[str]) -> object:
-    """The object a dotted name names (longest importable module, then attributes), or None."""
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            found: object = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        for attribute in parts[split:]:
-            found = getattr(found, attribute, None)
-            if found is None:
-                return None
-        return found
-    return None
+def _resolve(table: Mapping[str, tuple[str, ...]]) -> Iterator[object]:
+    for module_name, attributes in table.items():
+        module = _import(module_name)
+        for attribute in attributes:
+            found = getattr(module, attribute, None)
+            if found is not None:
+                yield found
+
+
+def _import(module_name: str) -> object:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
+
+
+def _name(obj: Any) -> str:
+    """``module.Name`` of a class or function, as skops records it."""
+    return f"{obj.__module__}.{obj.__name__}"

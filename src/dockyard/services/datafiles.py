@@ -15,6 +15,7 @@ import numpy as np
 from dockyard.errors import InvalidInput, MissingExtra
 
 SUFFIXES = (".csv", ".json", ".npy")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_columns(path: Path) -> dict[str, np.ndarray]:
@@ -28,12 +29,29 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
         if suffix == ".json":
             return _read_json(path)
         if suffix == ".npy":
-            return {"input-0": np.load(path, allow_pickle=False)}
+            return {"input-0": _read_npy(path)}
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
     raise InvalidInput(
         f"unsupported file type {path.suffix!r} for {path}; use {', '.join(SUFFIXES)}"
     )
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, read no further than the file holds.
+
+    ``np.load`` opens a zip under any name as an ``.npz`` whose members inflate only when read, so
+    a "``.npy``" that is an archive could inflate without bound later: it is refused. The array is
+    mapped first, which refuses a header that declares more data than the file holds (numpy would
+    otherwise allocate what the header says), then copied.
+    """
+    with path.open("rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InvalidInput(
+                f"{path} is not a .npy file (it does not start with numpy's magic string); "
+                "an .npz or other archive is not read"
+            )
+    return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
 
 
 def _column(values: list[Any]) -> np.ndarray:
