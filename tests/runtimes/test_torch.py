@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,26 @@ def test_torchscript_file_and_torch_save_pickle(
     )
     with pytest.raises(InvalidInput, match="torch.jit.save"):
         torch_runtime.save(tmp_path / "weights.pth", tmp_path)
+
+
+def test_a_torchscript_zip_whose_compressed_members_inflate_too_far_is_refused(
+    tmp_path: Path, roundtrip: RoundTrip
+) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)  # the test's own save
+        torch.jit.save(torch.jit.script(Scorer()), tmp_path / "scripted.pt")
+    bomb = tmp_path / "bomb.pt"
+    with (
+        zipfile.ZipFile(tmp_path / "scripted.pt") as source,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_STORED) as target,
+    ):
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        # 256 MiB of zeros deflate to a quarter of a megabyte.
+        target.writestr("scripted/extra/padding", bytes(256 * 2**20), zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(InvalidInput, match=r"inflate to 268,4.*\(MAX_INFLATED_BYTES"):
+        roundtrip(torch_runtime, bomb)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ DEFAULT_INPUT_NAMES = ("input-0",)
 DEFAULT_OUTPUT_NAMES = ("output-0",)
 DEFAULT_FLOAT_DTYPE = "float32"
 TORCHSCRIPT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
+MAX_INFLATED_BYTES = 64 * 2**20
+"""The most a TorchScript file's compressed members (code, small records) may inflate to."""
 
 
 def is_model(obj: object) -> bool:
@@ -218,10 +221,35 @@ def _compile(torch: Any, module: Any, names: tuple[str, ...], example_input: Any
         module.train(was_training)
 
 
+def _check_inflated(path: Path) -> None:
+    """Refuse a TorchScript zip whose compressed members would inflate past MAX_INFLATED_BYTES,
+    before torch inflates them.
+
+    ``torch.jit.save`` stores tensors as they are and deflates only the code and small records,
+    but ``torch.jit.load`` inflates any deflated member to its declared size: a few megabytes of
+    file could claim gigabytes. Stored members inflate to nothing more than the file holds.
+    """
+    if not zipfile.is_zipfile(path):
+        return  # torch names what is wrong with it
+    with zipfile.ZipFile(path) as archive:
+        inflated = sum(
+            info.file_size
+            for info in archive.infolist()
+            if info.compress_type != zipfile.ZIP_STORED
+        )
+    if inflated > MAX_INFLATED_BYTES:
+        raise InvalidInput(
+            f"{path.name}: its compressed members inflate to {inflated:,} bytes, more than the "
+            f"{MAX_INFLATED_BYTES:,} Dockyard allows (MAX_INFLATED_BYTES; torch.jit.save "
+            "compresses only code and small records)"
+        )
+
+
 def _load_module(torch: Any, path: Path, device: str) -> Any:
     what = (
         f"loading {path.name} as TorchScript (a torch.save pickle is refused; use torch.jit.save)"
     )
+    _check_inflated(path)
     with model_file_errors(FRAMEWORK, what):
         module = torch.jit.load(str(path), map_location=device)
     module.eval()
