@@ -102,9 +102,9 @@ def test_bad_model_options_are_named(flags: dict[str, object], message: str) -> 
         load_settings(flags, env={})
 
 
-def test_model_threads_split_the_cores_among_workers() -> None:
+def test_model_threads_split_the_cores_among_workers_leaving_each_loop_a_core() -> None:
     cores = len(os.sched_getaffinity(0))
-    assert load_settings({"workers": 1}, env={}).effective_model_threads() == cores
+    assert load_settings({"workers": 1}, env={}).effective_model_threads() == max(1, cores - 1)
     many = load_settings({"workers": 64}, env={})
     assert many.effective_model_threads() == 1
     assert load_settings({"model_threads": 3}, env={}).effective_model_threads() == 3
@@ -115,3 +115,31 @@ def test_model_threads_split_the_cores_among_workers() -> None:
     assert load_settings(env=ours_first).effective_model_threads() == 2
     with pytest.raises(InvalidInput, match="model_threads"):
         load_settings({"model_threads": -1}, env={})
+
+
+def test_allowed_hosts_are_a_list_from_env_flag_or_file(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text('allowed_hosts = ["models.internal", "*.example.org"]\n')
+    from_file = load_settings(env={}, config_file=config)
+    assert from_file.allowed_hosts == ("models.internal", "*.example.org")
+    from_env = load_settings(env={"DOCKYARD_ALLOWED_HOSTS": " a.internal, ,b.internal "})
+    assert from_env.allowed_hosts == ("a.internal", "b.internal")
+    assert from_env.shown_value("allowed_hosts") == "a.internal,b.internal"
+    assert load_settings({"allowed_hosts": "*"}, env={}).allowed_hosts == ("*",)
+    assert load_settings(env={}).allowed_hosts == ()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DOCKYARD_MAX_HEADER_BYTES": "0"},
+        {"DOCKYARD_MAX_HEADERS": "0"},
+        {"DOCKYARD_HEADER_TIMEOUT_S": "0"},
+        {"DOCKYARD_BODY_TIMEOUT_S": "-1"},
+    ],
+    ids=["header-bytes", "headers", "header-timeout", "body-timeout"],
+)
+def test_http_limits_must_be_positive(env: dict[str, str]) -> None:
+    (name,) = env
+    with pytest.raises(InvalidInput, match=name.removeprefix("DOCKYARD_").lower()):
+        load_settings(env=env)

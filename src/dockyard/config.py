@@ -56,7 +56,8 @@ class Settings:
     workers: int = 0
     """0 means one worker per CPU core."""
     model_threads: int = 0
-    """OpenMP/BLAS threads per worker; 0 means the CPU cores divided among the workers.
+    """OpenMP/BLAS threads per worker; 0 means each worker's share of the cores, less one for its
+    event loop (at least 1).
     ``OMP_NUM_THREADS`` in the environment counts as this setting when nothing else sets it."""
     max_body_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
@@ -69,6 +70,18 @@ class Settings:
     isolate: bool = False
     """Run each worker's predictions in a child process of its own (crash isolation, own GIL)."""
     log_level: str = "info"
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (besides IP literals, ``localhost`` and ``host``) the server answers to;
+    ``*.example.com`` allows subdomains, ``*`` every name. Any other ``Host`` header is refused
+    (DNS rebinding). Comma-separated in the environment and on the command line."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request line plus headers; past it the server answers 431 and closes."""
+    max_headers: int = 100
+    """Most header fields in one request; past it the server answers 431 and closes."""
+    header_timeout_s: float = 10.0
+    """A request line and headers must arrive within this long of their first byte (408, close)."""
+    body_timeout_s: float = 30.0
+    """A request body may pause at most this long between bytes (408, close)."""
     models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Per-model overrides of MODEL_KNOBS, keyed by model name."""
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
@@ -89,6 +102,8 @@ class Settings:
         value = getattr(self, name)
         if name in SECRET_FIELDS and value:
             return "***"
+        if isinstance(value, tuple):
+            return ",".join(value)
         return str(value)
 
     def effective_workers(self) -> int:
@@ -96,9 +111,13 @@ class Settings:
         return self.workers or len(os.sched_getaffinity(0)) or 1
 
     def effective_model_threads(self) -> int:
-        """Threads each worker's numeric libraries may use, so workers do not oversubscribe."""
+        """Threads each worker's numeric libraries may use, so workers do not oversubscribe: by
+        default its share of the cores less one, which its event loop keeps. OpenMP threads spin
+        while they wait; one that shares its core with the event loop makes the loop wait a time
+        slice for each parallel region (a tree ensemble served by one worker on 2 cores with 2
+        OpenMP threads answered 3-10 x fewer requests than with 1)."""
         cores = len(os.sched_getaffinity(0)) or 1
-        return self.model_threads or max(1, cores // self.effective_workers())
+        return self.model_threads or max(1, cores // self.effective_workers() - 1)
 
     def model_options(self, name: str) -> ModelOptions:
         """The batching, timeout and isolation knobs for model ``name``, overrides applied."""
@@ -131,6 +150,9 @@ def _convert(name: str, raw: Any) -> Any:
             raise ValueError(text)
         if isinstance(default, Path):
             return Path(str(raw)).expanduser()
+        if isinstance(default, tuple):
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(text for item in items if (text := str(item).strip()))
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
@@ -253,9 +275,12 @@ def _validate(settings: Settings) -> None:
         )
     if settings.workers < 0:
         raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
-    for name in ("max_body_bytes", "max_upload_bytes"):
+    for name in ("max_body_bytes", "max_upload_bytes", "max_header_bytes", "max_headers"):
         if getattr(settings, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
+    for name in ("header_timeout_s", "body_timeout_s"):
+        if getattr(settings, name) <= 0:
+            raise InvalidInput(f"{name} must be positive, got {getattr(settings, name)}")
     for model in ("", *settings.models):
         options = settings.model_options(model)
         where = f" (model {model})" if model else ""

@@ -145,3 +145,34 @@ def test_put_refuses_folders_and_missing_files(
     with pytest.raises(InvalidInput, match="cannot read artifact source"):
         artifacts.put(tmp_path / "nowhere.bin")
     assert artifacts.digests() == set()
+
+
+def test_stale_temp_files_of_gone_writers_are_removed(
+    artifacts: LocalArtifactStore, source: Path
+) -> None:
+    digest = artifacts.put(source)
+    folder = artifacts.root / digest[:2]
+    mine = folder / f".tmp-{os.getpid()}-abc"
+    gone = folder / ".tmp-999999999-abc"
+    legacy = folder / ".tmp-k3j_x9q1"
+    for path in (mine, gone, legacy):
+        path.write_bytes(b"partial")
+
+    removed = artifacts.remove_stale_temps(is_alive=lambda pid: pid == os.getpid())
+
+    assert sorted(removed) == sorted([gone, legacy])
+    assert mine.exists()
+    assert artifacts.digests() == {digest}
+
+
+def test_remove_deletes_a_blob_and_put_takes_a_known_digest(
+    artifacts: LocalArtifactStore, source: Path
+) -> None:
+    digest = hashlib.sha256(CONTENT).hexdigest()
+    assert artifacts.put(source, digest) == digest
+    artifacts.remove(digest)
+    artifacts.remove(digest)
+    assert not artifacts.exists(digest)
+    with pytest.raises(InvalidInput, match="changed while it was being copied"):
+        artifacts.put(source, "ab" * 32)
+    assert list(artifacts.root.glob("??/.tmp*")) == []

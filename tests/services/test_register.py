@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skops.io
 from sklearn.linear_model import LogisticRegression
 
 from dockyard.errors import InvalidInput, NotFound, PredictionFailed
@@ -85,3 +86,32 @@ def test_lineage_records_the_callers_git_commit_and_data(
     assert version.lineage.packages["scikit-learn"]
     assert version.aliases == ("staging",)
     assert workspace.resolve("lr@staging").version == 1
+
+
+def test_a_failed_registration_leaves_no_blob_and_no_staging_folder(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "bad.py").write_text(BAD_MODELS["raises"])
+    request = Registration("bad", reference_data=np.ones((10, 3)), entrypoint="bad:score")
+    with pytest.raises(PredictionFailed):
+        register(workspace, code, request)
+    assert workspace.artifacts.digests() == set()
+    assert [path.name for path in workspace.home.tmp.iterdir()] == [".lock"]
+
+
+def test_a_failed_registration_keeps_the_blob_of_a_version_with_the_same_bytes(
+    workspace: Workspace,
+    tmp_path: Path,
+    logistic: LogisticRegression,
+    tabular_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    model = tmp_path / "model.skops"
+    skops.io.dump(logistic, model)
+    x = tabular_data[0]
+    first = register(workspace, model, Registration("lr", reference_data=x[:20]))
+    with pytest.raises((InvalidInput, PredictionFailed)):
+        register(workspace, model, Registration("lr", reference_data=x[:20, :7]))
+    assert workspace.artifacts.digests() == {first.artifact.digest}
+    assert workspace.load(first).predict(x[:2], ())["predict"].shape == (2,)

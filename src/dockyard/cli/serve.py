@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
+from dockyard.reliability.http_limits import HttpLimits
 from dockyard.reliability.supervisor import Supervisor, uvicorn_config
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
@@ -31,7 +32,7 @@ def serve(
         typer.Option(help="Worker processes sharing the port and model memory (0: one per core)."),
     ] = None,
     model_threads: Annotated[
-        int | None, typer.Option(help="OpenMP/BLAS threads per worker (0: cores / workers).")
+        int | None, typer.Option(help="OpenMP/BLAS threads per worker (0: cores / workers - 1).")
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most rows in one batch.")] = None,
     max_delay_ms: Annotated[
@@ -45,6 +46,13 @@ def serve(
         typer.Option(help="MODEL.SETTING=VALUE per-model batching/timeout override, repeatable."),
     ] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Host names to answer to besides IP addresses, localhost and --host "
+            "(comma-separated; *.example.com for subdomains, * for any)."
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -59,6 +67,7 @@ def serve(
         max_delay_ms=max_delay_ms,
         batching=batching,
         max_body_bytes=max_body_bytes,
+        allowed_hosts=allowed_hosts,
         log_level=log_level,
         model_options=model_option,
     )
@@ -94,6 +103,7 @@ def serve(
                 settings.host,
                 settings.port,
                 settings.log_level,
+                HttpLimits.of(settings),
             )
             uvicorn.Server(config).run()
         else:
@@ -109,6 +119,7 @@ def serve(
                 settings.port,
                 workers,
                 settings.log_level,
+                HttpLimits.of(settings),
             ).run()
     finally:
         gateway.close()

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -24,16 +24,26 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 TEMP_PREFIX = ".tmp-"
+"""A blob being written is ``.tmp-<pid>-<random>`` beside its final name."""
 MISSING = "missing"
 
 
 class ArtifactStore(Protocol):
     """Where artifact bytes live, addressed by their sha256 hex digest."""
 
-    def put(self, source: Path) -> str:
+    def put(self, source: Path, digest: str | None = None) -> str:
         """Store a copy of the file ``source`` and return its sha256 hex digest.
 
         Idempotent: storing the same bytes twice keeps one blob. A reader never sees a partial blob.
+        ``digest``, when the caller hashed the file already, saves hashing it twice; the copy is
+        verified against it all the same.
+        """
+        ...
+
+    def remove(self, digest: str) -> None:
+        """Delete the blob stored under ``digest`` (nothing if there is none).
+
+        Only for a blob no version uses: the store cannot tell, its caller must.
         """
         ...
 
@@ -76,7 +86,8 @@ class LocalArtifactStore:
     """Blobs in a local folder: ``root/<digest[:2]>/<digest>``, mode 0600, folders 0700.
 
     Writes are atomic and durable (temporary file in the target folder, fsync, ``os.replace``,
-    fsync of the folder): a crash leaves no blob or a whole one, plus at most a hidden temp file.
+    fsync of the folder): a crash leaves no blob or a whole one, plus at most a hidden temp file
+    named after the writing process, which ``remove_stale_temps`` deletes once that process is gone.
     """
 
     def __init__(self, root: Path) -> None:
@@ -91,14 +102,15 @@ class LocalArtifactStore:
         check_digest(digest)
         return self._root / digest[:2] / digest
 
-    def put(self, source: Path) -> str:
+    def put(self, source: Path, digest: str | None = None) -> str:
         source = Path(source)
         if source.is_dir():
             raise InvalidInput(
                 f"cannot store artifact {source}: it is a folder; pack it into one file first"
             )
-        with _reading(source):
-            digest = file_sha256(source)
+        if digest is None:
+            with _reading(source):
+                digest = file_sha256(source)
         target = self.path_for(digest)
         if target.is_file() and self._matches(target, digest):
             logger.debug("artifact %s already stored", digest)
@@ -123,6 +135,28 @@ class LocalArtifactStore:
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
+    def remove(self, digest: str) -> None:
+        with _writing(self._root):
+            self.path_for(digest).unlink(missing_ok=True)
+        logger.info("removed unused artifact %s", digest)
+
+    def remove_stale_temps(self, is_alive: Callable[[int], bool]) -> list[Path]:
+        """Delete the temp files of writes whose process is gone (killed mid-copy); return them.
+
+        A temp file is named after the process writing it; one whose name carries no process id
+        (written by an older Dockyard) counts as gone.
+        """
+        removed = []
+        for path in self._root.glob(f"??/{TEMP_PREFIX}*"):
+            owner = path.name[len(TEMP_PREFIX) :].partition("-")[0]
+            if owner.isdigit() and is_alive(int(owner)):
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        if removed:
+            logger.info("removed %d unfinished artifact writes of stopped processes", len(removed))
+        return removed
+
     def digests(self) -> set[str]:
         if not self._root.is_dir():
             return set()
@@ -146,7 +180,7 @@ class LocalArtifactStore:
         if is_new_folder:
             _fsync_folder(folder.parent)
         # mkstemp creates the file with mode 0600 already; chmod states it against any umask.
-        handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        handle, temp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=folder)
         temp = Path(temp_name)
         try:
             hasher = hashlib.sha256()

@@ -144,6 +144,14 @@ class RegistryStore:
             names = _alias_names_by_version(connection, model.id)
             return [_version(model.name, row, names.get(row.id, ())) for row in rows]
 
+    def uses_artifact(self, digest: str) -> bool:
+        """Whether any version, archived ones included, is stored as the artifact ``digest``."""
+        with self._reading() as connection:
+            found = connection.execute(
+                select(versions.c.id).where(versions.c.artifact_digest == digest).limit(1)
+            ).first()
+            return found is not None
+
     def get_version(self, name: str, version: int) -> ModelVersion:
         with self._reading() as connection:
             model = _model_row(connection, name)

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from dockyard.errors import DockyardError
+from dockyard.reliability.http_limits import HttpLimits, limited_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
-    """The one uvicorn configuration: uvloop, httptools, no access log on the hot path."""
+def uvicorn_config(
+    app: Any, host: str, port: int, log_level: str, limits: HttpLimits | None = None
+) -> uvicorn.Config:
+    """The one uvicorn configuration: uvloop, httptools with head limits and request deadlines
+    (``http_limits``), no WebSocket (no route takes one), no access log on the hot path."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(limits or HttpLimits()),
+        ws="none",
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -60,13 +65,20 @@ class Supervisor:
     """Forks workers serving the app from ``factory`` on a shared socket; restarts dead ones."""
 
     def __init__(
-        self, factory: AppFactory, host: str, port: int, workers: int, log_level: str
+        self,
+        factory: AppFactory,
+        host: str,
+        port: int,
+        workers: int,
+        log_level: str,
+        limits: HttpLimits | None = None,
     ) -> None:
         self._factory = factory
         self._host = host
         self._port = port
         self._count = workers
         self._log_level = log_level
+        self._limits = limits
         self._children: dict[int, int] = {}
         self._stopping = False
 
@@ -95,7 +107,9 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                config = uvicorn_config(self._factory(), self._host, self._port, self._log_level)
+                config = uvicorn_config(
+                    self._factory(), self._host, self._port, self._log_level, self._limits
+                )
                 uvicorn.Server(config).run(sockets=[sock])
             except BaseException:
                 logger.exception("worker %d crashed", slot)

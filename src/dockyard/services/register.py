@@ -3,14 +3,15 @@
 
 Detect the framework, save in a safe format, store the artifact content-addressed, infer the
 signature, record lineage, load the stored artifact back and predict reference rows, and only then
-commit the version in one transaction. A failure before the commit leaves at most an orphan blob.
+commit the version in one transaction. A failure before the commit deletes the blob it stored
+unless something else uses it; a killed registration's leftovers go at the next start
+(``staging.sweep``).
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import InvalidInput
+from dockyard.registry.artifacts import file_sha256
 from dockyard.registry.lineage import capture_lineage
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature
 from dockyard.registry.refs import check_name
@@ -27,8 +29,9 @@ from dockyard.registry.signatures import (
     parse_signature,
     reference_input,
 )
-from dockyard.runtimes.base import Runtime, row_count
+from dockyard.runtimes.base import Runtime, SavedModel, row_count
 from dockyard.runtimes.detect import detect_framework, framework_module
+from dockyard.services.staging import claim, discard_if_unused, staging_folder
 from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -74,17 +77,41 @@ def register(workspace: Workspace, model: Any, request: Registration) -> ModelVe
     module = framework_module(framework)
     tabular = _is_tabular(framework, module.tabular, request.reference_data)
 
-    with tempfile.TemporaryDirectory(prefix="dockyard-register-") as tmp:
-        saved = module.save(model, Path(tmp), **_save_options(framework, request, tabular))
-        digest = workspace.artifacts.put(saved.path)
-    artifact = ArtifactRef(digest=digest, format=saved.format, options=dict(saved.options))
+    # The staging folder lives until the version is committed: its claim on the blob keeps a
+    # concurrent failed registration of the same bytes from deleting it.
+    with staging_folder(workspace.home.tmp, "register") as folder:
+        saved = module.save(model, folder, **_save_options(framework, request, tabular))
+        digest = file_sha256(saved.path)
+        claim(folder, digest)
+        existed = workspace.artifacts.exists(digest)
+        try:
+            version = _store_and_commit(workspace, framework, saved, digest, request, tabular)
+        except BaseException:
+            if not existed:
+                discard_if_unused(folder, digest, workspace.artifacts, workspace.uses_artifact)
+            raise
+    logger.info("registered %s (%s, artifact %s)", version.ref, framework, digest[:12])
+    if request.alias is not None:
+        version = workspace.store.set_alias(request.name, request.alias, version.version)
+    return version
 
+
+def _store_and_commit(
+    workspace: Workspace,
+    framework: str,
+    saved: SavedModel,
+    digest: str,
+    request: Registration,
+    tabular: bool,
+) -> ModelVersion:
+    """Store the saved model, load it back from the store, check it and commit the version."""
+    workspace.artifacts.put(saved.path, digest)
+    artifact = ArtifactRef(digest=digest, format=saved.format, options=dict(saved.options))
     runtime = workspace.load_artifact(
         framework, artifact, request.allow_pickle, tuple(request.trusted_types)
     )
     signature = _checked_signature(runtime, request, tabular)
-
-    version = workspace.store.create_version(
+    return workspace.store.create_version(
         model=request.name,
         framework=framework,
         artifact=artifact,
@@ -98,10 +125,6 @@ def register(workspace: Workspace, model: Any, request: Registration) -> ModelVe
         description=request.description,
         created_by=request.created_by or _current_user(),
     )
-    logger.info("registered %s (%s, artifact %s)", version.ref, framework, digest[:12])
-    if request.alias is not None:
-        version = workspace.store.set_alias(request.name, request.alias, version.version)
-    return version
 
 
 def _is_tabular(framework: str, default: bool, reference_data: Any) -> bool:

@@ -17,6 +17,7 @@ from dockyard.registry.refs import parse_ref
 from dockyard.registry.store import RegistryStore
 from dockyard.runtimes.base import LoadOptions, Runtime
 from dockyard.runtimes.detect import load_runtime
+from dockyard.services.staging import process_is_alive, sweep
 
 
 @dataclass
@@ -29,8 +30,13 @@ class Workspace:
 
     @classmethod
     def open(cls, settings: Settings) -> Workspace:
+        """Open the home, first removing what processes killed mid-registration left in it."""
         home = Home(settings.home).ensure()
-        return cls(settings=settings, home=home, artifacts=LocalArtifactStore(home.artifacts))
+        artifacts = LocalArtifactStore(home.artifacts)
+        workspace = cls(settings=settings, home=home, artifacts=artifacts)
+        sweep(home.tmp, artifacts, workspace.uses_artifact)
+        artifacts.remove_stale_temps(process_is_alive)
+        return workspace
 
     @cached_property
     def store(self) -> RegistryStore:
@@ -41,6 +47,10 @@ class Workspace:
         """In a forked worker: drop the parent's pooled database connections (never share them)."""
         if "store" in self.__dict__:
             self.store.engine.dispose(close=False)
+
+    def uses_artifact(self, digest: str) -> bool:
+        """Whether a registered version is stored as the artifact ``digest``."""
+        return self.store.uses_artifact(digest)
 
     def resolve(self, ref: str) -> ModelVersion:
         """The version a reference such as ``fraud@production`` or ``fraud:3`` names."""

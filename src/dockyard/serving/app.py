@@ -13,11 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import __version__
 from dockyard.config import Settings
-from dockyard.errors import DockyardError
+from dockyard.errors import DockyardError, PayloadTooLarge
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
+from dockyard.serving.guards import CrossSiteGuard, HostPolicy
 from dockyard.serving.hotpath import HotPath
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class RequestIdMiddleware:
 
 async def _dockyard_error(request: Request, exc: Exception) -> Response:
     status, headers, body = error_answer(exc, getattr(request.state, "request_id", "-"))
+    if isinstance(exc, PayloadTooLarge):
+        # The rest of the body is never read: close rather than parse and drop it.
+        headers["Connection"] = "close"
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
@@ -66,7 +70,9 @@ def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None
     """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``.
 
     The order of the layers is this function: the pure ASGI hot path (inference and health, with
-    their own request ids) in front of FastAPI (request-id middleware, metadata, management, docs).
+    their own request ids and ``Host`` check) in front of the cross-site guard (``Host``, and
+    ``Origin`` on state-changing requests) in front of FastAPI (request-id middleware, metadata,
+    management, docs).
     """
     app = FastAPI(
         title="Dockyard",
@@ -85,4 +91,5 @@ def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None
         app.state.workspace = workspace
         app.include_router(management.build_router(settings.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)
-    return HotPath(app, gateway, settings.max_body_bytes)
+    hosts = HostPolicy(settings.host, settings.allowed_hosts)
+    return HotPath(CrossSiteGuard(app, hosts), gateway, settings.max_body_bytes, hosts)

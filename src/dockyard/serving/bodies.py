@@ -13,16 +13,41 @@ from typing import Any
 from dockyard.errors import InvalidInput, PayloadTooLarge
 
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+BODY_SETTING = "max_body_bytes"
 
 
-def _too_large(size: str | int, limit: int) -> PayloadTooLarge:
+def _too_large(size: str | int, limit: int, setting: str = BODY_SETTING) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"request body is {size} bytes; the limit is {limit} bytes (setting max_body_bytes)"
+        f"request body is {size} bytes; the limit is {limit} bytes (setting {setting})"
     )
 
 
 BodyReader = Callable[[], Awaitable[bytes]]
 """Reads the current request's body (``receive_body`` with its arguments bound)."""
+Receive = Callable[[], Awaitable[Any]]
+
+
+def check_length(declared: str | None, limit: int, setting: str = BODY_SETTING) -> None:
+    """PayloadTooLarge when a ``Content-Length`` value says the body is over ``limit``: refused
+    before a byte of it is read."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(declared, limit, setting)
+
+
+def capped(receive: Receive, limit: int, setting: str = BODY_SETTING) -> Receive:
+    """``receive`` that raises PayloadTooLarge as soon as the body read so far passes ``limit``,
+    for readers that stream a body themselves (a multipart parser spooling files)."""
+    size = 0
+
+    async def receive_capped() -> Any:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise _too_large(f"more than {limit}", limit, setting)
+        return message
+
+    return receive_capped
 
 
 async def receive_body(
@@ -33,7 +58,7 @@ async def receive_body(
     Read straight from the ASGI messages: a body in one message (the usual case) costs one
     ``await receive()``, with no async generator in between. ``headers`` has lower-case names.
     """
-    _check_declared(headers, limit)
+    check_length(headers.get("content-length"), limit)
     parts = []
     size = 0
     while True:
@@ -49,12 +74,6 @@ async def receive_body(
             break
     body = parts[0] if len(parts) == 1 else b"".join(parts)
     return _decoded(headers, body, limit)
-
-
-def _check_declared(headers: Mapping[str, str], limit: int) -> None:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(declared, limit)
 
 
 def _decoded(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:

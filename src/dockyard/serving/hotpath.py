@@ -3,7 +3,8 @@
 ``POST …/infer``, ``POST /v1/models/{m}:predict`` and the health probes are matched by plain string
 operations and answered here; every other request (metadata, management, docs) goes on to the
 FastAPI app. The FastAPI routes for the same paths exist for the OpenAPI docs and call the same
-coroutines in ``serving.inference``.
+coroutines in ``serving.inference``. The ``Host`` check (``serving.guards``) is folded into the
+header scan each hot request makes anyway.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dockyard.errors import NotReady
+from dockyard.errors import NotReady, PayloadTooLarge
 from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
+from dockyard.serving.guards import HOST, HostPolicy, refused_host, send_refusal
 from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
 
@@ -28,11 +30,14 @@ VERSION_SEGMENT = "/versions/"
 V1_PREFIX = "/v1/models/"
 V1_SUFFIX = ":predict"
 REQUEST_ID = b"x-request-id"
+HOST_NAME = HOST.decode()
 HEADERS_READ = {
-    name.encode(): name for name in ("content-length", "content-encoding", HEADER_LENGTH.lower())
+    name.encode(): name
+    for name in ("content-length", "content-encoding", HEADER_LENGTH.lower(), HOST_NAME)
 }
 """The request headers the inference endpoints read, raw name to name; only these are decoded.
-The request id is kept as the raw bytes it is echoed back as."""
+The request id is kept as the raw bytes it is echoed back as, and so is ``Host``, which is
+checked against the set of values already allowed."""
 TARGETS_CACHED = 1024
 """At most this many distinct inference paths keep their parsed target (the paths are the
 client's to choose, so the cache is bounded)."""
@@ -42,6 +47,8 @@ CONTENT_TYPES = {
     content_type: (b"content-type", content_type.encode()) for content_type in (JSON, BINARY)
 }
 """Response ``content-type`` headers, encoded once."""
+CLOSE = {"Connection": "close"}
+"""Sent with a 413: the rest of an oversized body is never read, so the connection is done."""
 
 
 def _v2_target(path: str) -> tuple[str, str | None] | None:
@@ -65,10 +72,15 @@ def _v1_target(path: str) -> str | None:
 class HotPath:
     """Answers the hot endpoints itself; passes everything else to ``app``."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, gateway: Gateway, max_body_bytes: int, hosts: HostPolicy
+    ) -> None:
         self.app = app
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
+        self.hosts = hosts
+        self._checks_host = not hosts.allows_any
+        self._hosts_known = hosts.known
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid():x}-".encode()
         self._v2_targets: dict[str, tuple[str, str | None]] = {}
@@ -91,12 +103,23 @@ class HotPath:
                 await self._predict(scope, receive, send, v2, v1)
                 return
         elif method == "GET" and path == "/v2/health/live":
-            await _respond(send, 200, JSON, LIVE)
+            if await self._host_allowed(scope, send):
+                await _respond(send, 200, JSON, LIVE)
             return
         elif method == "GET" and path == "/v2/health/ready":
-            await self._ready(send)
+            if await self._host_allowed(scope, send):
+                await self._ready(send)
             return
         await self.app(scope, receive, send)
+
+    async def _host_allowed(self, scope: Scope, send: Send) -> bool:
+        """Whether the ``Host`` header (if any) names this server; answers 403 when not."""
+        if self._checks_host:
+            for key, value in scope["headers"]:
+                if key == HOST and value not in self._hosts_known and not self.hosts.allows(value):
+                    await send_refusal(send, refused_host(value))
+                    return False
+        return True
 
     async def _ready(self, send: Send) -> None:
         if self.gateway.is_ready():
@@ -115,12 +138,23 @@ class HotPath:
     ) -> None:
         headers: dict[str, str] = {}
         request_id = b""
+        host = None
         for key, value in scope["headers"]:
             name = HEADERS_READ.get(key)
-            if name is not None:
+            if name is HOST_NAME:
+                host = value
+            elif name is not None:
                 headers[name] = value.decode("latin-1")
             elif key == REQUEST_ID:
                 request_id = value
+        if (
+            host is not None
+            and self._checks_host
+            and host not in self._hosts_known
+            and not self.hosts.allows(host)
+        ):
+            await send_refusal(send, refused_host(host))
+            return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
         read = partial(receive_body, headers, receive, self.max_body_bytes)
@@ -132,6 +166,8 @@ class HotPath:
                 answer = await predict_v1(self.gateway, v1, read)
         except Exception as exc:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
+            if isinstance(exc, PayloadTooLarge):
+                extra = {**extra, **CLOSE}
             await _respond(send, status, JSON, body, extra, request_id)
             return
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)

@@ -1,14 +1,15 @@
 """Management API under ``/api``: list and inspect models, register a version, move aliases.
 
 Registration calls the same ``services.register`` as the CLI and the Python API; it runs in a
-worker thread because saving, loading and checking a model is blocking work.
+worker thread because saving, loading and checking a model is blocking work. Loading options that
+let a model file run code (``allow_pickle``, ``trusted_types``) are refused here: a web client is
+not the operator.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import JSONResponse
 
-from dockyard.errors import InvalidInput, PayloadTooLarge
+from dockyard.errors import Forbidden, InvalidInput, PayloadTooLarge
 from dockyard.services.datafiles import as_reference, read_columns
 from dockyard.services.register import Registration, register
+from dockyard.services.staging import staging_folder
 from dockyard.services.workspace import Workspace
+from dockyard.serving.bodies import capped, check_length
 
 SAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 UPLOAD_CHUNK = 1024 * 1024
+UPLOAD_SETTING = "max_upload_bytes"
+JSON_TYPE = "application/json"
+FORM_TYPE = "multipart/form-data"
+CODE_RUNNING_FIELDS = {"allow_pickle": "--allow-pickle", "trusted_types": "--trusted-type TYPE"}
+"""Registration options that let the model file run code when loaded, and the CLI flag for each."""
+OFF_VALUES = frozenset({"", "0", "false", "no", "off"})
 REGISTER_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -42,8 +51,6 @@ REGISTER_SCHEMA: dict[str, Any] = {
                         "params": {"type": "string", "description": "JSON object"},
                         "tags": {"type": "string", "description": "JSON object"},
                         "signature": {"type": "string", "description": "JSON object"},
-                        "trusted_types": {"type": "string", "description": "JSON list"},
-                        "allow_pickle": {"type": "boolean"},
                         "alias": {"type": "string"},
                     },
                 }
@@ -76,6 +83,34 @@ def _json_field(form: FormData, name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise InvalidInput(f"form field {name!r} must be a JSON {kind.__name__}")
     return value
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _is_off(field: str, value: str) -> bool:
+    """Whether a code-running option's value asks for nothing: false, or an empty list."""
+    text = value.strip().lower()
+    if field == "allow_pickle" or not text:
+        return text in OFF_VALUES
+    try:
+        return bool(json.loads(text) == [])
+    except ValueError:
+        return False
+
+
+def _refuse_code_running_options(form: FormData) -> None:
+    """Forbidden for ``allow_pickle`` or ``trusted_types`` asking for anything: over HTTP they
+    would let whoever reaches the port run code in the server."""
+    for field, flag in CODE_RUNNING_FIELDS.items():
+        for value in form.getlist(field):
+            if not (isinstance(value, str) and _is_off(field, value)):
+                raise Forbidden(
+                    f"form field {field!r} is not accepted over HTTP: it lets the model file run "
+                    "code in the server. The operator registers such a model on the server's "
+                    f"machine with: dockyard models register PATH --name NAME {flag}"
+                )
 
 
 async def _save_upload(upload: Any, folder: Path, field: str, limit: int) -> Path:
@@ -116,6 +151,8 @@ def build_router(max_upload_bytes: int) -> APIRouter:
 
     @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version")
     async def set_alias(request: Request, name: str, alias: str) -> dict[str, Any]:
+        if _media_type(request) != JSON_TYPE:
+            raise InvalidInput(f'Content-Type must be {JSON_TYPE}, with a body {{"version": n}}')
         try:
             version = int((await request.json())["version"])
         except (ValueError, KeyError, TypeError):
@@ -131,14 +168,20 @@ def build_router(max_upload_bytes: int) -> APIRouter:
     @router.post("/models", summary="Register a model version", openapi_extra=REGISTER_SCHEMA)
     async def register_version(request: Request) -> JSONResponse:
         workspace = _workspace(request)
-        async with request.form(max_files=2, max_fields=20) as form:
+        if _media_type(request) != FORM_TYPE:
+            raise InvalidInput(f"POST /api/models takes {FORM_TYPE}: the model file and fields")
+        check_length(request.headers.get("content-length"), max_upload_bytes, UPLOAD_SETTING)
+        # The multipart parser spools the whole body before the route sees a field: count it
+        # while it is received, so an oversized one stops at the limit.
+        body = Request(request.scope, capped(request.receive, max_upload_bytes, UPLOAD_SETTING))
+        async with body.form(max_files=2, max_fields=20) as form:
+            _refuse_code_running_options(form)
             name = _text(form, "name")
             if not name:
                 raise InvalidInput("form field 'name' is required")
             if form.get("model") is None:
                 raise InvalidInput("form field 'model' (the model file) is required")
-            with tempfile.TemporaryDirectory(prefix="dockyard-upload-") as tmp:
-                folder = Path(tmp)
+            with staging_folder(workspace.home.tmp, "upload") as folder:
                 model = await _save_upload(form["model"], folder, "model", max_upload_bytes)
                 reference, feature_names = None, None
                 if form.get("reference") is not None:
@@ -156,8 +199,6 @@ def build_router(max_upload_bytes: int) -> APIRouter:
                     params=_json_field(form, "params", dict),
                     tags=_json_field(form, "tags", dict),
                     description=_text(form, "description") or "",
-                    allow_pickle=(_text(form, "allow_pickle") or "").lower() in {"1", "true"},
-                    trusted_types=tuple(_json_field(form, "trusted_types", list)),
                     alias=_text(form, "alias"),
                     created_by="api",
                 )
