@@ -158,6 +158,8 @@ async def test_too_large_a_body_is_refused_while_it_streams(app: ASGIApp) -> Non
     assert (streamed.status, declared.status) == (413, 413)
     assert streamed.received == 2  # stopped at the message that went past the limit
     assert declared.received == 0
+    # The rest of the body is never read: the connection closes instead of parsing it.
+    assert streamed.headers[b"connection"] == declared.headers[b"connection"] == b"close"
 
 
 async def test_an_unknown_model_is_answered_before_the_body_is_read(app: ASGIApp) -> None:
