@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import pkgutil
 import warnings
 from types import ModuleType
 
 import numpy as np
 import pytest
+import sklearn
+from sklearn.utils import all_estimators
 
-from dockyard.runtimes.trust import refused_types, trusted_names
+from dockyard.runtimes.trust import is_public_estimator, refused_types, trusted_names
 
 
 @pytest.mark.parametrize(
@@ -214,3 +217,24 @@ def test_nothing_on_the_list_has_a_finalizer() -> None:
         if isinstance(found, type) and any("__del__" in vars(cls) for cls in found.__mro__):
             with_finalizer.append(name)
     assert with_finalizer == []
+
+
+def test_the_estimator_check_approves_exactly_what_all_estimators_lists() -> None:
+    """``is_public_estimator`` decides one name at a time what ``all_estimators`` would list (it
+    imports every scikit-learn module, too slow for a server's start-up)."""
+    every_class: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated modules warn when imported
+        for module_info in pkgutil.walk_packages(sklearn.__path__, prefix="sklearn."):
+            if any(part in module_info.name for part in (".tests", "externals", "_build_utils")):
+                continue
+            module = importlib.import_module(module_info.name)
+            every_class.update(
+                f"{cls.__module__}.{cls.__name__}"
+                for cls in vars(module).values()
+                if isinstance(cls, type) and cls.__module__.startswith("sklearn")
+            )
+    # After the walk, which imports sklearn.experimental's enabling modules too.
+    listed = {f"{cls.__module__}.{cls.__name__}" for _, cls in all_estimators()}
+    assert {name for name in listed if not is_public_estimator(name)} == set()
+    assert {name for name in every_class if is_public_estimator(name)} == listed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -231,25 +232,57 @@ UFUNC_MODULES = ("numpy", "scipy.special._ufuncs", "scipy.special._special_ufunc
 """Modules whose ufuncs (pure element-wise math) are approved, under every name skops gives them."""
 
 
+IGNORED_MODULE_PARTS = frozenset(
+    {"tests", "externals", "setup", "conftest", "experimental", "estimator_checks"}
+)
+"""Module path parts whose classes ``sklearn.utils.all_estimators`` does not list."""
+
+
 def refused_types(names: Iterable[str], operator_trusted: Iterable[str]) -> list[str]:
     """The names in ``names`` neither the operator nor Dockyard's allow-list approves, sorted."""
     approved = trusted_names() | set(operator_trusted)
-    return sorted(set(names) - approved)
+    return sorted(name for name in set(names) - approved if not is_public_estimator(name))
+
+
+def is_public_estimator(name: str) -> bool:
+    """Whether ``name`` is a class ``sklearn.utils.all_estimators()`` lists, decided for this one
+    name: all_estimators imports every scikit-learn module, seconds of every server's start-up.
+
+    Its rules: a class (not abstract, not ``BaseEstimator`` itself, its name public) deriving from
+    ``BaseEstimator`` and exported by a public module of scikit-learn (no ``_`` part, none of
+    IGNORED_MODULE_PARTS). A class is found under its own ``module.Name``, as skops spells it, and
+    its public module is the longest prefix of that module without a private part.
+    """
+    module_name, _, class_name = name.rpartition(".")
+    parts = module_name.split(".")
+    if parts[0] != "sklearn" or class_name.startswith("_") or class_name == "BaseEstimator":
+        return False
+    public = ".".join(itertools.takewhile(lambda part: not part.startswith("_"), parts))
+    if public == "sklearn" or IGNORED_MODULE_PARTS.intersection(public.split(".")):
+        return False
+    from sklearn.base import BaseEstimator
+
+    found = getattr(_import(module_name), class_name, None)
+    return (
+        isinstance(found, type)
+        and f"{found.__module__}.{found.__name__}" == name
+        and issubclass(found, BaseEstimator)
+        and not getattr(found, "__abstractmethods__", None)
+        and getattr(_import(public), class_name, None) is found
+    )
 
 
 @functools.cache
 def trusted_names() -> frozenset[str]:
     """Dockyard's allow-list, as the ``module.Name`` strings skops writes (computed once).
 
-    Every public scikit-learn estimator (``all_estimators``), the tables above resolved in the
-    installed versions (a name that does not exist there is skipped), numpy's scalar types and the
-    ufuncs of ``UFUNC_MODULES``.
+    The tables above resolved in the installed versions (a name that does not exist there is
+    skipped), numpy's scalar types and the ufuncs of ``UFUNC_MODULES``; the public estimators are
+    checked name by name (``is_public_estimator``).
     """
     import numpy as np
-    from sklearn.utils import all_estimators
 
     names = set(BUILTIN_NAMES)
-    names.update(_name(cls) for _, cls in all_estimators())
     for table in (SKLEARN_PARTS, NUMPY_PARTS, SCIPY_PARTS):
         names.update(_name(found) for found in _resolve(table))
     names.update(_name(scalar) for scalar in set(np.sctypeDict.values()))
