@@ -31,18 +31,14 @@ class Home:
         return self.root / "backups"
 
     @property
-    def cache(self) -> Path:
-        """Unpacked copies of folder artifacts (Python-function models), keyed by digest."""
-        return self.root / "cache"
-
-    @property
     def tmp(self) -> Path:
-        """Staging folders of running registrations, each named after its process id."""
+        """Scratch folders of running processes, each named after its process id: registrations'
+        staging and Python-function models' unpacked code."""
         return self.root / "tmp"
 
     def ensure(self) -> Home:
         """Create the folders (mode 0700) or fail with a message naming the path and the cause."""
-        for path in (self.root, self.artifacts, self.backups, self.cache, self.tmp):
+        for path in (self.root, self.artifacts, self.backups, self.tmp):
             try:
                 path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:

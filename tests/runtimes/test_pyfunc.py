@@ -150,13 +150,13 @@ def test_each_load_runs_the_registered_code_not_an_edited_copy(
     expected = features.sum(axis=1) * 3.0
 
     first = pyfunc.load(saved.path, opts)
-    [unpacked] = (tmp_path / "cache").glob("pyfunc-*")
+    [unpacked] = (tmp_path / "cache").glob("*-pyfunc-*")
     (unpacked / "entry.py").write_text("def predict(x):\n    return {'predict': [-1.0] * len(x)}\n")
     second = pyfunc.load(saved.path, opts)
 
     np.testing.assert_allclose(second.predict(features, ["predict"])["predict"], expected)
     np.testing.assert_allclose(first.predict(features, ["predict"])["predict"], expected)
-    assert len(list((tmp_path / "cache").glob("pyfunc-*"))) == 2
+    assert len(list((tmp_path / "cache").glob("*-pyfunc-*"))) == 2
     del first, second
     gc.collect()
     assert not list((tmp_path / "cache").iterdir()), "a runtime's folder goes with it"
@@ -233,7 +233,7 @@ def test_unsafe_archive_is_refused(member: tarfile.TarInfo, message: str, tmp_pa
     with pytest.raises(InvalidInput, match=message):
         pyfunc.load(archive, opts)
     assert not (tmp_path / "escape.py").exists()
-    assert not list((tmp_path / "cache").glob("pyfunc-*"))
+    assert not list((tmp_path / "cache").glob("*-pyfunc-*"))
 
 
 def test_missing_output_is_prediction_failed(

@@ -92,9 +92,10 @@ def save(
 def load(path: Path, opts: LoadOptions) -> PyfuncRuntime:
     """Unpack the archive into a new private folder and import the entrypoint's function.
 
-    The folder (under ``opts.cache_dir``, else the system's temporary folder) is named after the
-    archive's sha256 and removed when the runtime is, by the process that created it; the function
-    may read files beside its module while it serves.
+    The folder (under ``opts.cache_dir``, else the system's temporary folder) is named after this
+    process and the archive's sha256 (``<pid>-pyfunc-<digest>-…``: in the home's staging folder, the
+    next start removes it should this process be killed) and removed when the runtime is, by the
+    process that created it; the function may read files beside its module while it serves.
     """
     check_format(FRAMEWORK, opts, FORMAT)
     module_name, function_name = _split_entrypoint(str(opts.options.get("entrypoint", "")))
@@ -102,7 +103,7 @@ def load(path: Path, opts: LoadOptions) -> PyfuncRuntime:
     digest = hashlib.sha256(data).hexdigest()
     parent = opts.cache_dir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"pyfunc-{digest[:16]}-", dir=parent))
+    folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-pyfunc-{digest[:16]}-", dir=parent))
     try:
         unpack(data, folder, path.name)
         module = _import(

@@ -1,5 +1,6 @@
-"""Scratch folders of registrations under ``DOCKYARD_HOME/tmp``, and the sweep that removes what a
-killed process left: its folders, and the blob it stored but never committed a version for.
+"""Scratch folders under ``DOCKYARD_HOME/tmp`` (registrations' staging, Python-function models'
+unpacked code), and the sweep that removes what a killed process left: its folders, and the blob a
+registration stored but never committed a version for.
 
 A folder is ``<pid>-<purpose>-<random>``, so a later start can tell a dead owner's folder from a
 running one's (a CLI registration may run while a server starts). A registration writes the digest

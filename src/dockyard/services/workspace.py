@@ -76,6 +76,6 @@ class Workspace:
             options=artifact.options,
             allow_pickle=allow_pickle,
             trusted_types=trusted_types,
-            cache_dir=self.home.cache,
+            cache_dir=self.home.tmp,
         )
         return load_runtime(framework, path, options)
