@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import __version__
 from dockyard.config import Settings
-from dockyard.errors import DockyardError, PayloadTooLarge
+from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.failures import error_answer
@@ -51,9 +51,6 @@ class RequestIdMiddleware:
 
 async def _dockyard_error(request: Request, exc: Exception) -> Response:
     status, headers, body = error_answer(exc, getattr(request.state, "request_id", "-"))
-    if isinstance(exc, PayloadTooLarge):
-        # The rest of the body is never read: close rather than parse and drop it.
-        headers["Connection"] = "close"
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 

@@ -46,6 +46,15 @@ class HostPolicy:
         self.known: set[bytes] = set()
         """Raw ``Host`` values already allowed; the hot path looks here before calling allows."""
 
+    def refusal(self, headers: Sequence[tuple[bytes, bytes]]) -> Forbidden | None:
+        """Forbidden for a ``Host`` header that does not name this server; None when it does or
+        when there is none."""
+        if not self.allows_any:
+            for key, value in headers:
+                if key == HOST and not self.allows(value):
+                    return refused_host(value)
+        return None
+
     def allows(self, value: bytes) -> bool:
         """Whether a raw ``Host`` header value names this server."""
         if self.allows_any or value in self.known:
@@ -139,12 +148,9 @@ class CrossSiteGuard:
 
     def _refusal(self, scope: Scope) -> Forbidden | None:
         headers = scope["headers"]
-        if not self.hosts.allows_any:
-            for key, value in headers:
-                if key == HOST and not self.hosts.allows(value):
-                    return refused_host(value)
-        if scope.get("method", "GET") in SAFE_METHODS:
-            return None
+        refusal = self.hosts.refusal(headers)
+        if refusal is not None or scope.get("method", "GET") in SAFE_METHODS:
+            return refusal
         return cross_site_refusal(headers)
 
 

@@ -16,7 +16,7 @@ from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dockyard.errors import NotReady, PayloadTooLarge
+from dockyard.errors import NotReady
 from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
@@ -47,8 +47,6 @@ CONTENT_TYPES = {
     content_type: (b"content-type", content_type.encode()) for content_type in (JSON, BINARY)
 }
 """Response ``content-type`` headers, encoded once."""
-CLOSE = {"Connection": "close"}
-"""Sent with a 413: the rest of an oversized body is never read, so the connection is done."""
 
 
 def _v2_target(path: str) -> tuple[str, str | None] | None:
@@ -114,11 +112,10 @@ class HotPath:
 
     async def _host_allowed(self, scope: Scope, send: Send) -> bool:
         """Whether the ``Host`` header (if any) names this server; answers 403 when not."""
-        if self._checks_host:
-            for key, value in scope["headers"]:
-                if key == HOST and value not in self._hosts_known and not self.hosts.allows(value):
-                    await send_refusal(send, refused_host(value))
-                    return False
+        refusal = self.hosts.refusal(scope["headers"])
+        if refusal is not None:
+            await send_refusal(send, refusal)
+            return False
         return True
 
     async def _ready(self, send: Send) -> None:
@@ -166,8 +163,6 @@ class HotPath:
                 answer = await predict_v1(self.gateway, v1, read)
         except Exception as exc:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
-            if isinstance(exc, PayloadTooLarge):
-                extra = {**extra, **CLOSE}
             await _respond(send, status, JSON, body, extra, request_id)
             return
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
