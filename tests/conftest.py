@@ -44,8 +44,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Factory: start ``dockyard serve ARGS`` on a home; every server is stopped afterwards."""
     servers: list[Server] = []
 
-    def start(home: Path, *args: str) -> Server:
-        server = Server(home, list(args), tmp_path / f"server-{len(servers)}.log")
+    def start(home: Path, *args: str, auth: bool = False) -> Server:
+        server = Server(home, list(args), tmp_path / f"server-{len(servers)}.log", auth=auth)
         servers.append(server)
         return server
 

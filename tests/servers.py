@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,11 +28,29 @@ def dockyard_command() -> list[str]:
 
 
 class Server:
-    """A real ``dockyard serve`` process on a free port."""
+    """A real ``dockyard serve`` process on a free port.
 
-    def __init__(self, home: Path, args: list[str], log: Path) -> None:
+    With ``tls`` (a client context: the CA to trust, a client certificate for mutual TLS) it is
+    an HTTPS server, and the readiness probe goes through that context.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        args: list[str],
+        log: Path,
+        *,
+        tls: ssl.SSLContext | None = None,
+        auth: bool = False,
+    ) -> None:
+        """``auth`` False starts it with ``--no-auth`` (tests of other things); True keeps the
+        default, API keys required, and ``admin_key`` reads the first admin key."""
+        self.home = home
+        if not auth:
+            args = [*args, "--no-auth"]
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log
         env = {**os.environ, "DOCKYARD_HOME": str(home)}
         with log.open("wb") as handle:
@@ -49,13 +68,19 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                ready = httpx.get(f"{self.url}/v2/health/ready", timeout=1, verify=self.tls or True)
+                if ready.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s:\n{self.log.read_text()}")
+
+    @property
+    def admin_key(self) -> str:
+        """The admin key the server created on its first secured start."""
+        return (self.home / "secrets" / "admin-key").read_text().strip()
 
     def output(self) -> str:
         return self.log.read_text()

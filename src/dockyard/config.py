@@ -7,17 +7,23 @@ defaults. Each value remembers where it came from, so ``dockyard config show`` c
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dockyard.encryption import open_cipher, seal_file, unseal_file
 from dockyard.errors import InvalidInput
+from dockyard.home import DIR_MODE, Home
 
 ENV_PREFIX = "DOCKYARD_"
 CONFIG_FILE_NAME = "dockyard.toml"
-SECRET_FIELDS = frozenset({"database_url"})
+SEALED_SETTINGS = "settings.sealed"
+"""Secret settings stored encrypted in the home's ``secrets`` folder (``dockyard config
+set-secret``); they rank below flags and the environment and above the config file."""
+SECRET_FIELDS = frozenset({"database_url", "api_key_secret", "encryption_key"})
 DEFAULT_HOME = Path("~/.dockyard")
 MODEL_KNOBS = (
     "batching",
@@ -82,6 +88,42 @@ class Settings:
     """A request line and headers must arrive within this long of their first byte (408, close)."""
     body_timeout_s: float = 30.0
     """A request body may pause at most this long between bytes (408, close)."""
+    auth: bool = True
+    """Require an API key (or a JWT) on every route but the health probes. Turning it off is
+    accepted only on a loopback address (``--no-auth``)."""
+    api_key_secret: str = ""
+    """The key of the keyed hash API keys are stored under; empty: a random one kept in the home
+    (``secrets/api-key-hmac``, mode 0600). Set the same value on every host sharing a registry."""
+    encryption_key: str = ""
+    """AES-256 key (base64 of 32 bytes) for what Dockyard stores encrypted; empty: a key file
+    created in the home (``secrets/encryption-keys``, mode 0600)."""
+    allow_pickle_uploads: bool = False
+    """Let an admin key register pickle files and extra trusted types over HTTP (off: only on the
+    server's machine, through the CLI)."""
+    rate_limits: tuple[str, ...] = ()
+    """Per-key request rates, ``ROLE=RATE`` or ``KEY_ID=RATE`` with RATE like ``100/s`` or
+    ``6000/min`` (token bucket; bursts up to one second's worth). Comma-separated in the
+    environment."""
+    max_rows: int = 100_000
+    """Most rows (first dimension of the inputs) one inference request may carry."""
+    max_connections: int = 1000
+    """Most concurrent connections one worker holds; past it new ones are answered 503."""
+    tls_cert: str = ""
+    """PEM certificate chain: serve HTTPS."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: str = ""
+    """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
+    require_signed: bool = False
+    """Serve only versions whose artifact and identity carry a valid Ed25519 signature."""
+    jwt_jwks: str = ""
+    """Accept JWT bearer tokens verified against this JWKS: a file path or an https:// URL."""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_role_claim: str = "dockyard_role"
+    """The claim holding the caller's role (predictor, deployer, approver, auditor, admin)."""
+    jwt_models_claim: str = "dockyard_models"
+    """The claim listing the models the caller may use (absent: all)."""
     models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Per-model overrides of MODEL_KNOBS, keyed by model name."""
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
@@ -231,11 +273,41 @@ def load_settings(
         sources["model_threads"] = f"env {OMP_THREADS_ENV}"
 
     values["home"] = Path(values.get("home", DEFAULT_HOME)).expanduser()
+    for name, value in read_sealed_settings(
+        values["home"], values.get("encryption_key", "")
+    ).items():
+        if not sources.get(name, "").startswith(("env", "flag")):
+            values[name] = value
+            sources[name] = f"sealed {Home(values['home']).secrets / SEALED_SETTINGS}"
     for name in names - sources.keys():
         sources[name] = "default"
     settings = Settings(**values, models=models, sources=sources)
     _validate(settings)
     return settings
+
+
+def read_sealed_settings(home: Path, encryption_key: str) -> dict[str, str]:
+    """The secret settings sealed in ``home`` (none when there is no sealed file)."""
+    path = Home(home).secrets / SEALED_SETTINGS
+    if not path.is_file():
+        return {}
+    stored = json.loads(unseal_file(path, open_cipher(path.parent, encryption_key)))
+    return {str(name): str(value) for name, value in stored.items() if name in SECRET_FIELDS}
+
+
+def seal_setting(settings: Settings, name: str, value: str) -> Path:
+    """Store secret setting ``name`` encrypted in the home; returns the sealed file's path."""
+    if name not in SECRET_FIELDS - {"encryption_key"}:
+        sealable = ", ".join(sorted(SECRET_FIELDS - {"encryption_key"}))
+        raise InvalidInput(f"{name!r} is not a secret setting that can be sealed; use {sealable}")
+    folder = Home(settings.home).secrets
+    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    cipher = open_cipher(folder, settings.encryption_key)
+    path = folder / SEALED_SETTINGS
+    stored = json.loads(unseal_file(path, cipher)) if path.is_file() else {}
+    stored[name] = value
+    seal_file(path, cipher, json.dumps(stored).encode())
+    return path
 
 
 def _merge_models(models: dict[str, dict[str, Any]], raw: Any, where: str) -> None:
@@ -278,6 +350,12 @@ def _validate(settings: Settings) -> None:
     for name in ("max_body_bytes", "max_upload_bytes", "max_header_bytes", "max_headers"):
         if getattr(settings, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
+    if settings.max_rows < 1 or settings.max_connections < 1:
+        raise InvalidInput("max_rows and max_connections must be at least 1")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise InvalidInput("tls_cert and tls_key go together: give both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise InvalidInput("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
     for name in ("header_timeout_s", "body_timeout_s"):
         if getattr(settings, name) <= 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(settings, name)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,15 @@ class Home:
         staging and Python-function models' unpacked code."""
         return self.root / "tmp"
 
+    @property
+    def secrets(self) -> Path:
+        """Key material (mode 0600 files): the API-key hash key, encryption and signing keys, the
+        first admin key."""
+        return self.root / "secrets"
+
     def ensure(self) -> Home:
         """Create the folders (mode 0700) or fail with a message naming the path and the cause."""
-        for path in (self.root, self.artifacts, self.backups, self.tmp):
+        for path in (self.root, self.artifacts, self.backups, self.tmp, self.secrets):
             try:
                 path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:
@@ -52,3 +59,39 @@ class Home:
                     "fix its permissions or set --home or DOCKYARD_HOME to another folder"
                 )
         return self
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file readable by its owner only (0600 from the first byte), then
+    move it into place, so no other user can read it and no reader sees half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The content of secret file ``path``, created from ``make()`` (mode 0600) when missing.
+
+    Processes starting at once agree: the file is linked into place only if none exists yet, and
+    the loser reads the winner's."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    write_secret(temp, make())
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink(missing_ok=True)
+    return path.read_bytes()

@@ -18,7 +18,15 @@ from dockyard.registry.db import MIGRATIONS_DIR, database_errors, open_engine
 from dockyard.registry.tables import metadata, models
 
 PROCESSES = 4
-REGISTRY_TABLES = {"models", "versions", "aliases", "model_tags"}
+REGISTRY_TABLES = {
+    "models",
+    "versions",
+    "aliases",
+    "model_tags",
+    "api_keys",
+    "security_events",
+    "version_signatures",
+}
 OPEN_IN_CHILD = """
 import sys
 from dockyard.registry.db import open_engine
@@ -39,7 +47,7 @@ def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         engine.dispose()
 
     assert diffs == []
-    assert revision == "0001"
+    assert revision == "0002"
 
 
 def test_opening_again_changes_nothing(database_url: str) -> None:
@@ -51,7 +59,7 @@ def test_opening_again_changes_nothing(database_url: str) -> None:
     finally:
         engine.dispose()
 
-    assert stamps == [("0001",)]
+    assert stamps == [("0002",)]
 
 
 def test_concurrent_first_opens_all_succeed(database_url: str) -> None:

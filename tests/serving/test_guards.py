@@ -17,6 +17,7 @@ from dockyard.registry.refs import parse_ref
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
+from dockyard.serving.auth import Authenticator
 from dockyard.serving.gateway import LocalGateway, build_local_gateway
 from dockyard.serving.guards import HOSTS_REMEMBERED, HostPolicy, cross_site_refusal
 
@@ -116,7 +117,7 @@ def gateway(
 @pytest.fixture
 def app(gateway: LocalGateway, tmp_path: Path) -> ASGIApp:
     settings = load_settings({"home": tmp_path, "allowed_hosts": "models.internal"}, env={})
-    return create_app(settings, gateway)
+    return create_app(settings, gateway, Authenticator(None))
 
 
 async def call(app: ASGIApp, method: str, path: str, headers: dict[bytes, bytes]) -> list[Message]:

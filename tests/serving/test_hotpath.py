@@ -17,6 +17,7 @@ from dockyard.registry.refs import parse_ref
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
+from dockyard.serving.auth import Authenticator
 from dockyard.serving.gateway import LocalGateway, build_local_gateway
 
 BODY_LIMIT = 50_000
@@ -42,7 +43,7 @@ def app(gateway: LocalGateway, tmp_path_factory: pytest.TempPathFactory) -> ASGI
     settings = load_settings(
         {"home": tmp_path_factory.mktemp("unused"), "max_body_bytes": BODY_LIMIT}, env={}
     )
-    return create_app(settings, gateway)
+    return create_app(settings, gateway, Authenticator(None))
 
 
 class Exchange:

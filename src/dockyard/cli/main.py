@@ -10,7 +10,7 @@ import click
 import typer
 
 from dockyard import __version__
-from dockyard.cli import config, models, predict, serve
+from dockyard.cli import config, deps, keys, models, predict, security, serve
 from dockyard.errors import DockyardError
 
 app = typer.Typer(
@@ -22,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
+app.add_typer(keys.app, name="keys")
+app.add_typer(security.app, name="security")
+app.add_typer(deps.app, name="deps")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 
@@ -47,7 +50,8 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; any error becomes one line on stderr and a non-zero exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode click returns a ``typer.Exit``'s code instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except DockyardError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
@@ -68,3 +72,5 @@ def run(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
+import logging
 from typing import Annotated
 
 import typer
@@ -13,11 +15,44 @@ from threadpoolctl import threadpool_limits
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
-from dockyard.reliability.http_limits import HttpLimits
-from dockyard.reliability.supervisor import Supervisor, uvicorn_config
+from dockyard.reliability.supervisor import ServerOptions, Supervisor, uvicorn_config
+from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
+from dockyard.serving.auth import authenticator_for
 from dockyard.serving.gateway import build_local_gateway, default_refs
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _announce_auth(workspace: Workspace) -> None:
+    """Refuse ``--no-auth`` off loopback; on the first secured run, create the admin key."""
+    settings = workspace.settings
+    if not settings.auth:
+        if not is_loopback(settings.host):
+            raise InvalidInput(
+                f"--no-auth is accepted only on a loopback address, not {settings.host}: "
+                "anyone who reaches the port could register models and move aliases"
+            )
+        logger.warning("authentication is off (--no-auth): every local caller is admin")
+        return
+    created = ensure_admin_key(workspace)
+    if created is not None:
+        typer.echo(
+            f"created the first admin API key in {created} (mode 0600); use it with: "
+            f"export DOCKYARD_API_KEY=$(cat {created})"
+        )
+    elif admin_key_path(workspace).is_file():
+        typer.echo(f"API keys required; the first admin key is in {admin_key_path(workspace)}")
 
 
 def serve(
@@ -53,6 +88,27 @@ def serve(
             "(comma-separated; *.example.com for subdomains, * for any)."
         ),
     ] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="Require an API key on every route but the health probes (--no-auth: only on a "
+            "loopback address).",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="PEM certificate chain: serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_client_ca: Annotated[
+        str | None, typer.Option(help="PEM CA bundle: require client certificates (mutual TLS).")
+    ] = None,
+    require_signed: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-signed", help="Serve only versions with a valid Ed25519 signature."
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -68,10 +124,16 @@ def serve(
         batching=batching,
         max_body_bytes=max_body_bytes,
         allowed_hosts=allowed_hosts,
+        auth=auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        require_signed=require_signed,
         log_level=log_level,
         model_options=model_option,
     )
     workspace = Workspace.open(settings)
+    _announce_auth(workspace)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)
     served = ", ".join(
@@ -84,8 +146,9 @@ def serve(
             f"{', '.join(unsafe)} run on a GPU, whose context cannot be shared by forked workers; "
             "serve them with --workers 1"
         )
+    options = ServerOptions.of(settings)  # checks the TLS files, once, before any worker starts
     typer.echo(
-        f"serving {served} on http://{settings.host}:{settings.port} with {workers} "
+        f"serving {served} on {options.scheme}://{settings.host}:{settings.port} with {workers} "
         f"worker{'s' if workers > 1 else ''} (docs at /docs)"
     )
     # Models and imports are loaded for good: move them out of the garbage collector's sight, so
@@ -99,11 +162,11 @@ def serve(
         if workers == 1:
             gateway.start()
             config = uvicorn_config(
-                create_app(settings, gateway, workspace),
+                create_app(settings, gateway, authenticator_for(settings, workspace), workspace),
                 settings.host,
                 settings.port,
                 settings.log_level,
-                HttpLimits.of(settings),
+                options,
             )
             uvicorn.Server(config).run()
         else:
@@ -111,7 +174,9 @@ def serve(
             def worker_app() -> ASGIApp:
                 workspace.after_fork()
                 gateway.start()
-                return create_app(settings, gateway, workspace)
+                return create_app(
+                    settings, gateway, authenticator_for(settings, workspace), workspace
+                )
 
             Supervisor(
                 worker_app,
@@ -119,7 +184,7 @@ def serve(
                 settings.port,
                 workers,
                 settings.log_level,
-                HttpLimits.of(settings),
+                options,
             ).run()
     finally:
         gateway.close()

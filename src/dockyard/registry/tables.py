@@ -1,4 +1,4 @@
-"""The registry's schema as SQLAlchemy Core tables; migration 0001 creates exactly these.
+"""The registry's schema as SQLAlchemy Core tables; the migrations create exactly these.
 
 Timestamps go through ``UTCDateTime``: stored in UTC on every backend (SQLite keeps no offset) and
 read back as timezone-aware ``datetime`` values in UTC.
@@ -122,3 +122,51 @@ model_tags = Table(
     Column("key", String(NAME_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", String(NAME_LENGTH), nullable=False),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("role", String(NAME_LENGTH), nullable=False),
+    Column("models", JSON, nullable=True),
+    Column("hash", String(DIGEST_LENGTH), nullable=False),
+    Column("rate", String(NAME_LENGTH), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    UniqueConstraint("key_id"),
+)
+"""API keys: only a keyed hash of each key is stored; ``models`` NULL means every model."""
+
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(NAME_LENGTH), nullable=False),
+    Column("principal", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("key_id", String(NAME_LENGTH), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("client", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_security_events_at", "at"),
+)
+"""Auth failures, refusals, rate-limit hits and unusual request rates, newest last."""
+
+version_signatures = Table(
+    "version_signatures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    Column("signing_key_id", String(NAME_LENGTH), nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("signed_at", UTCDateTime, nullable=False),
+    Column("signed_by", String(SHORT_TEXT_LENGTH), nullable=False),
+    UniqueConstraint("version_id", "signing_key_id", name="uq_version_signatures_version_key"),
+)
+"""Ed25519 signatures over a version's artifact digest and identity, one per signing key."""

@@ -1,10 +1,15 @@
 """The HTTP/1.1 protocol the server runs: uvicorn's httptools protocol with a cap on the request
-head (431 and close) and deadlines on slow heads and bodies (408 and close).
+head (431 and close), deadlines on slow heads and bodies (408 and close), and a cap on the
+connections one worker holds (503 and close).
 
 The head is measured when it is complete, and counted chunk by chunk while it is not (httptools
 buffers a partial header itself), so an endless header is cut off at ``max_header_bytes`` plus at
 most one read. Deadlines cost no timer per request: one sweep per event loop, once a second while
 connections are open, closes the ones that are late.
+
+The connection cap is checked once per connection, when it is made: a connection past it is
+answered 503 at the end of its first request head (a client reads an answer to what it sent, not a
+reset) and closed; one that sends nothing is closed at the first sweep after a second.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from dockyard.config import Settings
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+TURN_AWAY_GRACE_S = 1.0
+"""How long a connection past the cap may take to send the head its 503 answers."""
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class HttpLimits:
     """From a request's first byte (or a new connection) to the end of its head."""
     body_timeout_s: float = 30.0
     """Longest pause between two chunks of a request body."""
+    max_connections: int = 1000
+    """Connections one worker holds at once; past it new ones are answered 503 and closed."""
 
     @classmethod
     def of(cls, settings: Settings) -> HttpLimits:
@@ -46,6 +56,7 @@ class HttpLimits:
             max_headers=settings.max_headers,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
         )
 
 
@@ -64,12 +75,41 @@ class Watch:
     """The scope of the request whose head the sweep saw arriving last."""
 
 
-class HeadTooLarge(Exception):
-    """Raised in a parser callback to stop parsing a head that is over the limits."""
+class Refusal(Exception):
+    """Raised in a parser callback to stop parsing and answer ``status`` (the message) and close."""
+
+    status: ClassVar[int] = 400
+    headers: ClassVar[bytes] = b""
+
+
+class HeadTooLarge(Refusal):
+    """A head over the limits."""
+
+    status = 431
+
+
+class OverCapacity(Refusal):
+    """A request on a connection past ``max_connections``."""
+
+    status = 503
+    headers = b"retry-after: %d\r\n" % RETRY_AFTER_S
+
+
+class TurnedAway:
+    """The parser callbacks of a connection past the cap: its first complete head is refused."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def on_headers_complete(self) -> None:
+        raise OverCapacity(self.message)
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` that refuses oversized heads and times out slow requests.
+    """``HttpToolsProtocol`` that refuses oversized heads, times out slow requests, and turns away
+    connections past ``max_connections``.
 
     Use ``limited_protocol(limits)`` for a class with other limits than the defaults. Keep-alive,
     pipelining and flow control are uvicorn's; a request waiting on the server (reading paused,
@@ -89,6 +129,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
     _max_header_bytes: ClassVar[int] = limits.max_header_bytes
     _max_headers: ClassVar[int] = limits.max_headers
+    _max_connections: ClassVar[int] = limits.max_connections
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,6 +138,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         _sweeper(self.loop).add(self)
+        if len(self.connections) > self._max_connections:
+            self._turn_away()
+
+    def _turn_away(self) -> None:
+        """Leave the connection out of the worker's count, and answer its first head 503.
+
+        Its parser gets callbacks of its own, so the admitted connections' path has no check.
+        """
+        self.connections.discard(self)
+        message = (
+            f"this worker already holds its maximum of {self._max_connections} connections "
+            "(setting max_connections); retry shortly"
+        )
+        self.parser = httptools.HttpRequestParser(TurnedAway(message))
+        self._watch.deadline = self.loop.time() + TURN_AWAY_GRACE_S
 
     def connection_lost(self, exc: Exception | None) -> None:
         _sweeper(self.loop).connections.discard(self)
@@ -118,8 +174,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, HeadTooLarge):
-                self.refuse(431, str(exc.__context__), in_head=True)
+            refusal = exc.__context__
+            if isinstance(refusal, Refusal):
+                self.refuse(refusal.status, str(refusal), in_head=True, headers=refusal.headers)
             else:
                 self._invalid()
             return
@@ -198,7 +255,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         limit = getattr(self.limits, setting)
         return f"the {what} did not arrive in time ({limit:g} s, setting {setting})"
 
-    def refuse(self, status: int, message: str, *, in_head: bool) -> None:
+    def refuse(self, status: int, message: str, *, in_head: bool, headers: bytes = b"") -> None:
         """Answer ``status`` with ``{"error": message}`` when the connection is free to, and close.
 
         A refused head never reaches the app. A request whose body is late has the app waiting on
@@ -216,16 +273,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 cycle.message_event.set()
         logger.info("refused a request from %s: %d %s", self.client, status, message)
         if can_answer and not self.pipeline:
-            self.transport.write(_answer(status, message))
+            self.transport.write(_answer(status, message, headers))
         self.transport.close()
 
 
-def _answer(status: int, message: str) -> bytes:
+def _answer(status: int, message: str, headers: bytes = b"") -> bytes:
     body = json.dumps({"error": message}).encode()
     phrase = http.HTTPStatus(status).phrase.encode()
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+        b"%sconnection: close\r\n\r\n%s" % (status, phrase, len(body), headers, body)
     )
 
 
@@ -235,6 +292,7 @@ def limited_protocol(limits: HttpLimits) -> type[LimitedHttpProtocol]:
         "limits": limits,
         "_max_header_bytes": limits.max_header_bytes,
         "_max_headers": limits.max_headers,
+        "_max_connections": limits.max_connections,
     }
     return type("LimitedHttpProtocol", (LimitedHttpProtocol,), namespace)
 

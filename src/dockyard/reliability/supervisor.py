@@ -1,7 +1,8 @@
 """The supervisor: binds the port once, forks N workers that share it, and replaces dead ones.
 
-Models are loaded in the parent before the fork, so workers share their memory copy-on-write.
-It is handed an app factory and never imports the serving layer.
+Models are loaded in the parent before the fork, so workers share their memory copy-on-write;
+so is the TLS context, built and checked once before it. It is handed an app factory and never
+imports the serving layer.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from dockyard.config import Settings
 from dockyard.errors import DockyardError
 from dockyard.reliability.http_limits import HttpLimits, limited_protocol
+from dockyard.reliability.tls import TlsFiles, server_context
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +48,43 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class ServerOptions:
+    """How the server speaks on its socket: HTTP limits, and TLS when it has a certificate."""
+
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    tls: ssl.SSLContext | None = None
+    """Built (and its files checked) once, before workers are forked; None: plain HTTP."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServerOptions:
+        """The options of these settings; raises InvalidInput naming a bad TLS file."""
+        return cls(HttpLimits.of(settings), server_context(TlsFiles.of(settings)))
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+
 def uvicorn_config(
-    app: Any, host: str, port: int, log_level: str, limits: HttpLimits | None = None
+    app: Any, host: str, port: int, log_level: str, options: ServerOptions | None = None
 ) -> uvicorn.Config:
-    """The one uvicorn configuration: uvloop, httptools with head limits and request deadlines
-    (``http_limits``), no WebSocket (no route takes one), no access log on the hot path."""
+    """The one uvicorn configuration: uvloop, httptools with head limits, request deadlines and a
+    connection cap (``http_limits``), TLS when set, no WebSocket (no route takes one), no access
+    log on the hot path."""
+    options = options or ServerOptions()
+    tls = options.tls
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http=limited_protocol(limits or HttpLimits()),
+        http=limited_protocol(options.limits),
         ws="none",
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        ssl_context_factory=None if tls is None else (lambda config, default: tls),
     )
 
 
@@ -71,14 +98,14 @@ class Supervisor:
         port: int,
         workers: int,
         log_level: str,
-        limits: HttpLimits | None = None,
+        options: ServerOptions | None = None,
     ) -> None:
         self._factory = factory
         self._host = host
         self._port = port
         self._count = workers
         self._log_level = log_level
-        self._limits = limits
+        self._options = options
         self._children: dict[int, int] = {}
         self._stopping = False
 
@@ -108,7 +135,7 @@ class Supervisor:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 config = uvicorn_config(
-                    self._factory(), self._host, self._port, self._log_level, self._limits
+                    self._factory(), self._host, self._port, self._log_level, self._options
                 )
                 uvicorn.Server(config).run(sockets=[sock])
             except BaseException:

@@ -10,7 +10,6 @@ unless something else uses it; a killed registration's leftovers go at the next 
 
 from __future__ import annotations
 
-import getpass
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from dockyard.registry.signatures import (
 )
 from dockyard.runtimes.base import Runtime, SavedModel, row_count
 from dockyard.runtimes.detect import detect_framework, framework_module
+from dockyard.security.permissions import SERVICES
+from dockyard.security.principals import Principal, local_user, require
 from dockyard.services.staging import claim, discard_if_unused, staging_folder
 from dockyard.services.workspace import Workspace
 
@@ -56,12 +57,21 @@ class Registration:
     input_names: Sequence[str] | None = None
     feature_names: Sequence[str] | None = None
     alias: str | None = None
-    created_by: str | None = None
     cwd: Path | None = None
 
 
-def register(workspace: Workspace, model: Any, request: Registration) -> ModelVersion:
-    """Register ``model`` (an in-memory model or a path to a saved one) as a new version."""
+def register(
+    workspace: Workspace, model: Any, request: Registration, actor: Principal | None = None
+) -> ModelVersion:
+    """Register ``model`` (an in-memory model or a path to a saved one) as a new version, as
+    ``actor`` (default: the local user); a model file that may run code when loaded (pickle,
+    extra trusted types) needs the ``register_code`` permission too."""
+    actor = actor or local_user()
+    require(actor, SERVICES["register"], request.name)
+    if request.allow_pickle or request.trusted_types:
+        require(actor, SERVICES["register_code"], request.name)
+    if request.alias is not None:
+        require(actor, SERVICES["set_alias"], request.name)
     check_name(request.name)
     if request.alias is not None:
         check_name(request.alias, "alias")
@@ -85,7 +95,9 @@ def register(workspace: Workspace, model: Any, request: Registration) -> ModelVe
         claim(folder, digest)
         existed = workspace.artifacts.exists(digest)
         try:
-            version = _store_and_commit(workspace, framework, saved, digest, request, tabular)
+            version = _store_and_commit(
+                workspace, framework, saved, digest, request, tabular, actor.actor
+            )
         except BaseException:
             if not existed:
                 discard_if_unused(folder, digest, workspace.artifacts, workspace.uses_artifact)
@@ -103,6 +115,7 @@ def _store_and_commit(
     digest: str,
     request: Registration,
     tabular: bool,
+    actor: str,
 ) -> ModelVersion:
     """Store the saved model, load it back from the store, check it and commit the version."""
     workspace.artifacts.put(saved.path, digest)
@@ -123,7 +136,7 @@ def _store_and_commit(
         params=dict(request.params),
         tags=dict(request.tags),
         description=request.description,
-        created_by=request.created_by or _current_user(),
+        created_by=actor,
     )
 
 
@@ -181,10 +194,3 @@ def _checked_signature(runtime: Runtime, request: Registration, tabular: bool) -
                 "a model must return one prediction per row"
             )
     return declared or inferred(outputs)
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

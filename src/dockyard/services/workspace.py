@@ -17,6 +17,9 @@ from dockyard.registry.refs import parse_ref
 from dockyard.registry.store import RegistryStore
 from dockyard.runtimes.base import LoadOptions, Runtime
 from dockyard.runtimes.detect import load_runtime
+from dockyard.security.apikeys import KeyHasher
+from dockyard.security.events import EventLog
+from dockyard.security.keystore import KeyStore
 from dockyard.services.staging import process_is_alive, sweep
 
 
@@ -42,6 +45,20 @@ class Workspace:
     def store(self) -> RegistryStore:
         """The registry, opened (and migrated) on first use."""
         return RegistryStore.open(self.settings.effective_database_url())
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        """The API keys, hashed under the deployment's hash key."""
+        return KeyStore(self.store.engine, self.hasher)
+
+    @cached_property
+    def hasher(self) -> KeyHasher:
+        return KeyHasher.open(self.home.secrets, self.settings.api_key_secret)
+
+    @cached_property
+    def events(self) -> EventLog:
+        """Security events (auth failures, refusals, rate limits, anomalies)."""
+        return EventLog(self.store.engine)
 
     def after_fork(self) -> None:
         """In a forked worker: drop the parent's pooled database connections (never share them)."""

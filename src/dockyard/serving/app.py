@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -16,6 +18,7 @@ from dockyard.config import Settings
 from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
+from dockyard.serving.auth import AccessGuard, Authenticator
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
@@ -63,14 +66,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    gateway: Gateway,
+    auth: Authenticator,
+    workspace: Workspace | None = None,
+) -> ASGIApp:
     """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``.
 
     The order of the layers is this function: the pure ASGI hot path (inference and health, with
-    their own request ids and ``Host`` check) in front of the cross-site guard (``Host``, and
-    ``Origin`` on state-changing requests) in front of FastAPI (request-id middleware, metadata,
-    management, docs).
+    their own request ids, ``Host`` check and credentials check) in front of the cross-site guard
+    (``Host``, and ``Origin`` on state-changing requests), the access guard (credentials and the
+    permission table) and FastAPI (request-id middleware, metadata, management, docs).
     """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with auth.running():
+            yield
+
     app = FastAPI(
         title="Dockyard",
         version=__version__,
@@ -80,13 +94,16 @@ def create_app(settings: Settings, gateway: Gateway, workspace: Workspace | None
             StarletteHTTPException: _http_error,
             Exception: _dockyard_error,
         },
+        lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.include_router(v2.build_router(__version__, settings.max_body_bytes))
     app.include_router(v1.build_router(settings.max_body_bytes))
     if workspace is not None:
         app.state.workspace = workspace
+        app.state.settings = settings
         app.include_router(management.build_router(settings.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)
     hosts = HostPolicy(settings.host, settings.allowed_hosts)
-    return HotPath(CrossSiteGuard(app, hosts), gateway, settings.max_body_bytes, hosts)
+    guarded = CrossSiteGuard(AccessGuard(app, auth), hosts)
+    return HotPath(guarded, gateway, settings.max_body_bytes, hosts, auth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimited
+from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimited, Unauthenticated
 from dockyard.serving.protocol import encode_error
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
     headers = {}
     if isinstance(error, RateLimited | NotReady):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    elif isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="dockyard"'
     elif isinstance(error, PayloadTooLarge):
         # The rest of the body is never read: close rather than parse and drop it.
         headers["Connection"] = "close"

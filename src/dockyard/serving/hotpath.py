@@ -16,7 +16,9 @@ from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dockyard.errors import NotReady
+from dockyard.errors import DockyardError, NotReady
+from dockyard.security.principals import Action
+from dockyard.serving.auth import Authenticator, client_of, credential
 from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
@@ -33,11 +35,18 @@ REQUEST_ID = b"x-request-id"
 HOST_NAME = HOST.decode()
 HEADERS_READ = {
     name.encode(): name
-    for name in ("content-length", "content-encoding", HEADER_LENGTH.lower(), HOST_NAME)
+    for name in (
+        "content-length",
+        "content-encoding",
+        HEADER_LENGTH.lower(),
+        HOST_NAME,
+        "authorization",
+        "x-api-key",
+    )
 }
 """The request headers the inference endpoints read, raw name to name; only these are decoded.
 The request id is kept as the raw bytes it is echoed back as, and so is ``Host``, which is
-checked against the set of values already allowed."""
+checked against the set of values already allowed. The credentials are read here too."""
 TARGETS_CACHED = 1024
 """At most this many distinct inference paths keep their parsed target (the paths are the
 client's to choose, so the cache is bounded)."""
@@ -71,9 +80,15 @@ class HotPath:
     """Answers the hot endpoints itself; passes everything else to ``app``."""
 
     def __init__(
-        self, app: ASGIApp, gateway: Gateway, max_body_bytes: int, hosts: HostPolicy
+        self,
+        app: ASGIApp,
+        gateway: Gateway,
+        max_body_bytes: int,
+        hosts: HostPolicy,
+        auth: Authenticator,
     ) -> None:
         self.app = app
+        self.auth = auth
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.hosts = hosts
@@ -154,6 +169,15 @@ class HotPath:
             return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
+        if self.auth.enabled:
+            token = credential(headers.get("authorization"), headers.get("x-api-key"))
+            try:
+                self.auth.authorize(token, Action.INFER, v2[0] if v2 is not None else v1)
+            except DockyardError as exc:
+                self.auth.refused(exc, token, "POST", scope["path"], client_of(scope))
+                status, extra, body = error_answer(exc, request_id.decode("latin-1"))
+                await _respond(send, status, JSON, body, extra, request_id)
+                return
         read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
             if v2 is not None:

@@ -1,9 +1,10 @@
-"""Management API under ``/api``: list and inspect models, register a version, move aliases.
+"""Management API under ``/api``: models (list, inspect, register, update, archive, aliases),
+API keys and security events.
 
-Registration calls the same ``services.register`` as the CLI and the Python API; it runs in a
-worker thread because saving, loading and checking a model is blocking work. Loading options that
-let a model file run code (``allow_pickle``, ``trusted_types``) are refused here: a web client is
-not the operator.
+Every route acts as the principal the access guard put on the request, through the same services
+as the CLI and the Python API; blocking work runs in a worker thread. Loading options that let a
+model file run code (``allow_pickle``, ``trusted_types``) are refused unless the caller may
+register code (admin) and the server allows it (``allow_pickle_uploads``, off by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import JSONResponse
 
+from dockyard.config import Settings
 from dockyard.errors import Forbidden, InvalidInput, PayloadTooLarge
+from dockyard.registry.store import utc_now
+from dockyard.security.keystore import parse_duration
+from dockyard.security.permissions import SERVICES
+from dockyard.security.principals import Principal, parse_role
+from dockyard.services import changes
 from dockyard.services.datafiles import as_reference, read_columns
 from dockyard.services.register import Registration, register
 from dockyard.services.staging import staging_folder
@@ -32,6 +39,7 @@ JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
 CODE_RUNNING_FIELDS = {"allow_pickle": "--allow-pickle", "trusted_types": "--trusted-type TYPE"}
 """Registration options that let the model file run code when loaded, and the CLI flag for each."""
+EVENTS_LIMIT = 10_000
 OFF_VALUES = frozenset({"", "0", "false", "no", "off"})
 REGISTER_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -63,6 +71,25 @@ REGISTER_SCHEMA: dict[str, Any] = {
 def _workspace(request: Request) -> Workspace:
     workspace: Workspace = request.app.state.workspace
     return workspace
+
+
+def _principal(request: Request) -> Principal:
+    """Who the request acts as (set by ``serving.auth.AccessGuard``)."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+async def _json_body(request: Request, shape: str) -> dict[str, Any]:
+    """The request's JSON object body; ``shape`` describes it in the error."""
+    if _media_type(request) != JSON_TYPE:
+        raise InvalidInput(f"Content-Type must be {JSON_TYPE}, with a body {shape}")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidInput(f"body must be JSON: {shape}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"body must be a JSON object: {shape}")
+    return body
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -100,17 +127,44 @@ def _is_off(field: str, value: str) -> bool:
         return False
 
 
-def _refuse_code_running_options(form: FormData) -> None:
-    """Forbidden for ``allow_pickle`` or ``trusted_types`` asking for anything: over HTTP they
-    would let whoever reaches the port run code in the server."""
-    for field, flag in CODE_RUNNING_FIELDS.items():
+def _code_running_options(form: FormData) -> tuple[bool, tuple[str, ...]]:
+    """``allow_pickle`` and ``trusted_types`` as asked for in the form (off when absent)."""
+    allow_pickle, trusted = False, []
+    for field in CODE_RUNNING_FIELDS:
         for value in form.getlist(field):
-            if not (isinstance(value, str) and _is_off(field, value)):
-                raise Forbidden(
-                    f"form field {field!r} is not accepted over HTTP: it lets the model file run "
-                    "code in the server. The operator registers such a model on the server's "
-                    f"machine with: dockyard models register PATH --name NAME {flag}"
-                )
+            if not isinstance(value, str):
+                raise InvalidInput(f"form field {field!r} must be text, not a file")
+            if _is_off(field, value):
+                continue
+            if field == "allow_pickle":
+                allow_pickle = True
+                continue
+            try:
+                names = json.loads(value)
+            except ValueError:
+                names = value.split(",")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise InvalidInput("form field 'trusted_types' must be a JSON list of type names")
+            trusted += [name.strip() for name in names if name.strip()]
+    return allow_pickle, tuple(trusted)
+
+
+def _check_code_running(principal: Principal, settings: Settings, name: str) -> None:
+    """Forbidden unless both the caller (admin) and the server allow a model that runs code."""
+    flags = " / ".join(CODE_RUNNING_FIELDS.values())
+    if not principal.may(SERVICES["register_code"], name):
+        raise Forbidden(
+            "form fields 'allow_pickle' and 'trusted_types' let the model file run code in the "
+            f"server: only an admin may send them. The operator can register such a model on the "
+            f"server's machine with: dockyard models register PATH --name NAME {flags}"
+        )
+    if not settings.allow_pickle_uploads:
+        raise Forbidden(
+            "form fields 'allow_pickle' and 'trusted_types' let the model file run code in the "
+            "server, and this server does not accept them over HTTP (the allow_pickle_uploads "
+            f"setting is off). Register on the server's machine with: dockyard models register "
+            f"PATH --name NAME {flags}"
+        )
 
 
 async def _save_upload(upload: Any, folder: Path, field: str, limit: int) -> Path:
@@ -134,8 +188,9 @@ def build_router(max_upload_bytes: int) -> APIRouter:
 
     @router.get("/models", summary="List models")
     async def list_models(request: Request) -> list[dict[str, Any]]:
+        principal = _principal(request)
         models = await run_in_threadpool(_workspace(request).store.list_models)
-        return [model.to_dict() for model in models]
+        return [model.to_dict() for model in models if principal.sees(model.name)]
 
     @router.get("/models/{name}", summary="A model and its versions")
     async def show_model(request: Request, name: str) -> dict[str, Any]:
@@ -144,30 +199,64 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         versions = await run_in_threadpool(store.list_versions, name)
         return {**model.to_dict(), "versions": [version.to_dict() for version in versions]}
 
+    @router.patch("/models/{name}", summary="Change a model's description or tags")
+    async def update_model(request: Request, name: str) -> dict[str, Any]:
+        shape = '{"description": "...", "tags": {"key": "value"}}'
+        body = await _json_body(request, shape)
+        description, tags = body.get("description"), body.get("tags")
+        if description is None and tags is None:
+            raise InvalidInput(f"give a description and/or tags: {shape}")
+        if description is not None and not isinstance(description, str):
+            raise InvalidInput("description must be a string")
+        if tags is not None and not (
+            isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
+        ):
+            raise InvalidInput("tags must be an object of strings")
+        model = await run_in_threadpool(
+            changes.update_model,
+            _workspace(request),
+            _principal(request),
+            name,
+            description,
+            tags,
+        )
+        return model.to_dict()
+
     @router.get("/models/{name}/versions/{version}", summary="One version")
     async def show_version(request: Request, name: str, version: int) -> dict[str, Any]:
         found = await run_in_threadpool(_workspace(request).store.get_version, name, version)
         return found.to_dict()
 
+    @router.post("/models/{name}/versions/{version}/archive", summary="Archive a version")
+    async def archive_version(request: Request, name: str, version: int) -> dict[str, Any]:
+        archived = await run_in_threadpool(
+            changes.archive, _workspace(request), _principal(request), name, version
+        )
+        return archived.to_dict()
+
     @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version")
     async def set_alias(request: Request, name: str, alias: str) -> dict[str, Any]:
-        if _media_type(request) != JSON_TYPE:
-            raise InvalidInput(f'Content-Type must be {JSON_TYPE}, with a body {{"version": n}}')
+        body = await _json_body(request, '{"version": n}')
         try:
-            version = int((await request.json())["version"])
+            version = int(body["version"])
         except (ValueError, KeyError, TypeError):
             raise InvalidInput('body must be {"version": <number>}') from None
-        moved = await run_in_threadpool(_workspace(request).store.set_alias, name, alias, version)
+        moved = await run_in_threadpool(
+            changes.set_alias, _workspace(request), _principal(request), name, alias, version
+        )
         return moved.to_dict()
 
     @router.delete("/models/{name}/aliases/{alias}", summary="Remove an alias")
     async def delete_alias(request: Request, name: str, alias: str) -> dict[str, str]:
-        await run_in_threadpool(_workspace(request).store.delete_alias, name, alias)
+        await run_in_threadpool(
+            changes.delete_alias, _workspace(request), _principal(request), name, alias
+        )
         return {"deleted": f"{name}@{alias}"}
 
     @router.post("/models", summary="Register a model version", openapi_extra=REGISTER_SCHEMA)
     async def register_version(request: Request) -> JSONResponse:
         workspace = _workspace(request)
+        principal = _principal(request)
         if _media_type(request) != FORM_TYPE:
             raise InvalidInput(f"POST /api/models takes {FORM_TYPE}: the model file and fields")
         check_length(request.headers.get("content-length"), max_upload_bytes, UPLOAD_SETTING)
@@ -175,10 +264,12 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         # while it is received, so an oversized one stops at the limit.
         body = Request(request.scope, capped(request.receive, max_upload_bytes, UPLOAD_SETTING))
         async with body.form(max_files=2, max_fields=20) as form:
-            _refuse_code_running_options(form)
             name = _text(form, "name")
             if not name:
                 raise InvalidInput("form field 'name' is required")
+            allow_pickle, trusted_types = _code_running_options(form)
+            if allow_pickle or trusted_types:
+                _check_code_running(principal, request.app.state.settings, name)
             if form.get("model") is None:
                 raise InvalidInput("form field 'model' (the model file) is required")
             with staging_folder(workspace.home.tmp, "upload") as folder:
@@ -199,10 +290,76 @@ def build_router(max_upload_bytes: int) -> APIRouter:
                     params=_json_field(form, "params", dict),
                     tags=_json_field(form, "tags", dict),
                     description=_text(form, "description") or "",
+                    allow_pickle=allow_pickle,
+                    trusted_types=trusted_types,
                     alias=_text(form, "alias"),
-                    created_by="api",
                 )
-                version = await run_in_threadpool(register, workspace, model, registration)
+                version = await run_in_threadpool(
+                    register, workspace, model, registration, principal
+                )
         return JSONResponse(version.to_dict(), status_code=201)
+
+    @router.get("/keys", summary="List API keys (never the keys themselves)")
+    async def list_keys(request: Request) -> list[dict[str, Any]]:
+        keys = _workspace(request).keys
+        records = await run_in_threadpool(keys.all)
+        now = utc_now()
+        return [record.to_dict(now) for record in records]
+
+    @router.post("/keys", summary="Create an API key (shown once)")
+    async def create_key(request: Request) -> JSONResponse:
+        shape = '{"name": "ci-bot", "role": "predictor", "models": ["fraud"], "expires": "90d"}'
+        body = await _json_body(request, shape)
+        name, role = body.get("name"), body.get("role")
+        models, expires, rate = body.get("models"), body.get("expires"), body.get("rate")
+        if not isinstance(name, str) or not isinstance(role, str):
+            raise InvalidInput(f"name and role are required strings: {shape}")
+        if models is not None and not (
+            isinstance(models, list) and all(isinstance(m, str) for m in models)
+        ):
+            raise InvalidInput("models must be a list of model names")
+        if expires is not None and not isinstance(expires, str):
+            raise InvalidInput("expires must be a duration such as 90d")
+        if rate is not None and not isinstance(rate, str):
+            raise InvalidInput("rate must be a rate such as 100/s")
+        record, key = await run_in_threadpool(
+            _workspace(request).keys.create,
+            _principal(request),
+            name,
+            parse_role(role),
+            models,
+            parse_duration(expires) if expires else None,
+            rate,
+        )
+        return JSONResponse({**record.to_dict(utc_now()), "key": key}, status_code=201)
+
+    @router.delete("/keys/{key_id}", summary="Revoke an API key")
+    async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
+        record = await run_in_threadpool(
+            _workspace(request).keys.revoke, _principal(request), key_id
+        )
+        return record.to_dict(utc_now())
+
+    @router.post("/keys/{key_id}/rotate", summary="Replace an API key (shown once)")
+    async def rotate_key(request: Request, key_id: str) -> JSONResponse:
+        grace = "0s"
+        if request.headers.get("content-length", "0") != "0":
+            grace = (await _json_body(request, '{"grace": "1h"}')).get("grace", grace)
+        if not isinstance(grace, str):
+            raise InvalidInput("grace must be a duration such as 1h")
+        record, key = await run_in_threadpool(
+            _workspace(request).keys.rotate, _principal(request), key_id, parse_duration(grace)
+        )
+        return JSONResponse({**record.to_dict(utc_now()), "key": key}, status_code=201)
+
+    @router.get("/security/events", summary="Security events, oldest first")
+    async def security_events(
+        request: Request, since: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        if not 1 <= limit <= EVENTS_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {EVENTS_LIMIT}")
+        window = parse_duration(since) if since else None
+        events = await run_in_threadpool(_workspace(request).events.query, window, limit)
+        return [event.to_dict() for event in events]
 
     return router

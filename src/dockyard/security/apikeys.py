@@ -1,0 +1,152 @@
+"""API keys: their format, the keyed hash they are stored under, and the in-memory ring a server
+checks them against without touching the database.
+
+A key is ``dk_<id>_<secret>``: the id (public: listed, revoked, logged) and 256 random bits from
+``secrets``. Only HMAC-SHA256(hash key, whole key) is stored — a fast keyed hash is right for random
+keys (nothing to brute-force), so checking one costs about a microsecond, and the comparison is
+constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dockyard.errors import Unauthenticated
+from dockyard.home import secret_file
+from dockyard.security.principals import Principal, Role
+
+PREFIX = "dk_"
+ID_BYTES = 6
+SECRET_BYTES = 32
+HASH_KEY_FILE = "api-key-hmac"
+HASH_KEY_BYTES = 32
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh ``(key_id, key)``."""
+    key_id = secrets.token_hex(ID_BYTES)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def key_id_of(key: str) -> str | None:
+    """The id part of something that looks like a key, else None."""
+    if not key.startswith(PREFIX):
+        return None
+    key_id, separator, secret = key[len(PREFIX) :].partition("_")
+    return key_id if separator and secret and len(key_id) == 2 * ID_BYTES else None
+
+
+class KeyHasher:
+    """HMAC-SHA256 under the deployment's hash key."""
+
+    def __init__(self, hash_key: bytes) -> None:
+        self._key = hash_key
+
+    @classmethod
+    def open(cls, secrets_dir: Path, setting: str) -> KeyHasher:
+        """The hasher of a deployment: the ``api_key_secret`` setting, else the home's hash key
+        file (created when missing)."""
+        if setting:
+            return cls(setting.encode())
+        make = lambda: secrets.token_bytes(HASH_KEY_BYTES)  # noqa: E731
+        return cls(secret_file(secrets_dir / HASH_KEY_FILE, make))
+
+    def digest(self, key: str) -> str:
+        return hmac.new(self._key, key.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What is stored of one API key (never the key itself)."""
+
+    key_id: str
+    name: str
+    role: Role
+    models: frozenset[str] | None
+    hash: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    rate: str | None = None
+    """Requests allowed to this key, e.g. ``100/s``; None: its role's limit, if any."""
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(
+            name=self.name, role=self.role, models=self.models, kind="key", key_id=self.key_id
+        )
+
+    def to_dict(self, now: datetime) -> dict[str, object]:
+        """What may be shown of the key: everything but its hash."""
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "role": self.role.value,
+            "models": sorted(self.models) if self.models is not None else None,
+            "rate": self.rate,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "state": self.state(now),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: bytes
+    principal: Principal
+    expires: float
+    """Unix time; infinity when the key does not expire."""
+    revoked: bool
+
+
+class KeyRing:
+    """Every key of the deployment, in memory: a request's key is checked with one dict lookup,
+    one HMAC and one constant-time comparison. ``load`` swaps the whole ring at once."""
+
+    def __init__(self, hasher: KeyHasher) -> None:
+        self._hasher = hasher
+        self._entries: dict[str, _Entry] = {}
+
+    def load(self, records: Iterable[KeyRecord]) -> None:
+        self._entries = {
+            record.key_id: _Entry(
+                digest=bytes.fromhex(record.hash),
+                principal=record.principal,
+                expires=record.expires_at.timestamp() if record.expires_at else float("inf"),
+                revoked=record.revoked_at is not None,
+            )
+            for record in records
+        }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, key: str) -> Principal:
+        """The principal of ``key``; Unauthenticated when it is unknown, expired or revoked."""
+        key_id = key_id_of(key)
+        entry = self._entries.get(key_id) if key_id is not None else None
+        given = bytes.fromhex(self._hasher.digest(key))
+        if entry is None or not hmac.compare_digest(entry.digest, given):
+            raise Unauthenticated("invalid API key")
+        if entry.revoked:
+            raise Unauthenticated(f"API key {key_id} has been revoked")
+        if entry.expires <= time.time():
+            raise Unauthenticated(f"API key {key_id} has expired")
+        return entry.principal

@@ -1,0 +1,63 @@
+"""The one permission table: the action every HTTP route and every state-changing service needs.
+
+A route is written as its method and path template, exactly as the web app declares it; a test
+fails when the app has a route this table does not name. ``PUBLIC`` routes need no credentials
+(the health probes, so load balancers and orchestrators can probe without a key).
+"""
+
+from __future__ import annotations
+
+from dockyard.security.principals import Action
+
+PUBLIC = None
+"""The action of a route anyone may call."""
+
+ROUTES: dict[tuple[str, str], Action | None] = {
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/v2"): Action.READ_SERVER,
+    ("GET", "/v2/"): Action.READ_SERVER,
+    ("GET", "/docs"): Action.READ_SERVER,
+    ("GET", "/docs/oauth2-redirect"): Action.READ_SERVER,
+    ("GET", "/redoc"): Action.READ_SERVER,
+    ("GET", "/openapi.json"): Action.READ_SERVER,
+    ("GET", "/v2/models/{name}"): Action.READ_MODEL,
+    ("GET", "/v2/models/{name}/versions/{model_version}"): Action.READ_MODEL,
+    ("GET", "/v2/models/{name}/ready"): Action.READ_MODEL,
+    ("GET", "/v2/models/{name}/versions/{model_version}/ready"): Action.READ_MODEL,
+    ("POST", "/v2/models/{name}/infer"): Action.INFER,
+    ("POST", "/v2/models/{name}/versions/{model_version}/infer"): Action.INFER,
+    ("GET", "/v1/models/{name}"): Action.READ_MODEL,
+    ("POST", "/v1/models/{name}:predict"): Action.INFER,
+    ("GET", "/api/models"): Action.READ_MODEL,
+    ("POST", "/api/models"): Action.REGISTER,
+    ("GET", "/api/models/{name}"): Action.READ_MODEL,
+    ("PATCH", "/api/models/{name}"): Action.UPDATE_MODEL,
+    ("GET", "/api/models/{name}/versions/{version}"): Action.READ_MODEL,
+    ("POST", "/api/models/{name}/versions/{version}/archive"): Action.UPDATE_MODEL,
+    ("PUT", "/api/models/{name}/aliases/{alias}"): Action.MOVE_ALIAS,
+    ("DELETE", "/api/models/{name}/aliases/{alias}"): Action.MOVE_ALIAS,
+    ("GET", "/api/keys"): Action.READ_SECURITY,
+    ("POST", "/api/keys"): Action.MANAGE_KEYS,
+    ("DELETE", "/api/keys/{key_id}"): Action.MANAGE_KEYS,
+    ("POST", "/api/keys/{key_id}/rotate"): Action.MANAGE_KEYS,
+    ("GET", "/api/security/events"): Action.READ_SECURITY,
+}
+"""Method and path template → the action it takes (``PUBLIC``: none). A route whose template has
+``{name}`` acts on that model: a principal scoped to other models is refused (403)."""
+
+SERVICES: dict[str, Action] = {
+    "register": Action.REGISTER,
+    "register_code": Action.REGISTER_CODE,
+    "set_alias": Action.MOVE_ALIAS,
+    "delete_alias": Action.MOVE_ALIAS,
+    "archive": Action.UPDATE_MODEL,
+    "update_model": Action.UPDATE_MODEL,
+    "sign": Action.SIGN,
+    "create_key": Action.MANAGE_KEYS,
+    "revoke_key": Action.MANAGE_KEYS,
+    "rotate_key": Action.MANAGE_KEYS,
+    "rotate_encryption": Action.MANAGE_KEYS,
+    "create_signing_key": Action.MANAGE_KEYS,
+}
+"""State-changing use case → the action its caller needs; each checks it with ``require``."""
