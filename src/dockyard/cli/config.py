@@ -1,13 +1,15 @@
-"""``dockyard config show``: every setting with its value and where it came from."""
+"""``dockyard config``: every setting with its value and where it came from; sealed secrets."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dockyard.cli.options import HomeOption, settings_from
-from dockyard.config import setting_names
+from dockyard.config import seal_setting, setting_names
 
 app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 
@@ -20,3 +22,14 @@ def show(home: HomeOption = None) -> None:
     for name in setting_names():
         table.add_row(name, settings.shown_value(name), settings.sources[name])
     Console().print(table)
+
+
+@app.command("set-secret")
+def set_secret(
+    name: Annotated[str, typer.Argument(help="database_url or api_key_secret.")],
+    home: HomeOption = None,
+) -> None:
+    """Store a secret setting encrypted in the home (read from stdin or a hidden prompt)."""
+    value = typer.prompt(f"{name}", hide_input=True)
+    path = seal_setting(settings_from(home=home), name, value)
+    typer.echo(f"sealed {name} in {path}")

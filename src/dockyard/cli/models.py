@@ -13,6 +13,8 @@ from rich.table import Table
 from dockyard.cli.options import HomeOption, open_workspace, parse_pairs
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
+from dockyard.security.principals import local_user
+from dockyard.services import changes
 from dockyard.services.datafiles import as_reference, read_columns
 from dockyard.services.register import Registration, register
 
@@ -152,12 +154,8 @@ def update_command(
     """Change a model's description or tags (versions stay immutable)."""
     if description is None and tag is None:
         raise typer.BadParameter("give --description and/or --tag")
-    store = open_workspace(home).store
-    if description is not None:
-        store.set_model_description(name, description)
-    if tag is not None:
-        store.set_model_tags(name, parse_pairs(tag, "tag"))
-    model = store.get_model(name)
+    tags = parse_pairs(tag, "tag") if tag is not None else None
+    model = changes.update_model(open_workspace(home), local_user(), name, description, tags)
     typer.echo(f"{model.name}: {model.description!r}, tags {dict(model.tags)}")
 
 
@@ -170,14 +168,14 @@ def alias_command(
     home: HomeOption = None,
 ) -> None:
     """Point an alias at a version (or remove it with --delete)."""
-    store = open_workspace(home).store
+    workspace = open_workspace(home)
     if delete:
-        store.delete_alias(name, alias)
+        changes.delete_alias(workspace, local_user(), name, alias)
         typer.echo(f"removed {name}@{alias}")
         return
     if version is None:
         raise typer.BadParameter("give the VERSION to point the alias at, or --delete")
-    target = store.set_alias(name, alias, version)
+    target = changes.set_alias(workspace, local_user(), name, alias, version)
     typer.echo(f"{name}@{alias} → {target.ref}")
 
 
@@ -188,5 +186,5 @@ def archive_command(
     home: HomeOption = None,
 ) -> None:
     """Archive a version: it stays stored but is no longer served by default."""
-    archived = open_workspace(home).store.archive(parse_ref(name).name, version)
+    archived = changes.archive(open_workspace(home), local_user(), parse_ref(name).name, version)
     typer.echo(f"archived {archived.ref}")

@@ -22,6 +22,7 @@ from dockyard.serving.auth import AccessGuard, Authenticator
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
+from dockyard.serving.headers import SecurityHeaders
 from dockyard.serving.hotpath import HotPath
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,10 @@ def create_app(
     """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``.
 
     The order of the layers is this function: the pure ASGI hot path (inference and health, with
-    their own request ids, ``Host`` check and credentials check) in front of the cross-site guard
-    (``Host``, and ``Origin`` on state-changing requests), the access guard (credentials and the
-    permission table) and FastAPI (request-id middleware, metadata, management, docs).
+    their own request ids, ``Host`` check, credentials check and security headers) in front of
+    the security headers, the cross-site guard (``Host``, and ``Origin`` on state-changing
+    requests), the access guard (credentials and the permission table) and FastAPI (request-id
+    middleware, metadata, management, docs).
     """
 
     @asynccontextmanager
@@ -105,5 +107,5 @@ def create_app(
         app.include_router(management.build_router(settings.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)
     hosts = HostPolicy(settings.host, settings.allowed_hosts)
-    guarded = CrossSiteGuard(AccessGuard(app, auth), hosts)
+    guarded = SecurityHeaders(CrossSiteGuard(AccessGuard(app, auth), hosts))
     return HotPath(guarded, gateway, settings.max_body_bytes, hosts, auth)

@@ -23,6 +23,7 @@ from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import HOST, HostPolicy, refused_host, send_refusal
+from dockyard.serving.headers import SECURITY_HEADERS
 from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
 
@@ -200,7 +201,8 @@ async def _respond(
     headers: Mapping[str, str] | None = None,
     request_id: bytes | None = None,
 ) -> None:
-    """Send a response: content type and length, ``headers``, then the request id if given."""
+    """Send a response: content type and length, ``headers``, the request id if given, then the
+    security headers."""
     raw = [
         CONTENT_TYPES.get(content_type) or (b"content-type", content_type.encode()),
         (b"content-length", b"%d" % len(body)),
@@ -210,5 +212,6 @@ async def _respond(
             raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
     if request_id is not None:
         raw.append((REQUEST_ID, request_id))
+    raw.extend(SECURITY_HEADERS)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
