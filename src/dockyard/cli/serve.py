@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 from threadpoolctl import threadpool_limits
 
 from dockyard.cli.options import HomeOption, settings_from
+from dockyard.config import Settings
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
 from dockyard.reliability.supervisor import ServerOptions, Supervisor, uvicorn_config
@@ -34,16 +35,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _announce_auth(workspace: Workspace) -> None:
-    """Refuse ``--no-auth`` off loopback; on the first secured run, create the admin key."""
-    settings = workspace.settings
-    if not settings.auth:
-        if not is_loopback(settings.host):
-            raise InvalidInput(
-                f"--no-auth is accepted only on a loopback address, not {settings.host}: "
-                "anyone who reaches the port could register models and move aliases"
-            )
-        logger.warning("authentication is off (--no-auth): every local caller is admin")
+def _check_no_auth(settings: Settings) -> None:
+    """Refuse ``--no-auth`` off loopback; warn about it on loopback."""
+    if settings.auth:
+        return
+    if not is_loopback(settings.host):
+        raise InvalidInput(
+            f"--no-auth is accepted only on a loopback address, not {settings.host}: "
+            "anyone who reaches the port could register models and move aliases"
+        )
+    logger.warning("authentication is off (--no-auth): every local caller is admin")
+
+
+def _announce_keys(workspace: Workspace) -> None:
+    """On the first secured run, create the admin key and say where it is."""
+    if not workspace.settings.auth:
         return
     created = ensure_admin_key(workspace)
     if created is not None:
@@ -132,8 +138,8 @@ def serve(
         log_level=log_level,
         model_options=model_option,
     )
+    _check_no_auth(settings)
     workspace = Workspace.open(settings)
-    _announce_auth(workspace)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)
     served = ", ".join(
@@ -147,6 +153,7 @@ def serve(
             "serve them with --workers 1"
         )
     options = ServerOptions.of(settings)  # checks the TLS files, once, before any worker starts
+    _announce_keys(workspace)
     typer.echo(
         f"serving {served} on {options.scheme}://{settings.host}:{settings.port} with {workers} "
         f"worker{'s' if workers > 1 else ''} (docs at /docs)"

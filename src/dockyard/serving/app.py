@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.auth import AccessGuard, Authenticator
-from dockyard.serving.failures import error_answer
+from dockyard.serving.failures import error_answer, hide_paths
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
 from dockyard.serving.headers import SecurityHeaders
@@ -27,6 +28,7 @@ from dockyard.serving.hotpath import HotPath
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
+HOME_SHOWN = "$DOCKYARD_HOME"
 
 
 class RequestIdMiddleware:
@@ -99,6 +101,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    home = settings.home
+    hidden = {str(home): HOME_SHOWN, str(home.resolve()): HOME_SHOWN, sys.prefix: "$PYTHON"}
+    hide_paths(hidden)
     app.include_router(v2.build_router(__version__, settings.max_body_bytes))
     app.include_router(v1.build_router(settings.max_body_bytes))
     if workspace is not None:

@@ -8,6 +8,25 @@ from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimite
 from dockyard.serving.protocol import encode_error
 
 logger = logging.getLogger(__name__)
+HIDDEN_ROOTS: dict[str, str] = {}
+"""Folders whose paths never reach a client, and what stands in for them (``hide_paths``)."""
+
+
+def hide_paths(roots: dict[str, str]) -> None:
+    """From now on, write ``roots``' paths in error answers as their stand-ins (the home as
+    ``$DOCKYARD_HOME``): the server's file layout is nobody else's business."""
+    merged = {**HIDDEN_ROOTS, **{root: shown for root, shown in roots.items() if root}}
+    HIDDEN_ROOTS.clear()
+    # Longest first: a folder inside another is replaced before its parent.
+    HIDDEN_ROOTS.update(sorted(merged.items(), key=lambda item: -len(item[0])))
+
+
+def public_message(message: str) -> str:
+    """``message`` with every hidden folder's path replaced by its stand-in."""
+    for root, shown in HIDDEN_ROOTS.items():
+        if root in message:
+            message = message.replace(root, shown)
+    return message
 
 
 def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, str], bytes]:
@@ -32,4 +51,4 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
     elif isinstance(error, PayloadTooLarge):
         # The rest of the body is never read: close rather than parse and drop it.
         headers["Connection"] = "close"
-    return error.http_status, headers, encode_error(error.message)
+    return error.http_status, headers, encode_error(public_message(error.message))

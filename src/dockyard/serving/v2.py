@@ -11,6 +11,7 @@ from dockyard.errors import NotReady
 from dockyard.registry.records import TensorSpec
 from dockyard.serving.bodies import receive_body
 from dockyard.serving.deployments import PLATFORMS, Deployment
+from dockyard.serving.failures import public_message
 from dockyard.serving.gateway import Gateway, LoadFailure
 from dockyard.serving.inference import infer_v2
 
@@ -94,7 +95,12 @@ def _failed_metadata(failure: LoadFailure) -> dict[str, Any]:
             "outputs": [_tensor_metadata(spec) for spec in signature.outputs],
             "parameters": {"tabular": signature.tabular, "framework": version.framework},
         }
-    return {"name": failure.name, **described, "state": FAILED, "reason": failure.reason}
+    return {
+        "name": failure.name,
+        **described,
+        "state": FAILED,
+        "reason": public_message(failure.reason),
+    }
 
 
 def build_router(version: str, max_body_bytes: int) -> APIRouter:
