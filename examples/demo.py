@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -18,6 +19,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import dockyard
+from dockyard.config import load_settings
+from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
+from dockyard.services.workspace import Workspace
 
 MODEL_NAME = "diagnosis"
 
@@ -48,15 +52,34 @@ def main() -> None:
     body = json.dumps(
         {"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
     )
+    key_file = _admin_key_file()
+    print(f"\nthe server requires an API key; the admin key (kept in {key_file}, mode 0600) is:")
+    print(f"  {key_file.read_text().strip()}")
     url = f"http://{args.host}:{args.port}"
     print("\nOnce the server below says it is running, try:\n")
-    print(f"curl -s {url}/v2/models/{MODEL_NAME}/infer -H 'Content-Type: application/json' \\")
+    print(f"export DOCKYARD_API_KEY=$(cat {key_file})")
+    print(f"curl -s {url}/v2/models/{MODEL_NAME}/infer \\")
+    print('  -H "Authorization: Bearer $DOCKYARD_API_KEY" -H "Content-Type: application/json" \\')
     print(f"  -d '{body}'\n")
     print(".venv/bin/python - <<'PY'")
-    print("import dockyard")
-    print(f"client = dockyard.Client({url!r})")
+    print("import os, dockyard")
+    print(f"client = dockyard.Client({url!r}, api_key=os.environ['DOCKYARD_API_KEY'])")
     print(f"print(client.infer({MODEL_NAME!r}, {{'input-0': [{row}]}}))")
     print("PY\n")
+
+
+def _admin_key_file() -> Path:
+    """The home's first admin key: created now if the home has no admin key yet (the server would
+    create the same on its first start)."""
+    workspace = Workspace.open(load_settings())
+    ensure_admin_key(workspace)
+    path = admin_key_path(workspace)
+    if not path.is_file():
+        raise SystemExit(
+            f"this home has admin keys but no {path}: create a key for the demo with "
+            "dockyard keys create --name demo --role predictor"
+        )
+    return path
 
 
 if __name__ == "__main__":

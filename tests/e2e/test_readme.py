@@ -36,15 +36,20 @@ def test_quickstart_works_as_written(tmp_path: Path, start_server: Callable[...,
     assert registered.returncode == 0, registered.stderr
     assert registered.stdout.startswith("iris:1\n")
 
-    server = start_server(home)
-    curl_line = curl.split("\n", 1)[1].replace("localhost:8000", f"127.0.0.1:{server.port}")
-    called = subprocess.run(["bash", "-c", curl_line], capture_output=True, text=True, env=env)
+    # Auth on, as the README runs it: the server's first start makes the admin key the block
+    # reads from the home.
+    server = start_server(home, auth=True)
+    shell = curl.split("\n", 1)[1].replace("localhost:8000", f"127.0.0.1:{server.port}")
+    called = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env)
     assert called.returncode == 0, called.stderr
     assert '"name":"predict"' in called.stdout.replace(" ", "")
 
     client_code = python_blocks[1].replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
     answered = subprocess.run(
-        [sys.executable, "-c", client_code], env=env, capture_output=True, text=True
+        [sys.executable, "-c", client_code],
+        env={**env, "DOCKYARD_API_KEY": server.admin_key},
+        capture_output=True,
+        text=True,
     )
     assert answered.returncode == 0, answered.stderr
     assert answered.stdout.strip() == "[0]"

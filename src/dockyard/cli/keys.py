@@ -1,14 +1,17 @@
-"""``dockyard keys``: API keys, the encryption key and signing keys."""
+"""``dockyard keys``: API keys (on the local home, or ``--url``: on a server through its API), the
+encryption key and signing keys."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.remote import UrlOption, remote_client
 from dockyard.encryption import (
     Cipher,
     encode_key,
@@ -19,7 +22,6 @@ from dockyard.encryption import (
 )
 from dockyard.errors import InvalidInput
 from dockyard.registry.store import utc_now
-from dockyard.security.apikeys import KeyRecord
 from dockyard.security.keystore import parse_duration
 from dockyard.security.permissions import SERVICES
 from dockyard.security.principals import local_user, parse_role, require
@@ -28,13 +30,14 @@ app = typer.Typer(help="API keys, encryption and signing keys.", no_args_is_help
 console = Console()
 
 
-def _show_new(record: KeyRecord, key: str) -> None:
-    """Print a new key once, with what it may do."""
-    scope = ", ".join(sorted(record.models)) if record.models is not None else "every model"
-    expires = record.expires_at.isoformat() if record.expires_at else "never"
+def _show_new(record: dict[str, Any], key: str) -> None:
+    """Print a new key once, with what it may do (``record``: as ``KeyRecord.to_dict`` gives it)."""
+    models = record["models"]
+    scope = ", ".join(sorted(models)) if models is not None else "every model"
+    expires = record["expires_at"] or "never"
     typer.echo(f"{key}")
     typer.echo(
-        f"created key {record.key_id} ({record.name}, {record.role.value}, {scope}, expires "
+        f"created key {record['key_id']} ({record['name']}, {record['role']}, {scope}, expires "
         f"{expires}); it is shown only now: store it in a secret manager",
         err=True,
     )
@@ -56,17 +59,24 @@ def create_command(
         str | None, typer.Option("--rate", help="Its own rate limit, such as 100/s.")
     ] = None,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Create an API key; the key is printed once, on stdout."""
+    scope = models.split(",") if models else None
+    if url:
+        with remote_client(url, home) as client:
+            created = client.create_key(name, role, scope, expires, rate)
+        _show_new(created, created["key"])
+        return
     record, key = open_workspace(home).keys.create(
         local_user(),
         name,
         parse_role(role),
-        models.split(",") if models else None,
+        scope,
         parse_duration(expires) if expires else None,
         rate,
     )
-    _show_new(record, key)
+    _show_new(record.to_dict(utc_now()), key)
 
 
 @app.command("list")
@@ -75,23 +85,29 @@ def list_command(
         bool, typer.Option("--all", help="Include revoked and expired keys.")
     ] = False,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """List API keys (never the keys themselves)."""
-    now = utc_now()
+    if url:
+        with remote_client(url, home) as client:
+            records = client.list_keys()
+    else:
+        now = utc_now()
+        records = [record.to_dict(now) for record in open_workspace(home).keys.all()]
     table = Table("id", "name", "role", "models", "rate", "expires", "state", "created by")
-    for record in open_workspace(home).keys.all():
-        state = record.state(now)
-        if state != "active" and not all_keys:
+    for record in records:
+        if record["state"] != "active" and not all_keys:
             continue
+        models, expires = record["models"], record["expires_at"]
         table.add_row(
-            record.key_id,
-            record.name,
-            record.role.value,
-            ", ".join(sorted(record.models)) if record.models is not None else "*",
-            record.rate or "-",
-            record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never",
-            state,
-            record.created_by,
+            record["key_id"],
+            record["name"],
+            record["role"],
+            ", ".join(sorted(models)) if models is not None else "*",
+            record["rate"] or "-",
+            datetime.fromisoformat(expires).isoformat(timespec="seconds") if expires else "never",
+            record["state"],
+            record["created_by"],
         )
     console.print(table)
 
@@ -100,10 +116,15 @@ def list_command(
 def revoke_command(
     key: Annotated[str, typer.Argument(help="Key id, or the name of one active key.")],
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Revoke a key: servers refuse it within about a second."""
-    record = open_workspace(home).keys.revoke(local_user(), key)
-    typer.echo(f"revoked key {record.key_id} ({record.name})")
+    if url:
+        with remote_client(url, home) as client:
+            record = client.revoke_key(key)
+    else:
+        record = open_workspace(home).keys.revoke(local_user(), key).to_dict(utc_now())
+    typer.echo(f"revoked key {record['key_id']} ({record['name']})")
 
 
 @app.command("rotate")
@@ -113,10 +134,16 @@ def rotate_command(
         str, typer.Option("--grace", help="How long the old key keeps working (0s: not at all).")
     ] = "0s",
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Replace a key with a new one of the same name, role, models and lifetime."""
+    if url:
+        with remote_client(url, home) as client:
+            rotated = client.rotate_key(key, grace)
+        _show_new(rotated, rotated["key"])
+        return
     record, new = open_workspace(home).keys.rotate(local_user(), key, parse_duration(grace))
-    _show_new(record, new)
+    _show_new(record.to_dict(utc_now()), new)
 
 
 @app.command("rotate-encryption")
@@ -146,3 +173,8 @@ def rotate_encryption_command(home: HomeOption = None) -> None:
     if not setting:
         write_key_file(secrets_dir, cipher.keys[:1])
     typer.echo(f"re-encrypted {changed} item(s) under key {cipher.primary_id}")
+
+
+from dockyard.cli import signing  # noqa: E402
+
+app.command("signing-create")(signing.signing_create)

@@ -1,16 +1,18 @@
-"""``dockyard models``: register, list, show, alias and archive model versions."""
+"""``dockyard models``: register, list, show, alias and archive model versions, on the local home
+or (``--url``) on a server through its API."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace, parse_pairs
+from dockyard.cli.remote import UrlOption, remote_client, resolve
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
 from dockyard.security.principals import local_user
@@ -63,17 +65,41 @@ def register_command(
     ] = None,
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Register a model file as a new version."""
-    reference_data, feature_names = (None, None)
-    if reference is not None:
-        reference_data, feature_names = as_reference(read_columns(reference))
     explicit = None
     if signature is not None:
         try:
             explicit = json.loads(signature.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot read signature file {signature}: {exc}") from exc
+    if url:
+        if entrypoint is not None:
+            raise InvalidInput(
+                "--entrypoint registers a Python-function folder, which cannot be uploaded: "
+                "register it on the server's machine (without --url)"
+            )
+        with remote_client(url, home) as client:
+            data = client.register(
+                model,
+                name,
+                reference=reference,
+                framework=framework,
+                description=description,
+                metrics=_metrics(metric),
+                params=parse_pairs(param, "param"),
+                tags=parse_pairs(tag, "tag"),
+                alias=alias,
+                signature=explicit,
+                allow_pickle=allow_pickle,
+                trusted_types=tuple(trusted_type or ()),
+            )
+        _show_registered(data)
+        return
+    reference_data, feature_names = (None, None)
+    if reference is not None:
+        reference_data, feature_names = as_reference(read_columns(reference))
     request = Registration(
         name=name,
         reference_data=reference_data,
@@ -89,22 +115,36 @@ def register_command(
         entrypoint=entrypoint,
         alias=alias,
     )
-    version = register(open_workspace(home), model, request)
-    aliases = f" @{', @'.join(version.aliases)}" if version.aliases else ""
+    _show_registered(register(open_workspace(home), model, request).to_dict())
+
+
+def _show_registered(version: dict[str, Any]) -> None:
+    aliases = f" @{', @'.join(version['aliases'])}" if version["aliases"] else ""
     typer.echo(
-        f"registered {version.ref}{aliases} ({version.framework}, "
-        f"sha256 {version.artifact.digest[:12]})"
+        f"registered {_ref(version)}{aliases} ({version['framework']}, "
+        f"sha256 {version['artifact']['sha256'][:12]})"
     )
 
 
+def _ref(version: dict[str, Any]) -> str:
+    return f"{version['model']}:{version['version']}"
+
+
 @app.command("list")
-def list_command(home: HomeOption = None) -> None:
+def list_command(home: HomeOption = None, url: UrlOption = None) -> None:
     """List models with their latest version and aliases."""
-    models = open_workspace(home).store.list_models()
+    if url:
+        with remote_client(url, home) as client:
+            models = client.list_models()
+    else:
+        models = [model.to_dict() for model in open_workspace(home).store.list_models()]
     table = Table("model", "latest", "aliases", "description")
     for model in models:
-        aliases = ", ".join(f"{alias}→{number}" for alias, number in sorted(model.aliases.items()))
-        table.add_row(model.name, str(model.latest_version or "-"), aliases, model.description)
+        aliases = ", ".join(
+            f"{alias}→{number}" for alias, number in sorted(model["aliases"].items())
+        )
+        latest = str(model["latest_version"] or "-")
+        table.add_row(model["name"], latest, aliases, model["description"])
     console.print(table)
 
 
@@ -113,28 +153,33 @@ def show_command(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Show one version: artifact, signature, metrics and lineage."""
-    version = open_workspace(home).resolve(ref)
-    data = version.to_dict()
+    if url:
+        with remote_client(url, home) as client:
+            data = resolve(client, ref)
+    else:
+        data = open_workspace(home).resolve(ref).to_dict()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    console.print(f"[bold]{version.ref}[/bold]  {version.framework}  aliases: {data['aliases']}")
-    console.print(f"artifact sha256 {version.artifact.digest} ({version.artifact.format})")
-    console.print(f"created {data['created_at']} by {version.created_by}")
-    if version.allow_pickle:
+    artifact = data["artifact"]
+    console.print(f"[bold]{_ref(data)}[/bold]  {data['framework']}  aliases: {data['aliases']}")
+    console.print(f"artifact sha256 {artifact['sha256']} ({artifact['format']})")
+    console.print(f"created {data['created_at']} by {data['created_by']}")
+    if data["allow_pickle"]:
         console.print("[yellow]loaded from a pickle (allowed at registration)[/yellow]")
     table = Table("", "name", "datatype", "shape", "categorical", "NaN allowed")
-    for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
-        for spec in specs:
+    for kind in ("input", "output"):
+        for spec in data["signature"][f"{kind}s"]:
             table.add_row(
                 kind,
-                spec.name,
-                spec.datatype,
-                str(list(spec.shape)),
-                str(spec.categorical),
-                str(spec.allow_nan),
+                spec["name"],
+                spec["datatype"],
+                str(list(spec["shape"])),
+                str(spec["categorical"]),
+                str(spec["allow_nan"]),
             )
     console.print(table)
     for title in ("metrics", "params", "tags", "lineage"):
@@ -150,13 +195,19 @@ def update_command(
         list[str] | None, typer.Option(help="key=value; replaces the model's tags, repeatable.")
     ] = None,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Change a model's description or tags (versions stay immutable)."""
     if description is None and tag is None:
         raise typer.BadParameter("give --description and/or --tag")
     tags = parse_pairs(tag, "tag") if tag is not None else None
-    model = changes.update_model(open_workspace(home), local_user(), name, description, tags)
-    typer.echo(f"{model.name}: {model.description!r}, tags {dict(model.tags)}")
+    if url:
+        with remote_client(url, home) as client:
+            model = client.update_model(name, description, tags)
+    else:
+        workspace = open_workspace(home)
+        model = changes.update_model(workspace, local_user(), name, description, tags).to_dict()
+    typer.echo(f"{model['name']}: {model['description']!r}, tags {dict(model['tags'])}")
 
 
 @app.command("alias")
@@ -166,17 +217,25 @@ def alias_command(
     version: Annotated[int | None, typer.Argument(help="Version number to point at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Point an alias at a version (or remove it with --delete)."""
-    workspace = open_workspace(home)
     if delete:
-        changes.delete_alias(workspace, local_user(), name, alias)
+        if url:
+            with remote_client(url, home) as client:
+                client.delete_alias(name, alias)
+        else:
+            changes.delete_alias(open_workspace(home), local_user(), name, alias)
         typer.echo(f"removed {name}@{alias}")
         return
     if version is None:
         raise typer.BadParameter("give the VERSION to point the alias at, or --delete")
-    target = changes.set_alias(workspace, local_user(), name, alias, version)
-    typer.echo(f"{name}@{alias} → {target.ref}")
+    if url:
+        with remote_client(url, home) as client:
+            target = _ref(client.set_alias(name, alias, version))
+    else:
+        target = changes.set_alias(open_workspace(home), local_user(), name, alias, version).ref
+    typer.echo(f"{name}@{alias} → {target}")
 
 
 @app.command("archive")
@@ -184,7 +243,18 @@ def archive_command(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[int, typer.Argument(help="Version number.")],
     home: HomeOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Archive a version: it stays stored but is no longer served by default."""
-    archived = changes.archive(open_workspace(home), local_user(), parse_ref(name).name, version)
-    typer.echo(f"archived {archived.ref}")
+    model = parse_ref(name).name
+    if url:
+        with remote_client(url, home) as client:
+            archived = _ref(client.archive(model, version))
+    else:
+        archived = changes.archive(open_workspace(home), local_user(), model, version).ref
+    typer.echo(f"archived {archived}")
+
+
+from dockyard.cli import signing  # noqa: E402
+
+app.command("sign")(signing.sign_command)

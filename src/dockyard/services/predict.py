@@ -11,6 +11,7 @@ import numpy as np
 from dockyard.registry.plans import InputPlan
 from dockyard.registry.records import ModelVersion, Signature
 from dockyard.runtimes.base import Runtime
+from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
 
 CHUNK_ROWS = 1024
@@ -70,4 +71,4 @@ def as_tensors(data: Any, signature: Signature) -> dict[str, np.ndarray]:
 
 def load_model(workspace: Workspace, ref: str) -> LoadedModel:
     version = workspace.resolve(ref)
-    return LoadedModel(version=version, runtime=workspace.load(version))
+    return LoadedModel(version=version, runtime=load_for_serving(workspace, version))

@@ -93,3 +93,11 @@ def load_signed(workspace: Workspace, version: ModelVersion) -> Runtime:
             f"{version.ref}: its artifact's bytes do not match the signed digest (signed sha256 "
             f"{exc.expected}, {found})"
         ) from exc
+
+
+def load_for_serving(workspace: Workspace, version: ModelVersion) -> Runtime:
+    """Load ``version`` to predict with: signature-checked when the ``require_signed`` setting is
+    on (``dockyard serve`` and ``dockyard predict`` alike)."""
+    if workspace.settings.require_signed:
+        return load_signed(workspace, version)
+    return workspace.load(version)

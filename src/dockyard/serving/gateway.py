@@ -13,6 +13,7 @@ from typing import Protocol
 from dockyard.errors import DockyardError, InvalidInput, NotFound, NotReady
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.refs import DEFAULT_ALIAS, ModelRef
+from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
 from dockyard.serving.deployments import Deployment
 
@@ -181,9 +182,10 @@ def build_local_gateway(workspace: Workspace, refs: Sequence[ModelRef]) -> Local
     """Resolve each reference, load its runtime (verifying the artifact) and wrap it for serving.
 
     A reference that fails (an unknown alias or version, a corrupt artifact, a missing extra, a
-    refused type, …) does not stop the others: it becomes a ``LoadFailure`` of the gateway, logged
-    in one line with its reason. When none loads, the error is raised instead (nothing is logged):
-    one message naming each reference and its reason, with the first failure's exit code.
+    refused type, under ``require_signed`` a missing or invalid signature, …) does not stop the
+    others: it becomes a ``LoadFailure`` of the gateway, logged in one line with its reason.
+    When none loads, the error is raised instead (nothing is logged): one message naming each
+    reference and its reason, with the first failure's exit code.
     """
     deployments: list[Deployment] = []
     failures: list[LoadFailure] = []
@@ -191,7 +193,7 @@ def build_local_gateway(workspace: Workspace, refs: Sequence[ModelRef]) -> Local
         version: ModelVersion | None = None
         try:
             version = workspace.store.resolve(ref)
-            runtime = workspace.load(version)
+            runtime = load_for_serving(workspace, version)
             deployments.append(Deployment.create(version, runtime, workspace.settings))
         except Exception as exc:
             failures.append(LoadFailure(ref, exc, version))
