@@ -359,6 +359,15 @@ def _validate(settings: Settings) -> None:
     for name in ("header_timeout_s", "body_timeout_s"):
         if getattr(settings, name) <= 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(settings, name)}")
+    if settings.jwt_jwks:
+        # The audience is what stops a token minted for another service from working here.
+        if not settings.jwt_audience:
+            raise InvalidInput("jwt_jwks needs jwt_audience: JWTs are accepted only for it")
+        scheme = settings.jwt_jwks.partition("://")[0] if "://" in settings.jwt_jwks else ""
+        if scheme not in {"", "https", "http"}:
+            raise InvalidInput(
+                f"jwt_jwks must be a file path or an https:// URL, got {settings.jwt_jwks!r}"
+            )
     for model in ("", *settings.models):
         options = settings.model_options(model)
         where = f" (model {model})" if model else ""

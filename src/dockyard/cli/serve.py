@@ -17,6 +17,8 @@ from dockyard.config import Settings
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
 from dockyard.reliability.supervisor import ServerOptions, Supervisor, uvicorn_config
+from dockyard.security.ratelimit import parse_limits
+from dockyard.security.tokens import JwtVerifier
 from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
@@ -45,6 +47,15 @@ def _check_no_auth(settings: Settings) -> None:
             "anyone who reaches the port could register models and move aliases"
         )
     logger.warning("authentication is off (--no-auth): every local caller is admin")
+
+
+def _check_auth_sources(settings: Settings) -> None:
+    """Check what each worker will read for auth before any worker exists: a malformed rate limit
+    or a JWKS that cannot be read stops the start with one line, instead of workers that crash
+    and restart."""
+    parse_limits(settings.rate_limits)
+    if settings.auth and settings.jwt_jwks:
+        JwtVerifier.from_settings(settings, refresh_in_background=False)
 
 
 def _announce_keys(workspace: Workspace) -> None:
@@ -139,6 +150,8 @@ def serve(
         model_options=model_option,
     )
     _check_no_auth(settings)
+    _check_auth_sources(settings)
+    options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)
@@ -152,7 +165,6 @@ def serve(
             f"{', '.join(unsafe)} run on a GPU, whose context cannot be shared by forked workers; "
             "serve them with --workers 1"
         )
-    options = ServerOptions.of(settings)  # checks the TLS files, once, before any worker starts
     _announce_keys(workspace)
     typer.echo(
         f"serving {served} on {options.scheme}://{settings.host}:{settings.port} with {workers} "

@@ -7,13 +7,14 @@ its own arrays (pure numpy; pandas is imported only when a DataFrame is built).
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from dockyard.datatypes import integer_range, numpy_dtype, v2_datatype
-from dockyard.errors import InvalidInput, MissingExtra, SignatureMismatch
+from dockyard.errors import InvalidInput, MissingExtra, PayloadTooLarge, SignatureMismatch
 from dockyard.registry.records import Signature, TensorSpec
 
 LISTED_NAMES = 10
@@ -25,6 +26,9 @@ class InputPlan:
 
     ``prepare(tensors)`` checks request tensors and returns what the runtime takes, or raises
     SignatureMismatch naming the input (the contract is ``registry.signatures.prepare_input``'s).
+    ``max_rows`` (a server's ``max_rows`` setting; None: no limit) bounds the rows (first
+    dimension) of a request: more raise PayloadTooLarge. It is checked here, where each path
+    reads the row count anyway, so it costs one comparison.
     """
 
     __slots__ = (
@@ -37,6 +41,7 @@ class InputPlan:
         "_has_text",
         "_matrix_datatype",
         "_matrix_target",
+        "_max_rows",
         "_mixed_checks",
         "_mixed_datatypes",
         "_mixed_target",
@@ -46,7 +51,8 @@ class InputPlan:
         "_text",
     )
 
-    def __init__(self, signature: Signature) -> None:
+    def __init__(self, signature: Signature, max_rows: int | None = None) -> None:
+        self._max_rows = sys.maxsize if max_rows is None else max_rows
         specs = signature.inputs
         self._specs = specs
         self._tabular = signature.tabular
@@ -97,6 +103,8 @@ class InputPlan:
                     f"input {spec.name!r}: expected shape {list(spec.shape)}, "
                     f"got {list(array.shape)}"
                 )
+            if array.ndim and array.shape[0] > self._max_rows:
+                raise self._too_many(array.shape[0])
             if not array.size:
                 empty = True
             cast = _cast(spec.name, array, spec.datatype, target)
@@ -112,6 +120,8 @@ class InputPlan:
                 f"input {name!r}: expected one [N, {width}] tensor or one tensor per feature "
                 f"({listed(self._features)}); got shape {list(array.shape)}"
             )
+        if array.shape[0] > self._max_rows:
+            raise self._too_many(array.shape[0])
         if self._has_text:
             raise SignatureMismatch(
                 f"input {name!r}: features {listed(self._text)} are strings, "
@@ -162,6 +172,8 @@ class InputPlan:
                 )
             if rows < 0:
                 rows, first = len(array), spec.name
+                if rows > self._max_rows:
+                    raise self._too_many(rows)
             elif len(array) != rows:
                 raise SignatureMismatch(
                     f"input {spec.name!r} has {len(array)} rows but input {first!r} has {rows}"
@@ -176,6 +188,11 @@ class InputPlan:
                 matrix[:, j] = column
             return matrix
         return _pandas().DataFrame(columns, copy=False)
+
+    def _too_many(self, rows: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request has {rows} rows; the limit is {self._max_rows} (max_rows setting)"
+        )
 
     def _check_names(self, tensors: Mapping[str, np.ndarray]) -> None:
         known = self._feature_names

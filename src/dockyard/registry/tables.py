@@ -154,6 +154,7 @@ security_events = Table(
     Column("status", Integer, nullable=False),
     Column("client", String(SHORT_TEXT_LENGTH), nullable=False),
     Column("detail", Text, nullable=False),
+    Column("count", Integer, nullable=False),
     Index("ix_security_events_at", "at"),
 )
 """Auth failures, refusals, rate-limit hits and unusual request rates, newest last."""

@@ -2,19 +2,22 @@
 
 Each becomes a structured log record at once and a row of the ``security_events`` table soon after:
 the server queues them and a background task writes them in batches, so a flood of bad requests
-costs the event loop a list append each, never a database write. Keys, tokens and payloads are
-never part of an event.
+costs the event loop a dict update each, never a database write. Events alike (same kind, caller,
+client address and status) within one batch are one row with a count and one log line, so a flood
+cannot fill the disk or the log; rows older than ``RETENTION`` are deleted. Keys, tokens and
+payloads are never part of an event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 
 from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.store import utc_now
@@ -27,7 +30,9 @@ FORBIDDEN = "forbidden"
 RATE_LIMITED = "rate_limited"
 RATE_ANOMALY = "rate_anomaly"
 QUEUE_LIMIT = 10_000
-"""Most events waiting to be written; past it they are counted and dropped (still logged)."""
+"""Most distinct events waiting to be written; past it they are counted and dropped."""
+RETENTION = timedelta(days=90)
+PRUNE_EVERY = timedelta(hours=1)
 DETAIL_LIMIT = 500
 
 
@@ -42,6 +47,13 @@ class SecurityEvent:
     client: str
     detail: str
     at: datetime = field(default_factory=utc_now)
+    count: int = 1
+    """How many events alike this row stands for (the first one's path and detail are kept)."""
+
+    @property
+    def group(self) -> tuple[str, str, str, str, int]:
+        """What makes two events alike: kind, caller, client address (not port), status."""
+        return (self.kind, self.principal, self.key_id, self.client.rpartition(":")[0], self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +66,7 @@ class SecurityEvent:
             "status": self.status,
             "client": self.client,
             "detail": self.detail,
+            "count": self.count,
         }
 
 
@@ -63,11 +76,21 @@ class EventLog:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
-        self._queue: list[SecurityEvent] = []
+        self._queue: dict[tuple[str, str, str, str, int], SecurityEvent] = {}
+        self._pruned: datetime | None = None
         self.dropped = 0
 
     def record(self, event: SecurityEvent) -> None:
-        """Log ``event`` now and queue it for the table."""
+        """Queue ``event`` for the table, logging it when it is the first of its kind in this
+        batch; one alike is already queued, count it there."""
+        queued = self._queue.get(event.group)
+        if queued is not None:
+            self._queue[event.group] = dataclasses.replace(queued, count=queued.count + 1)
+            return
+        if len(self._queue) >= QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        self._queue[event.group] = event
         logger.warning(
             "security event %s: %s %s -> %d by %s from %s: %s",
             event.kind,
@@ -79,17 +102,22 @@ class EventLog:
             event.detail,
             extra={"security_event": event.to_dict()},
         )
-        if len(self._queue) < QUEUE_LIMIT:
-            self._queue.append(event)
-        else:
-            self.dropped += 1
 
     def flush(self) -> int:
-        """Write the queued events; how many. Called from a thread, never the event loop."""
-        batch, self._queue = self._queue, []
-        if batch:
+        """Write the queued events (and, once an hour, delete those past ``RETENTION``); how many
+        rows were written. Called from a thread, never the event loop."""
+        batch, self._queue = list(self._queue.values()), {}
+        now = self._clock()
+        prune = self._pruned is None or now - self._pruned >= PRUNE_EVERY
+        if batch or prune:
             with database_errors(self._engine), write_transaction(self._engine) as connection:
-                connection.execute(insert(security_events), [_row(event) for event in batch])
+                if batch:
+                    connection.execute(insert(security_events), [_row(event) for event in batch])
+                if prune:
+                    connection.execute(
+                        delete(security_events).where(security_events.c.at < now - RETENTION)
+                    )
+            self._pruned = now if prune else self._pruned
         return len(batch)
 
     def query(self, since: timedelta | None = None, limit: int = 1000) -> list[SecurityEvent]:
@@ -110,6 +138,7 @@ class EventLog:
                 client=row.client,
                 detail=row.detail,
                 at=row.at,
+                count=row._mapping["count"],  # Row.count is tuple's method
             )
             for row in reversed(rows)
         ]

@@ -30,6 +30,8 @@ from dockyard.security.events import (
 )
 from dockyard.security.permissions import PUBLIC, ROUTES
 from dockyard.security.principals import OPEN, Action, Principal, require
+from dockyard.security.ratelimit import RateLimits, parse_limits
+from dockyard.security.tokens import JwtVerifier
 from dockyard.services.workspace import Workspace
 from dockyard.serving.failures import error_answer
 
@@ -52,8 +54,16 @@ class TokenVerifier(Protocol):
 
 
 class RateLimiter(Protocol):
+    """Per-principal rate limits and request counts (``security.ratelimit.RateLimits``)."""
+
     def admit(self, principal: Principal) -> None:
-        """Raise RateLimited when ``principal`` is over its rate."""
+        """Count the request; raise RateLimited when ``principal`` is over its rate."""
+
+    def update(self, records: Sequence[KeyRecord]) -> None:
+        """Take the keys' own rates, after the keys are reloaded."""
+
+    def roll(self) -> list[SecurityEvent]:
+        """Events for principals whose request rate jumped, once a counting window is over."""
 
 
 def credential(authorization: str | None, api_key: str | None) -> str | None:
@@ -144,12 +154,18 @@ class Authenticator:
         )
 
     async def keep_fresh(self) -> None:
-        """Reload the keys and write queued security events every ``REFRESH_S``, until
-        cancelled; a database error is logged and tried again."""
+        """Reload the keys, look for request-rate jumps and write queued security events every
+        ``REFRESH_S``, until cancelled; a database error is logged and tried again."""
         while True:
             try:
                 if self.ring is not None and self._load_keys is not None:
-                    self.ring.load(await asyncio.to_thread(self._load_keys))
+                    records = await asyncio.to_thread(self._load_keys)
+                    self.ring.load(records)
+                    if self._limiter is not None:
+                        self._limiter.update(records)
+                if self._limiter is not None and self.events is not None:
+                    for event in self._limiter.roll():
+                        self.events.record(event)
                 if self.events is not None:
                     await asyncio.to_thread(self.events.flush)
             except DockyardError as exc:
@@ -242,9 +258,18 @@ async def send_error(send: Send, error: DockyardError) -> None:
 
 def authenticator_for(settings: Settings, workspace: Workspace) -> Authenticator:
     """The authenticator ``settings`` ask for: off (``--no-auth``), or the deployment's API keys,
-    loaded now and kept fresh, with security events written to the workspace's table."""
+    loaded now and kept fresh, with their rate limits (a malformed ``rate_limits`` entry raises
+    InvalidInput naming it) and security events written to the workspace's table; and JWTs
+    verified against ``jwt_jwks`` when it is set (its keys fetched now: call this in the worker,
+    after any fork, as the verifier runs a refresh thread)."""
     if not settings.auth:
+        parse_limits(settings.rate_limits)  # a malformed entry stops the start, --no-auth too
         return Authenticator(None)
+    records = workspace.keys.all()
     ring = KeyRing(workspace.hasher)
-    ring.load(workspace.keys.all())
-    return Authenticator(ring, load_keys=workspace.keys.all, events=workspace.events)
+    ring.load(records)
+    limiter = RateLimits.from_settings(settings.rate_limits, records)
+    tokens = JwtVerifier.from_settings(settings) if settings.jwt_jwks else None
+    return Authenticator(
+        ring, load_keys=workspace.keys.all, tokens=tokens, limiter=limiter, events=workspace.events
+    )

@@ -39,11 +39,13 @@ class Deployment:
     version: ModelVersion
     runtime: Runtime
     batcher: Batcher
+    max_rows: int | None = None
+    """Most rows one request may carry (the ``max_rows`` setting); None: no limit."""
     input_plan: InputPlan = field(init=False, repr=False, compare=False)
     _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.input_plan = InputPlan(self.version.signature)
+        self.input_plan = InputPlan(self.version.signature, self.max_rows)
         self._output_names = tuple(spec.name for spec in self.version.signature.outputs)
 
     @classmethod
@@ -69,7 +71,7 @@ class Deployment:
             # not reach the model's own, which would otherwise spin one OpenMP thread per core.
             thread_setup=partial(threadpool_limits, limits=settings.effective_model_threads()),
         )
-        return cls(version=version, runtime=runtime, batcher=batcher)
+        return cls(version=version, runtime=runtime, batcher=batcher, max_rows=settings.max_rows)
 
     @property
     def name(self) -> str:

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("client", sa.String(256), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_security_events"),
     )
     op.create_index("ix_security_events_at", "security_events", ["at"])
