@@ -1,12 +1,19 @@
-"""``dockyard.Client``: a small Open Inference Protocol V2 client over HTTP (httpx).
+"""``dockyard.Client``: a small HTTP client (httpx) for a Dockyard server: Open Inference Protocol
+V2 inference, and the management API (models, aliases, API keys, security events) with a key.
 
-Users call models with it, and so do the load test and the end-to-end tests.
+Users call models and manage a remote registry with it; so do the CLI's ``--url`` commands, the
+load test and the end-to-end tests.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -15,6 +22,7 @@ from dockyard import errors
 from dockyard.datatypes import numpy_dtype, v2_datatype
 from dockyard.errors import DockyardError
 
+API_KEY_ENV = "DOCKYARD_API_KEY"
 ERRORS_BY_STATUS: dict[int, type[DockyardError]] = {
     400: errors.InvalidInput,
     401: errors.Unauthenticated,
@@ -42,11 +50,19 @@ def _error_for(response: httpx.Response) -> DockyardError:
     return DockyardError(f"server answered {response.status_code}: {message}")
 
 
+UPLOAD_TIMEOUT_S = 300.0
+"""At least this long for a registration: the server stores, loads and checks the model."""
+
+
 class Client:
-    """Talks V2 to a Dockyard (or any Open Inference Protocol) server."""
+    """Talks V2 to a Dockyard (or any Open Inference Protocol) server, and manages a Dockyard
+    server's registry and keys through ``/api`` (which needs a key allowed to do so)."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        """``api_key`` defaults to ``$DOCKYARD_API_KEY``, as the CLI's ``--url`` does."""
+        api_key = api_key or os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -59,8 +75,12 @@ class Client:
         self._http.close()
 
     def _get(self, path: str) -> Any:
-        response = self._http.get(path)
-        if response.status_code != 200:
+        return self._call("GET", path)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; its JSON answer, or the Dockyard error its status maps to."""
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code not in (200, 201):
             raise _error_for(response)
         return response.json()
 
@@ -107,6 +127,177 @@ class Client:
             )
             for item in response.json()["outputs"]
         }
+
+    # Management (``/api``): the same services as the CLI, acting as the key's principal.
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model the key may see, with its latest version and aliases."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/models")
+        return result
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """A model with its aliases, tags and every version (``"versions"``)."""
+        result: dict[str, Any] = self._call("GET", _api_model(name))
+        return result
+
+    def get_version(self, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"{_api_model(name)}/versions/{int(version)}")
+        return result
+
+    def register(
+        self,
+        path: str | Path,
+        name: str,
+        reference: str | Path | None = None,
+        framework: str | None = None,
+        description: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        alias: str | None = None,
+        *,
+        signature: Mapping[str, Any] | None = None,
+        allow_pickle: bool = False,
+        trusted_types: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Upload a model file (and reference data: .csv, .json or .npy) as a new version.
+
+        The server detects the framework from the file's suffix, as the CLI does; ``allow_pickle``
+        and ``trusted_types`` are refused unless the key is an admin's and the server allows them.
+        """
+        model_path = Path(path)
+        if not model_path.is_file():
+            raise errors.InvalidInput(
+                f"{model_path} is not a file: only a model file can be uploaded (register a "
+                "Python-function folder on the server's machine)"
+            )
+        fields: dict[str, str] = {"name": name}
+        for field, text in (("framework", framework), ("description", description)):
+            if text is not None:
+                fields[field] = text
+        for field, mapping in (
+            ("metrics", metrics),
+            ("params", params),
+            ("tags", tags),
+            ("signature", signature),
+        ):
+            if mapping is not None:
+                fields[field] = json.dumps(dict(mapping))
+        if alias is not None:
+            fields["alias"] = alias
+        if allow_pickle:
+            fields["allow_pickle"] = "true"
+        if trusted_types:
+            fields["trusted_types"] = json.dumps(list(trusted_types))
+        with model_path.open("rb") as model_file:
+            files: dict[str, tuple[str, IO[bytes]]] = {"model": (model_path.name, model_file)}
+            if reference is None:
+                return self._upload(fields, files)
+            reference_path = Path(reference)
+            with reference_path.open("rb") as reference_file:
+                files["reference"] = (reference_path.name, reference_file)
+                return self._upload(fields, files)
+
+    def _upload(
+        self, fields: dict[str, str], files: dict[str, tuple[str, IO[bytes]]]
+    ) -> dict[str, Any]:
+        timeout = max(self._timeout, UPLOAD_TIMEOUT_S)
+        result: dict[str, Any] = self._call(
+            "POST", "/api/models", data=fields, files=files, timeout=timeout
+        )
+        return result
+
+    def update_model(
+        self, name: str, description: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Change a model's description and/or replace its tags; the model as it is now."""
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if tags is not None:
+            body["tags"] = dict(tags)
+        result: dict[str, Any] = self._call("PATCH", _api_model(name), json=body)
+        return result
+
+    def archive(self, name: str, version: int) -> dict[str, Any]:
+        """Archive a version (kept, no longer served by default); the version."""
+        path = f"{_api_model(name)}/versions/{int(version)}/archive"
+        result: dict[str, Any] = self._call("POST", path)
+        return result
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (moving it if it exists); the version it points at."""
+        path = f"{_api_model(name)}/aliases/{quote(alias, safe='')}"
+        result: dict[str, Any] = self._call("PUT", path, json={"version": int(version)})
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call("DELETE", f"{_api_model(name)}/aliases/{quote(alias, safe='')}")
+
+    def create_key(
+        self,
+        name: str,
+        role: str,
+        models: Sequence[str] | None = None,
+        expires: str | timedelta | None = None,
+        rate: str | None = None,
+    ) -> dict[str, Any]:
+        """A new API key: its record, and under ``"key"`` the key itself, shown only this once.
+
+        ``expires`` is a lifetime such as ``"90d"`` (or a timedelta); ``rate`` such as ``100/s``.
+        """
+        body: dict[str, Any] = {"name": name, "role": role}
+        if models is not None:
+            body["models"] = list(models)
+        if expires is not None:
+            body["expires"] = _duration(expires)
+        if rate is not None:
+            body["rate"] = rate
+        result: dict[str, Any] = self._call("POST", "/api/keys", json=body)
+        return result
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key, revoked and expired ones too, with its state (never the keys themselves)."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/keys")
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke a key (by id, or the name of one active key); servers refuse it within about a
+        second."""
+        result: dict[str, Any] = self._call("DELETE", f"/api/keys/{quote(key_id, safe='')}")
+        return result
+
+    def rotate_key(self, key_id: str, grace: str | timedelta | None = None) -> dict[str, Any]:
+        """A new key replacing ``key_id`` (``"key"``: shown once); the old one keeps working for
+        ``grace`` (default: not at all)."""
+        path = f"/api/keys/{quote(key_id, safe='')}/rotate"
+        body = {"json": {"grace": _duration(grace)}} if grace is not None else {}
+        result: dict[str, Any] = self._call("POST", path, **body)
+        return result
+
+    def security_events(
+        self, since: str | timedelta | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Security events (refusals, failed authentications, rate limits), oldest first;
+        ``since`` a window such as ``"1h"``."""
+        params: dict[str, str | int] = {}
+        if since is not None:
+            params["since"] = _duration(since)
+        if limit is not None:
+            params["limit"] = limit
+        result: list[dict[str, Any]] = self._call("GET", "/api/security/events", params=params)
+        return result
+
+
+def _api_model(name: str) -> str:
+    return f"/api/models/{quote(name, safe='')}"
+
+
+def _duration(value: str | timedelta) -> str:
+    """A duration as the server takes it (``90d``, ``3600s``)."""
+    if isinstance(value, timedelta):
+        return f"{max(0, int(value.total_seconds()))}s"
+    return value
 
 
 def _model_path(model: str, version: str | None) -> str:

@@ -64,7 +64,7 @@ def test_register_inspect_and_alias_over_http(
     assert version["version"] == 2
     assert version["metrics"] == {"auc": 0.9}
     assert version["aliases"] == ["staging"]
-    assert version["created_by"] == "api"
+    assert version["created_by"] == "open:anonymous"  # --no-auth: every caller is this one
     assert version["lineage"]["data_rows"] == 80
 
     listed = httpx.get(f"{server.url}/api/models").json()

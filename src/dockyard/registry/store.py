@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Concurrent first registrations of one model race to insert its row; the losers retry.
 CREATE_ATTEMPTS = 5
+MAX_VERSION = 2**63 - 1
+"""The largest version number a database integer holds; larger ones are asked for, never stored."""
 
 InTransaction = Callable[[Connection, ModelVersion], None]
 
@@ -299,6 +301,8 @@ def _locked_model_row(connection: Connection, name: str) -> Row[Any]:
 
 
 def _version_row(connection: Connection, model: Row[Any], number: int) -> Row[Any]:
+    if not 0 < number <= MAX_VERSION:
+        raise NotFound(f"model {model.name!r} has no version {number}: versions count from 1")
     row = connection.execute(
         select(versions).where(versions.c.model_id == model.id, versions.c.version == number)
     ).one_or_none()

@@ -21,8 +21,10 @@ from dockyard.security.apikeys import KeyHasher, KeyRecord, new_key
 from dockyard.security.permissions import SERVICES
 from dockyard.security.principals import Principal, Role, require
 
-DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+DURATION = re.compile(r"^\s*(\d{1,15})\s*([smhdw])\s*$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_S = 100 * 365 * 86400
+"""Past this a duration is a mistake (and past a few thousand years, a date overflow)."""
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 RATE_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 RATE_SECONDS |= {"h": 3600, "hour": 3600}
@@ -33,7 +35,10 @@ def parse_duration(text: str) -> timedelta:
     match = DURATION.match(text)
     if match is None:
         raise InvalidInput(f"duration {text!r} must look like 30s, 15m, 12h, 90d or 2w")
-    return timedelta(seconds=int(match[1]) * SECONDS[match[2]])
+    seconds = int(match[1]) * SECONDS[match[2]]
+    if seconds > MAX_DURATION_S:
+        raise InvalidInput(f"duration {text!r} is longer than 100 years")
+    return timedelta(seconds=seconds)
 
 
 def parse_rate(text: str) -> float:

@@ -32,7 +32,8 @@ HOME_SHOWN = "$DOCKYARD_HOME"
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (the caller's ``X-Request-ID`` if sent) and echoes it back."""
+    """Gives every request an id (the caller's ``X-Request-ID`` if sent) and echoes it back; an
+    unexpected error is answered here, a 500 naming only that id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,12 +48,35 @@ class RequestIdMiddleware:
         )
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", []).append((REQUEST_ID_HEADER, request_id))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered (and logged, once) here: the framework's outer error middleware would log
+            # it again and re-raise it to the server, which logs it a third time.
+            if started:
+                raise
+            status, headers, body = error_answer(exc, request_id.decode("latin-1"))
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body)),
+                        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
 
 
 async def _dockyard_error(request: Request, exc: Exception) -> Response:
@@ -101,6 +125,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.auth = auth
     home = settings.home
     hidden = {str(home): HOME_SHOWN, str(home.resolve()): HOME_SHOWN, sys.prefix: "$PYTHON"}
     hide_paths(hidden)

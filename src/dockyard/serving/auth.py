@@ -153,16 +153,21 @@ class Authenticator:
             )
         )
 
+    async def reload_keys(self) -> None:
+        """Reload the keys now (this worker has just changed one: it takes effect here at once,
+        and in the other workers within their refresh interval)."""
+        if self.ring is not None and self._load_keys is not None:
+            records = await asyncio.to_thread(self._load_keys)
+            self.ring.load(records)
+            if self._limiter is not None:
+                self._limiter.update(records)
+
     async def keep_fresh(self) -> None:
         """Reload the keys, look for request-rate jumps and write queued security events every
         ``REFRESH_S``, until cancelled; a database error is logged and tried again."""
         while True:
             try:
-                if self.ring is not None and self._load_keys is not None:
-                    records = await asyncio.to_thread(self._load_keys)
-                    self.ring.load(records)
-                    if self._limiter is not None:
-                        self._limiter.update(records)
+                await self.reload_keys()
                 if self._limiter is not None and self.events is not None:
                     for event in self._limiter.roll():
                         self.events.record(event)

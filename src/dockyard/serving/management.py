@@ -24,12 +24,13 @@ from dockyard.errors import Forbidden, InvalidInput, PayloadTooLarge
 from dockyard.registry.store import utc_now
 from dockyard.security.keystore import parse_duration
 from dockyard.security.permissions import SERVICES
-from dockyard.security.principals import Principal, parse_role
+from dockyard.security.principals import Principal, Role, parse_role
 from dockyard.services import changes
 from dockyard.services.datafiles import as_reference, read_columns
 from dockyard.services.register import Registration, register
 from dockyard.services.staging import staging_folder
 from dockyard.services.workspace import Workspace
+from dockyard.serving.auth import Authenticator
 from dockyard.serving.bodies import capped, check_length
 
 SAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
@@ -73,6 +74,12 @@ def _workspace(request: Request) -> Workspace:
     return workspace
 
 
+async def _keys_changed(request: Request) -> None:
+    """A key was created, revoked or rotated: this worker reloads its keys at once."""
+    auth: Authenticator = request.app.state.auth
+    await auth.reload_keys()
+
+
 def _principal(request: Request) -> Principal:
     """Who the request acts as (set by ``serving.auth.AccessGuard``)."""
     principal: Principal = request.state.principal
@@ -89,7 +96,44 @@ async def _json_body(request: Request, shape: str) -> dict[str, Any]:
         raise InvalidInput(f"body must be JSON: {shape}") from None
     if not isinstance(body, dict):
         raise InvalidInput(f"body must be a JSON object: {shape}")
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("body holds text that is not valid Unicode (a lone surrogate)") from None
+    if "\x00" in text or "\\u0000" in text:
+        raise InvalidInput("body holds a NUL character, which no stored text may contain")
     return body
+
+
+def _json_schema(example: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of a route that takes one JSON object (for the docs and fuzzers)."""
+    schema = {"type": "object", "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {JSON_TYPE: {"schema": schema, "example": example}},
+        }
+    }
+
+
+STRING = {"type": "string"}
+ALIAS_SCHEMA = _json_schema({"version": 1}, {"version": {"type": "integer", "minimum": 1}})
+UPDATE_SCHEMA = _json_schema(
+    {"description": "fraud model", "tags": {"team": "risk"}},
+    {"description": STRING, "tags": {"type": "object", "additionalProperties": STRING}},
+)
+KEY_SCHEMA = _json_schema(
+    {"name": "ci-bot", "role": "predictor", "models": ["fraud"], "expires": "90d"},
+    {
+        "name": STRING,
+        "role": {"type": "string", "enum": [role.value for role in Role]},
+        "models": {"type": "array", "items": STRING},
+        "expires": STRING,
+        "rate": STRING,
+    },
+)
+ROTATE_SCHEMA = _json_schema({"grace": "1h"}, {"grace": STRING})
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -199,7 +243,11 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         versions = await run_in_threadpool(store.list_versions, name)
         return {**model.to_dict(), "versions": [version.to_dict() for version in versions]}
 
-    @router.patch("/models/{name}", summary="Change a model's description or tags")
+    @router.patch(
+        "/models/{name}",
+        summary="Change a model's description or tags",
+        openapi_extra=UPDATE_SCHEMA,
+    )
     async def update_model(request: Request, name: str) -> dict[str, Any]:
         shape = '{"description": "...", "tags": {"key": "value"}}'
         body = await _json_body(request, shape)
@@ -234,13 +282,15 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         )
         return archived.to_dict()
 
-    @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version")
+    @router.put(
+        "/models/{name}/aliases/{alias}",
+        summary="Point an alias at a version",
+        openapi_extra=ALIAS_SCHEMA,
+    )
     async def set_alias(request: Request, name: str, alias: str) -> dict[str, Any]:
-        body = await _json_body(request, '{"version": n}')
-        try:
-            version = int(body["version"])
-        except (ValueError, KeyError, TypeError):
-            raise InvalidInput('body must be {"version": <number>}') from None
+        version = (await _json_body(request, '{"version": n}')).get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InvalidInput('body must be {"version": <whole number>}')
         moved = await run_in_threadpool(
             changes.set_alias, _workspace(request), _principal(request), name, alias, version
         )
@@ -306,7 +356,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         now = utc_now()
         return [record.to_dict(now) for record in records]
 
-    @router.post("/keys", summary="Create an API key (shown once)")
+    @router.post("/keys", summary="Create an API key (shown once)", openapi_extra=KEY_SCHEMA)
     async def create_key(request: Request) -> JSONResponse:
         shape = '{"name": "ci-bot", "role": "predictor", "models": ["fraud"], "expires": "90d"}'
         body = await _json_body(request, shape)
@@ -331,6 +381,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
             parse_duration(expires) if expires else None,
             rate,
         )
+        await _keys_changed(request)
         return JSONResponse({**record.to_dict(utc_now()), "key": key}, status_code=201)
 
     @router.delete("/keys/{key_id}", summary="Revoke an API key")
@@ -338,9 +389,14 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         record = await run_in_threadpool(
             _workspace(request).keys.revoke, _principal(request), key_id
         )
+        await _keys_changed(request)
         return record.to_dict(utc_now())
 
-    @router.post("/keys/{key_id}/rotate", summary="Replace an API key (shown once)")
+    @router.post(
+        "/keys/{key_id}/rotate",
+        summary="Replace an API key (shown once)",
+        openapi_extra=ROTATE_SCHEMA,
+    )
     async def rotate_key(request: Request, key_id: str) -> JSONResponse:
         grace = "0s"
         if request.headers.get("content-length", "0") != "0":
@@ -350,6 +406,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         record, key = await run_in_threadpool(
             _workspace(request).keys.rotate, _principal(request), key_id, parse_duration(grace)
         )
+        await _keys_changed(request)
         return JSONResponse({**record.to_dict(utc_now()), "key": key}, status_code=201)
 
     @router.get("/security/events", summary="Security events, oldest first")
