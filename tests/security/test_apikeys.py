@@ -40,7 +40,7 @@ def test_only_a_keyed_hash_of_the_key_is_stored(workspace: Workspace) -> None:
 
 
 def test_the_hash_key_file_is_private_and_stable(workspace: Workspace, home: Path) -> None:
-    path = home / "secrets" / "api-key-hmac"
+    path = home / "secrets" / "api-key-hash-key"
     digest = workspace.hasher.digest("dk_000000000000_x")
     assert path.stat().st_mode & 0o777 == 0o600
     assert KeyHasher.open(home / "secrets", "").digest("dk_000000000000_x") == digest

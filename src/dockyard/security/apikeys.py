@@ -2,8 +2,9 @@
 checks them against without touching the database.
 
 A key is ``dk_<id>_<secret>``: the id (public: listed, revoked, logged) and 256 random bits from
-``secrets``. Only HMAC-SHA256(hash key, whole key) is stored — a fast keyed hash is right for random
-keys (nothing to brute-force), so checking one costs about a microsecond, and the comparison is
+``secrets``. Only a keyed hash of the whole key is stored: BLAKE2b-256 in its keyed mode (a MAC, as
+HMAC-SHA-256 is, at a quarter of its cost here: one C call). A fast keyed hash is right for random
+keys (nothing to brute-force), so checking one costs under a microsecond, and the comparison is
 constant-time.
 """
 
@@ -25,8 +26,13 @@ from dockyard.security.principals import Principal, Role
 PREFIX = "dk_"
 ID_BYTES = 6
 SECRET_BYTES = 32
-HASH_KEY_FILE = "api-key-hmac"
+HASH_KEY_FILE = "api-key-hash-key"
 HASH_KEY_BYTES = 32
+"""The hash key made for a home; BLAKE2b takes keys of at most 64 bytes (``api_key_secret``
+longer than that is hashed down first)."""
+DIGEST_BYTES = 32
+MAX_KEY_BYTES = 64
+NEVER = float("inf")
 
 
 def new_key() -> tuple[str, str]:
@@ -44,7 +50,7 @@ def key_id_of(key: str) -> str | None:
 
 
 class KeyHasher:
-    """HMAC-SHA256 under the deployment's hash key."""
+    """Keyed BLAKE2b-256 under the deployment's hash key."""
 
     def __init__(self, hash_key: bytes) -> None:
         self._key = hash_key
@@ -54,12 +60,17 @@ class KeyHasher:
         """The hasher of a deployment: the ``api_key_secret`` setting, else the home's hash key
         file (created when missing)."""
         if setting:
-            return cls(setting.encode())
+            raw = setting.encode()
+            return cls(raw if len(raw) <= MAX_KEY_BYTES else hashlib.sha256(raw).digest())
         make = lambda: secrets.token_bytes(HASH_KEY_BYTES)  # noqa: E731
         return cls(secret_file(secrets_dir / HASH_KEY_FILE, make))
 
     def digest(self, key: str) -> str:
-        return hmac.new(self._key, key.encode(), hashlib.sha256).hexdigest()
+        """The stored form of ``key``: its keyed hash, in hex."""
+        return self.digest_bytes(key).hex()
+
+    def digest_bytes(self, key: str) -> bytes:
+        return hashlib.blake2b(key.encode(), key=self._key, digest_size=DIGEST_BYTES).digest()
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ class _Entry:
 
 class KeyRing:
     """Every key of the deployment, in memory: a request's key is checked with one dict lookup,
-    one HMAC and one constant-time comparison. ``load`` swaps the whole ring at once."""
+    one keyed hash and one constant-time comparison. ``load`` swaps the whole ring at once."""
 
     def __init__(self, hasher: KeyHasher) -> None:
         self._hasher = hasher
@@ -129,7 +140,7 @@ class KeyRing:
             record.key_id: _Entry(
                 digest=bytes.fromhex(record.hash),
                 principal=record.principal,
-                expires=record.expires_at.timestamp() if record.expires_at else float("inf"),
+                expires=record.expires_at.timestamp() if record.expires_at else NEVER,
                 revoked=record.revoked_at is not None,
             )
             for record in records
@@ -142,11 +153,11 @@ class KeyRing:
         """The principal of ``key``; Unauthenticated when it is unknown, expired or revoked."""
         key_id = key_id_of(key)
         entry = self._entries.get(key_id) if key_id is not None else None
-        given = bytes.fromhex(self._hasher.digest(key))
+        given = self._hasher.digest_bytes(key)
         if entry is None or not hmac.compare_digest(entry.digest, given):
             raise Unauthenticated("invalid API key")
         if entry.revoked:
             raise Unauthenticated(f"API key {key_id} has been revoked")
-        if entry.expires <= time.time():
+        if entry.expires is not NEVER and entry.expires <= time.time():
             raise Unauthenticated(f"API key {key_id} has expired")
         return entry.principal
