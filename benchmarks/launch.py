@@ -1,6 +1,8 @@
 """Servers under test, each a subprocess on a free loopback port, always stopped after its runs.
 
 A server runs in its own session (process group) so that stopping it also stops its workers.
+Dockyard requires an API key on every route but the health probes: its spec carries one, and every
+request sent to it (readiness aside) carries ``Authorization: Bearer KEY``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ class ServerSpec:
     workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/v2/health/ready"
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer`` with every request (Dockyard's; None for the others)."""
+
+    @property
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header value for this server's requests, if it needs one."""
+        return f"Bearer {self.api_key}" if self.api_key else None
 
 
 @dataclass
@@ -65,9 +74,14 @@ def dockyard_spec(
     executable: Path | None = None,
     model_options: tuple[str, ...] = (),
     beside: tuple[str, ...] = (),
+    api_key: str | None = None,
+    auth: bool = True,
+    env: dict[str, str] | None = None,
 ) -> ServerSpec:
     """``dockyard serve ref [beside…]``, load sent to ``ref``; ``workers=None`` leaves the default
-    (one per core). Nothing is set in the environment but the home: Dockyard runs as users run it.
+    (one per core). Nothing is set in the environment but the home (and ``env``, when given):
+    Dockyard runs as users run it, auth on (its default; ``auth=False`` adds ``--no-auth``), and
+    requests carry ``api_key``, a key of ``home``.
     """
     name = ref.split(":")[0].split("@")[0]
     return ServerSpec(
@@ -84,10 +98,12 @@ def dockyard_spec(
             "--log-level",
             "warning",
             *(f"--model-option={option}" for option in model_options),
+            *(() if auth else ("--no-auth",)),
         ],
         infer_path=f"/v2/models/{name}/infer",
         workers=workers or len(os.sched_getaffinity(0)),
-        env={"DOCKYARD_HOME": str(home)},
+        env={"DOCKYARD_HOME": str(home), **(env or {})},
+        api_key=api_key,
     )
 
 
@@ -125,12 +141,21 @@ def mlserver_spec(mlserver: Path, repository: Path, model: str, label: str) -> S
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10.0
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    *,
+    authorization: str | None = None,
 ) -> tuple[int, bytes]:
-    """One request on a fresh connection: (status, body)."""
+    """One request on a fresh connection: (status, body); ``authorization`` is the header's value
+    (``ServerSpec.authorization``)."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if authorization:
+            headers["Authorization"] = authorization
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
@@ -148,7 +173,14 @@ def wait_ready(server: RunningServer, timeout: float = READY_TIMEOUT_S) -> float
                 f"ready; its log ({server.log}) ends:\n{tail(server.log)}"
             )
         with contextlib.suppress(OSError, http.client.HTTPException):
-            if http_request(server.port, "GET", server.spec.ready_path, timeout=1.0)[0] == 200:
+            status, _ = http_request(
+                server.port,
+                "GET",
+                server.spec.ready_path,
+                timeout=1.0,
+                authorization=server.spec.authorization,
+            )
+            if status == 200:
                 return time.monotonic() - started
         time.sleep(POLL_S)
     raise RuntimeError(

@@ -5,12 +5,17 @@ threads itself. The reference servers (bare callable, FastAPI, MLServer) get ``T
 OpenMP's default of one spinning thread per core they collapse on a shared 2-core machine, and a
 comparison with a collapsed server says nothing. ``heavy-defaults`` compares Dockyard's defaults
 with the same server given ``THREAD_ENV``.
+
+Auth is on in every Dockyard row (its default): each carries the bench home's predictor key and
+sends it with every request. ``auth-cost`` measures what that costs: the small model with auth and
+a rate limit checked on every request, against the same server with ``--no-auth``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import launch
 import models
@@ -31,6 +36,19 @@ DOCKYARD_BESIDE_SMALL = "dockyard (defaults, beside the small model)"
 DEFAULTS_CONNECTIONS = (8, 64)
 SMALL_YARDSTICK = "dockyard, small model"
 """The small model served beside the heavy one, so the heavy target's ratio is side by side."""
+DOCKYARD_AUTH = "dockyard (auth + rate limits)"
+DOCKYARD_NO_AUTH = "dockyard (--no-auth)"
+AUTH_COST_CONNECTIONS = (1, 64)
+AUTH_RATE_LIMITS = "predictor=1000000/s"
+"""So high it never refuses (the bucket holds a second's worth), yet the predictor key's bucket is
+counted and refilled on every request: the cost of a limit, not of refusals."""
+AUTH_COST_NOTE = (
+    f"Both serve the small model with 1 worker and every default; '{DOCKYARD_AUTH}' adds "
+    f"DOCKYARD_RATE_LIMITS={AUTH_RATE_LIMITS} to its environment (a rate it never reaches, so "
+    "nothing is refused, but the key's token bucket is checked on every request), and "
+    f"'{DOCKYARD_NO_AUTH}' adds --no-auth to its command (no key checked; the harness sends its "
+    "Authorization header anyway, unread)."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +56,11 @@ class Bodies:
     tabular: Path
     tabular_all_outputs: Path
     onnx: Path
+
+
+def _dockyard(built: models.ModelSet, ref: str, **options: Any) -> ServerSpec:
+    """``dockyard serve ref`` on the bench home, its requests carrying the home's predictor key."""
+    return launch.dockyard_spec(built.home, ref, api_key=built.api_key, **options)
 
 
 def with_threads(spec: ServerSpec) -> ServerSpec:
@@ -57,10 +80,10 @@ def _mlserver(mlserver: Path, work: Path, name: str, model: Path, *, batching: b
 
 def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list[Entry]:
     """Where server overhead dominates: every server, 1 and 2 workers, open loop for all."""
-    home, model, body = built.home, built.small_file, bodies.tabular
+    model, body = built.small_file, bodies.tabular
     entries = [
         Entry(BARE, _bare(model), body),
-        Entry(DOCKYARD, launch.dockyard_spec(home, "small:1"), body, is_profiled=True),
+        Entry(DOCKYARD, _dockyard(built, "small:1"), body, is_profiled=True),
         Entry(
             FASTAPI,
             with_threads(launch.reference_spec("fastapi_endpoint.py", FASTAPI, model)),
@@ -73,7 +96,7 @@ def small(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
         )
     entries += [
         Entry(BARE, _bare(model, workers=2), body),
-        Entry(DOCKYARD, launch.dockyard_spec(home, "small:1", workers=2), body),
+        Entry(DOCKYARD, _dockyard(built, "small:1", workers=2), body),
     ]
     return [dataclasses.replace(entry, is_open_loop=True) for entry in entries]
 
@@ -82,18 +105,18 @@ def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
     """Where batching matters: Dockyard with and without it (and with the model in its own process,
     ``isolate``), MLServer with and without it; plus Dockyard serving the small model at 64
     connections, the yardstick of the heavy target, measured interleaved with the heavy rows."""
-    home, model, body = built.home, built.heavy_file, bodies.tabular
-    dockyard = launch.dockyard_spec(home, "heavy:1")
-    unbatched = launch.dockyard_spec(home, "heavy:1", batching=False, label="dockyard-unbatched")
-    isolated = launch.dockyard_spec(
-        home, "heavy:1", label=DOCKYARD_ISOLATED, model_options=("heavy.isolate=true",)
+    model, body = built.heavy_file, bodies.tabular
+    dockyard = _dockyard(built, "heavy:1")
+    unbatched = _dockyard(built, "heavy:1", batching=False, label="dockyard-unbatched")
+    isolated = _dockyard(
+        built, "heavy:1", label=DOCKYARD_ISOLATED, model_options=("heavy.isolate=true",)
     )
     entries = [
         Entry(BARE, _bare(model), body, is_open_loop=True),
         Entry(DOCKYARD, dockyard, body, is_open_loop=True, is_profiled=True),
         Entry(DOCKYARD_ISOLATED, isolated, body, is_open_loop=True),
         Entry(DOCKYARD_UNBATCHED, unbatched, body),
-        Entry(DOCKYARD, launch.dockyard_spec(home, "heavy:1", workers=2), body),
+        Entry(DOCKYARD, _dockyard(built, "heavy:1", workers=2), body),
         Entry(
             f"{DOCKYARD} (all outputs)",
             dockyard,
@@ -102,7 +125,7 @@ def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
         ),
         Entry(
             SMALL_YARDSTICK,
-            launch.dockyard_spec(home, "small:1", label=SMALL_YARDSTICK),
+            _dockyard(built, "small:1", label=SMALL_YARDSTICK),
             body,
             connections=(64,),
         ),
@@ -124,15 +147,15 @@ def heavy(built: models.ModelSet, bodies: Bodies, mlserver: Path | None) -> list
 
 def onnx(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
     """The small model converted to ONNX, served by Dockyard (onnxruntime)."""
-    spec = launch.dockyard_spec(built.home, "small-onnx:1")
+    spec = _dockyard(built, "small-onnx:1")
     return [Entry(DOCKYARD, spec, bodies.onnx)]
 
 
 def heavy_defaults(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
     """The heavy model served with every default (one worker per core, nothing in the
     environment), the same with THREAD_ENV, and with the defaults beside the small model."""
-    home, body = built.home, bodies.tabular
-    defaults = launch.dockyard_spec(home, "heavy:1", workers=None, label=DOCKYARD_DEFAULTS)
+    body = bodies.tabular
+    defaults = _dockyard(built, "heavy:1", workers=None, label=DOCKYARD_DEFAULTS)
     return [
         Entry(DOCKYARD_DEFAULTS, defaults, body, connections=DEFAULTS_CONNECTIONS),
         Entry(
@@ -143,10 +166,23 @@ def heavy_defaults(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
         ),
         Entry(
             DOCKYARD_BESIDE_SMALL,
-            launch.dockyard_spec(
-                home, "heavy:1", workers=None, label=DOCKYARD_BESIDE_SMALL, beside=("small:1",)
+            _dockyard(
+                built, "heavy:1", workers=None, label=DOCKYARD_BESIDE_SMALL, beside=("small:1",)
             ),
             body,
             connections=DEFAULTS_CONNECTIONS,
         ),
+    ]
+
+
+def auth_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
+    """The small model (1 worker) with auth and a rate limit checked on every request, and the
+    same server with ``--no-auth``, side by side at 1 and 64 connections (``AUTH_COST_NOTE``)."""
+    limited = _dockyard(
+        built, "small:1", label=DOCKYARD_AUTH, env={"DOCKYARD_RATE_LIMITS": AUTH_RATE_LIMITS}
+    )
+    open_ = _dockyard(built, "small:1", label=DOCKYARD_NO_AUTH, auth=False)
+    return [
+        Entry(DOCKYARD_AUTH, limited, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
+        Entry(DOCKYARD_NO_AUTH, open_, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
     ]

@@ -9,6 +9,8 @@ Closed loop: each connection sends its next request as soon as the last one is a
 
 Request bytes are encoded once; responses are parsed with httptools. Run as a script it prints one
 JSON object: ``python benchmarks/loadgen.py open --port P --path /v2/... --body FILE --rate R``.
+Every request carries ``Authorization: $BENCH_AUTH`` when that variable is set (Dockyard's API key,
+kept off the command line).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,12 +35,14 @@ TICK_S = 0.001
 DRAIN_S = 2.0
 START_DELAY_S = 0.02
 SUBPROCESS_SLACK_S = 30.0
+AUTH_ENV = "BENCH_AUTH"
 
 
-def encode_request(port: int, path: str, body: bytes) -> bytes:
+def encode_request(port: int, path: str, body: bytes, authorization: str | None = None) -> bytes:
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{auth}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
 
@@ -180,10 +185,18 @@ def _summary(
 
 
 async def open_loop(
-    port: int, path: str, body: bytes, *, rate: float, duration: float, connections: int
+    port: int,
+    path: str,
+    body: bytes,
+    *,
+    rate: float,
+    duration: float,
+    connections: int,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
     """Send ``rate * duration`` requests on schedule over ``connections`` keep-alive connections."""
-    run = _Run(port, encode_request(port, path, body), connections, is_open=True)
+    request = encode_request(port, path, body, authorization)
+    run = _Run(port, request, connections, is_open=True)
     await run.connect()
     total = max(1, round(rate * duration))
     start = time.monotonic() + START_DELAY_S
@@ -219,10 +232,17 @@ async def open_loop(
 
 
 async def closed_loop(
-    port: int, path: str, body: bytes, *, duration: float, connections: int
+    port: int,
+    path: str,
+    body: bytes,
+    *,
+    duration: float,
+    connections: int,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
     """Keep ``connections`` requests in flight for ``duration`` seconds."""
-    run = _Run(port, encode_request(port, path, body), connections, is_open=False)
+    request = encode_request(port, path, body, authorization)
+    run = _Run(port, request, connections, is_open=False)
     start = time.monotonic()
     await run.connect()
     await asyncio.sleep(max(0.0, duration - (time.monotonic() - start)))
@@ -245,8 +265,10 @@ def measure(
     duration: float,
     connections: int,
     rate: float = 0.0,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
-    """Run this module as a separate process (its own interpreter and core) and return its JSON."""
+    """Run this module as a separate process (its own interpreter and core) and return its JSON;
+    ``authorization``, the ``Authorization`` header's value, reaches it in ``BENCH_AUTH``."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -264,8 +286,16 @@ def measure(
         "--rate",
         str(rate),
     ]
+    env = {k: v for k, v in os.environ.items() if k != AUTH_ENV}
+    if authorization:
+        env[AUTH_ENV] = authorization
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=duration + SUBPROCESS_SLACK_S, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=duration + SUBPROCESS_SLACK_S,
+        check=False,
+        env=env,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"load generator failed: {completed.stderr.strip()[-2000:]}")
@@ -284,6 +314,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s (open loop)")
     args = parser.parse_args()
     body = args.body.read_bytes()
+    authorization = os.environ.get(AUTH_ENV) or None
     if args.mode == "open":
         if args.rate <= 0:
             parser.error("open loop needs --rate > 0")
@@ -294,10 +325,16 @@ def main() -> None:
             rate=args.rate,
             duration=args.duration,
             connections=args.connections,
+            authorization=authorization,
         )
     else:
         coroutine = closed_loop(
-            args.port, args.path, body, duration=args.duration, connections=args.connections
+            args.port,
+            args.path,
+            body,
+            duration=args.duration,
+            connections=args.connections,
+            authorization=authorization,
         )
     print(json.dumps(uvloop.run(coroutine)))
 

@@ -76,8 +76,9 @@ def _wait_for_processes(pid: int, count: int) -> None:
         time.sleep(0.1)
 
 
-def compare_workers(home: Path, logs: Path) -> dict[str, Any]:
-    """Register ``big`` and measure ``dockyard serve big:1`` with 1 and 2 workers after warm-up."""
+def compare_workers(home: Path, logs: Path, api_key: str) -> dict[str, Any]:
+    """Register ``big`` and measure ``dockyard serve big:1`` with 1 and 2 workers after warm-up
+    requests (carrying ``api_key``, a predictor key of ``home``)."""
     weights_mb = models.register_big(home)
     body = models.v2_body("input-0", "FP64", [0.5] * models.FEATURES, ["predict_proba"])
     result: dict[str, Any] = {
@@ -89,11 +90,13 @@ def compare_workers(home: Path, logs: Path) -> dict[str, Any]:
         "warmup_requests": WARMUP_REQUESTS,
     }
     for workers in (1, 2):
-        spec = launch.dockyard_spec(home, "big:1", workers=workers)
+        spec = launch.dockyard_spec(home, "big:1", workers=workers, api_key=api_key)
         with launch.running(spec, logs) as server:
             _wait_for_processes(server.pid, 1 if workers == 1 else 1 + workers)
             for _ in range(WARMUP_REQUESTS):
-                status, answer = launch.http_request(server.port, "POST", spec.infer_path, body)
+                status, answer = launch.http_request(
+                    server.port, "POST", spec.infer_path, body, authorization=spec.authorization
+                )
                 if status != 200:
                     raise RuntimeError(f"big model answered {status}: {answer[:200]!r}")
             measured = measure(server.pid)

@@ -3,6 +3,8 @@
 ``small`` (logistic regression, 30 features) is where server overhead dominates; ``heavy`` (300-tree
 histogram gradient boosting) costs milliseconds per call, so batching matters; ``onnx`` is ``small``
 converted with skl2onnx; ``big`` (a brute-force KNN keeping a 216 MB matrix) is for memory only.
+The home also gets one predictor API key (``ModelSet.api_key``): ``dockyard serve`` requires a key
+on every route but the health probes, and every request the harness sends to Dockyard carries it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ HEAVY_TREES = 300
 BIG_ROWS = 900_000  # x 30 float64 = 216 MB of weights
 SEED = 0
 MLSERVER_BATCH_TIME_S = 0.005
+KEY_NAME = "bench"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class ModelSet:
     onnx_bytes: bytes
     rows: np.ndarray
     bodies: Bodies
+    api_key: str
+    """A predictor key of ``home``, sent as ``Authorization: Bearer`` to every Dockyard server."""
 
 
 def training_data(rows: int = TRAIN_ROWS) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +74,26 @@ def v2_body(name: str, datatype: str, row: list[float], outputs: list[str] | Non
     return orjson.dumps(payload)
 
 
+def create_key(home: Path) -> str:
+    """Create a predictor API key named ``bench`` in ``home``; return the key (shown only once).
+
+    The same settings as the servers, which run with only ``DOCKYARD_HOME`` set: the key is hashed
+    under the home's own secret, which they read too."""
+    from dockyard.config import load_settings
+    from dockyard.security.principals import Role, local_user
+    from dockyard.services.workspace import Workspace
+
+    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    try:
+        _, key = workspace.keys.create(local_user(), KEY_NAME, Role.PREDICTOR)
+    finally:
+        workspace.store.engine.dispose()
+    return key
+
+
 def build(folder: Path, *, heavy_trees: int = HEAVY_TREES) -> ModelSet:
-    """Train ``small``, ``heavy`` and ``onnx``; save joblib files; register them in a fresh home."""
+    """Train ``small``, ``heavy`` and ``onnx``; save joblib files; register them in a fresh home,
+    with one predictor API key."""
     from skl2onnx import to_onnx
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -110,6 +133,7 @@ def build(folder: Path, *, heavy_trees: int = HEAVY_TREES) -> ModelSet:
         onnx_bytes=converted.SerializeToString(),
         rows=x[-64:],
         bodies=bodies,
+        api_key=create_key(home),
     )
 
 

@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lineup import AUTH_COST_NOTE
+
+SCENARIO_NOTES = {"auth-cost": AUTH_COST_NOTE}
+"""A sentence under a scenario's tables: what differs between its servers."""
+
 ISSUE_FIGURES = (
     ("small", "bare-asgi", 1, 64, "rps", 4000, "bare ASGI, small, 64 conn, 1 worker"),
     ("small", "bare-asgi", 2, 64, "rps", 7200, "bare ASGI, small, 64 conn, 2 workers"),
@@ -38,6 +43,8 @@ def _closed_tables(results: dict[str, Any]) -> list[str]:
         rows = [row for row in results["closed"] if row["scenario"] == scenario]
         lines.append(f"### Closed loop: {scenario}")
         lines.append("")
+        if scenario in SCENARIO_NOTES:
+            lines += [SCENARIO_NOTES[scenario], ""]
         lines.extend(
             _table(
                 [

@@ -79,6 +79,11 @@ METHOD = [
     "Dockyard runs with its defaults: adaptive batching of up to 64 rows, no timer wait; the",
     "'dockyard (isolate)' rows add --model-option heavy.isolate=true (the model predicts in a",
     "child process of the worker, beside the event loop instead of sharing its GIL).",
+    "Auth is on in every Dockyard row, as by default: every request to Dockyard (check, warm-up,",
+    "closed and open loop) carries 'Authorization: Bearer KEY', one predictor key created in the",
+    "bench home. Scenario 'auth-cost' serves the small model (1 worker) twice, side by side:",
+    f"with DOCKYARD_RATE_LIMITS={lineup.AUTH_RATE_LIMITS} (never reached, but the key's bucket is",
+    "checked on every request) and with --no-auth.",
 ]
 
 
@@ -98,16 +103,23 @@ def _section(results: dict[str, Any], name: str, action: Callable[[], Any]) -> A
 
 def _closed_driver(wrk_path: str | None, script: Path) -> scenarios.ClosedLoop:
     if wrk_path is None:
-        return lambda port, path, body, connections, seconds: loadgen.measure(
-            "closed", port, path, body, duration=seconds, connections=connections
+        return lambda port, path, body, connections, seconds, authorization: loadgen.measure(
+            "closed",
+            port,
+            path,
+            body,
+            duration=seconds,
+            connections=connections,
+            authorization=authorization,
         )
-    return lambda port, path, body, connections, seconds: wrk.closed_loop(
+    return lambda port, path, body, connections, seconds, authorization: wrk.closed_loop(
         wrk_path,
         script,
         f"http://{launch.HOST}:{port}{path}",
         body,
         duration=seconds,
         connections=connections,
+        authorization=authorization,
     )
 
 
@@ -171,6 +183,13 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         )
     _section(
         results,
+        "auth-cost",
+        lambda: _scenario(
+            results, "auth-cost", lineup.auth_cost(built, bodies), plan, closed, logs
+        ),
+    )
+    _section(
+        results,
         "heavy-defaults",
         lambda: _scenario(
             results, "heavy-defaults", lineup.heavy_defaults(built, bodies), plan, closed, logs
@@ -198,7 +217,7 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         elif profile:
             results["profiles"].append(profile)
     results["memory"] = _section(
-        results, "memory", lambda: memory.compare_workers(built.home, logs)
+        results, "memory", lambda: memory.compare_workers(built.home, logs, built.api_key)
     )
     results["gpu"] = {"status": machine.gpu_status()}
     print(f"  GPU: {results['gpu']['status']}")

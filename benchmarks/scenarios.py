@@ -2,7 +2,8 @@
 
 Every server in a scenario is up for the whole scenario (idle ones cost nothing) so the runs can be
 interleaved: for each connection count, each repeat visits every server in turn, and drift on a
-noisy machine hits them all alike. A row reports the median of its repeats.
+noisy machine hits them all alike. A row reports the median of its repeats. Every request to a
+server carries its spec's ``Authorization`` (Dockyard's API key), checks and warm-ups included.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ SATURATED = 0.95
 """An open-loop rate is saturated when the server completes less than this share of it on time."""
 
 PROFILED_CONNECTIONS = (1, 64)
-ClosedLoop = Callable[[int, str, Path, int, float], dict[str, Any]]
-"""(port, path, body file, connections, seconds) -> one closed-loop result."""
+ClosedLoop = Callable[[int, str, Path, int, float, str | None], dict[str, Any]]
+"""(port, path, body file, connections, seconds, Authorization value) -> one closed-loop result."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,11 @@ def _check(server: RunningServer, entry: Entry) -> str | None:
     """None when one inference request answers 200, else what went wrong."""
     try:
         status, body = launch.http_request(
-            server.port, "POST", entry.spec.infer_path, entry.body.read_bytes()
+            server.port,
+            "POST",
+            entry.spec.infer_path,
+            entry.body.read_bytes(),
+            authorization=entry.spec.authorization,
         )
     except OSError as exc:
         return f"{entry.label}: the first request failed: {exc}"
@@ -148,7 +153,7 @@ def run(name: str, entries: list[Entry], plan: Plan, closed: ClosedLoop, logs: P
                     outcome,
                     f"{name}: {entry.label} warm-up",
                     lambda s=server, e=entry: closed(
-                        s.port, e.spec.infer_path, e.body, 64, plan.warmup_s
+                        s.port, e.spec.infer_path, e.body, 64, plan.warmup_s, e.spec.authorization
                     ),
                 )
             ready.append((entry, server))
@@ -178,7 +183,7 @@ def _closed_loops(
                     outcome,
                     f"{name}: {entry.label} (w={entry.spec.workers}, c={connections})",
                     lambda s=server, e=entry, c=connections: closed(
-                        s.port, e.spec.infer_path, e.body, c, plan.duration_s
+                        s.port, e.spec.infer_path, e.body, c, plan.duration_s, e.spec.authorization
                     ),
                 )
                 if result is not None:
@@ -206,6 +211,7 @@ def _open_loops(
                 duration=plan.open_duration_s,
                 connections=64,
                 rate=r,
+                authorization=entry.spec.authorization,
             ),
         )
         if result is None:
@@ -239,7 +245,12 @@ def _profile(
             outcome,
             f"{name}: {entry.label} under py-spy",
             lambda c=connections: closed(
-                server.port, entry.spec.infer_path, entry.body, c, plan.profile_s + 1
+                server.port,
+                entry.spec.infer_path,
+                entry.body,
+                c,
+                plan.profile_s + 1,
+                entry.spec.authorization,
             ),
         )
         summary = profiling.finish(recorder, output, plan.profile_s)

@@ -1,4 +1,8 @@
-"""Seconds from spawning ``dockyard serve`` to the first 200 from ``/v2/health/ready``."""
+"""Seconds from spawning ``dockyard serve`` to the first 200 from ``/v2/health/ready``.
+
+The probe carries no API key, as an orchestrator's does not: the health probes are the routes
+Dockyard serves without one.
+"""
 
 from __future__ import annotations
 

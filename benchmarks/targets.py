@@ -1,5 +1,5 @@
-"""The targets of issues 3 and 8, checked against one run's results: measured value, pass/fail,
-margin."""
+"""The targets of issues 3 and 8, and the cost of auth (auth + rate limits against ``--no-auth``),
+checked against one run's results: measured value, pass/fail, margin."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lineup import (
+    AUTH_RATE_LIMITS,
     BARE,
     DEFAULTS_CONNECTIONS,
     DOCKYARD,
+    DOCKYARD_AUTH,
     DOCKYARD_DEFAULTS,
     DOCKYARD_ISOLATED,
+    DOCKYARD_NO_AUTH,
     DOCKYARD_THREAD_ENV,
     DOCKYARD_UNBATCHED,
     MLSERVER_BATCHED,
@@ -22,6 +25,8 @@ from lineup import (
 
 LATENCY_NOISE = 1.05
 """'No worse' latency comparisons allow 5 %: the run-to-run spread of a p50 on this machine."""
+AUTH_THROUGHPUT = 0.95
+"""Auth and rate limits may cost at most 5 % of the small model's throughput at 64 connections."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,20 @@ CHECKS = (
             True,
         )
         for connections in DEFAULTS_CONNECTIONS
+    ),
+    Check(
+        f"Auth cost, small, 64 conn, 1 worker: req/s with auth + rate limits "
+        f"({AUTH_RATE_LIMITS}) >= {AUTH_THROUGHPUT} x the same server with --no-auth",
+        _vs("auth-cost", DOCKYARD_AUTH, "auth-cost", DOCKYARD_NO_AUTH, 1, 64, "rps"),
+        AUTH_THROUGHPUT,
+        True,
+    ),
+    Check(
+        f"Auth cost, small, 1 conn, 1 worker: p50 with auth + rate limits <= {LATENCY_NOISE} x "
+        "the same server with --no-auth",
+        _vs("auth-cost", DOCKYARD_AUTH, "auth-cost", DOCKYARD_NO_AUTH, 1, 1, "p50_ms"),
+        LATENCY_NOISE,
+        False,
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
     Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),

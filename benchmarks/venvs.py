@@ -9,14 +9,18 @@ from pathlib import Path
 INSTALL_TIMEOUT_S = 900.0
 
 
-def ensure(venv: Path, requirements: list[str], executable: str) -> Path:
+def ensure(
+    venv: Path, requirements: list[str], executable: str, depends_on: tuple[str, ...] = ()
+) -> Path:
     """``venv/bin/<executable>``, creating the venv and installing ``requirements`` when needed.
 
-    A marker file remembers what was installed, so a later run reuses the venv. Raises
-    RuntimeError with pip's last lines when the install fails.
+    A marker file remembers what was installed (``requirements`` and ``depends_on``: what else
+    decides the install, such as an editable project's own dependencies), so a later run reuses
+    the venv until either changes. Raises RuntimeError with pip's last lines when the install
+    fails.
     """
     marker = venv / ".bench-requirements"
-    wanted = "\n".join(requirements)
+    wanted = "\n".join([*requirements, *(f"# {line}" for line in depends_on)])
     program = venv / "bin" / executable
     if program.exists() and marker.exists() and marker.read_text() == wanted:
         return program

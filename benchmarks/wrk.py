@@ -1,7 +1,9 @@
 """Closed-loop runs with wrk (C, one thread): POST a fixed V2 body on N keep-alive connections.
 
 wrk is installed with apt-get when missing; its Lua ``done`` hook prints one JSON line with the
-counts and latency percentiles, so nothing is scraped from its human-readable report.
+counts and latency percentiles, so nothing is scraped from its human-readable report. The
+``Authorization`` header (Dockyard's API key) comes from ``BENCH_AUTH`` in wrk's environment, never
+from its command line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from typing import Any
 LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("BENCH_AUTH")
+if auth ~= nil and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
 local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.body = f:read("*a")
 f:close()
@@ -66,8 +72,10 @@ def closed_loop(
     *,
     duration: float,
     connections: int,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
-    """One wrk run; the result has the same keys as ``loadgen``'s closed loop."""
+    """One wrk run; the result has the same keys as ``loadgen``'s closed loop. ``authorization``:
+    the ``Authorization`` header's value, sent with every request."""
     seconds = max(1, round(duration))
     command = [
         wrk,
@@ -85,7 +93,7 @@ def closed_loop(
         capture_output=True,
         text=True,
         timeout=seconds + TIMEOUT_SLACK_S,
-        env={"BENCH_BODY_FILE": str(body_file)},
+        env={"BENCH_BODY_FILE": str(body_file), "BENCH_AUTH": authorization or ""},
         check=False,
     )
     line = next((ln for ln in completed.stdout.splitlines() if ln.startswith(MARKER)), None)
