@@ -93,7 +93,8 @@ class Settings:
     accepted only on a loopback address (``--no-auth``)."""
     api_key_secret: str = ""
     """The key of the keyed hash API keys are stored under; empty: a random one kept in the home
-    (``secrets/api-key-hash-key``, mode 0600). Set the same value on every host sharing a registry."""
+    (``secrets/api-key-hash-key``, mode 0600). Set the same value on every host sharing a
+    registry."""
     encryption_key: str = ""
     """AES-256 key (base64 of 32 bytes) for what Dockyard stores encrypted; empty: a key file
     created in the home (``secrets/encryption-keys``, mode 0600)."""

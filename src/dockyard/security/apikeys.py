@@ -149,6 +149,9 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key_id: str) -> bool:
+        return key_id in self._entries
+
     def authenticate(self, key: str) -> Principal:
         """The principal of ``key``; Unauthenticated when it is unknown, expired or revoked."""
         key_id = key_id_of(key)

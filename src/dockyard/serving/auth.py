@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, RateLimited, Unauthenticated
-from dockyard.security.apikeys import PREFIX, KeyRecord, KeyRing
+from dockyard.security.apikeys import PREFIX, KeyRecord, KeyRing, key_id_of
 from dockyard.security.events import (
     AUTH_FAILED,
     FORBIDDEN,
@@ -38,6 +39,7 @@ from dockyard.serving.failures import error_answer
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+FORCED_RELOAD_S = 0.25
 AUTHORIZATION = b"authorization"
 API_KEY = b"x-api-key"
 BEARER = "bearer "
@@ -92,6 +94,7 @@ class Authenticator:
         self._tokens = tokens
         self._limiter = limiter
         self.events = events
+        self._forced = -FORCED_RELOAD_S
 
     @property
     def enabled(self) -> bool:
@@ -152,6 +155,21 @@ class Authenticator:
                 detail=error.message,
             )
         )
+
+    async def reloaded_for(self, token: str | None) -> bool:
+        """After a refusal: whether ``token`` is an API key this worker did not know and now
+        does, having reloaded the keys (a key created a moment ago, perhaps through another
+        worker). Unknown ids reload at most once per ``FORCED_RELOAD_S``, so made-up keys cannot
+        drive the database."""
+        if self.ring is None or not token:
+            return False
+        key_id = key_id_of(token)
+        now = time.monotonic()
+        if key_id is None or key_id in self.ring or now - self._forced < FORCED_RELOAD_S:
+            return False
+        self._forced = now
+        await self.reload_keys()
+        return key_id in self.ring
 
     async def reload_keys(self) -> None:
         """Reload the keys now (this worker has just changed one: it takes effect here at once,
@@ -228,6 +246,14 @@ class AccessGuard:
                     return True, action, match.groupdict().get("name")
         return False, None, None
 
+    def _principal(
+        self, token: str | None, known: bool, action: Action | None, model: str | None
+    ) -> Principal:
+        if known and action is not None:
+            return self.auth.authorize(token, action, model)
+        # Unknown route or method: credentials first, so the 404 says nothing to strangers.
+        return self.auth.principal(token)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -239,11 +265,12 @@ class AccessGuard:
             return
         token = scope_credential(scope["headers"])
         try:
-            if known and action is not None:
-                principal = self.auth.authorize(token, action, model)
-            else:
-                # Unknown route or method: credentials first, so the 404 says nothing to strangers.
-                principal = self.auth.principal(token)
+            try:
+                principal = self._principal(token, known, action, model)
+            except Unauthenticated:
+                if not await self.auth.reloaded_for(token):
+                    raise
+                principal = self._principal(token, known, action, model)
         except DockyardError as exc:
             self.auth.refused(exc, token, method, scope["path"], client_of(scope))
             await send_error(send, exc)

@@ -16,7 +16,7 @@ from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dockyard.errors import DockyardError, NotReady
+from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.security.principals import Action
 from dockyard.serving.auth import Authenticator, client_of, credential
 from dockyard.serving.bodies import receive_body
@@ -172,8 +172,14 @@ class HotPath:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
         if self.auth.enabled:
             token = credential(headers.get("authorization"), headers.get("x-api-key"))
+            model = v2[0] if v2 is not None else v1
             try:
-                self.auth.authorize(token, Action.INFER, v2[0] if v2 is not None else v1)
+                try:
+                    self.auth.authorize(token, Action.INFER, model)
+                except Unauthenticated:
+                    if not await self.auth.reloaded_for(token):
+                        raise
+                    self.auth.authorize(token, Action.INFER, model)
             except DockyardError as exc:
                 self.auth.refused(exc, token, "POST", scope["path"], client_of(scope))
                 status, extra, body = error_answer(exc, request_id.decode("latin-1"))
