@@ -14,19 +14,8 @@ import pytest
 import skops.io
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from servers import dockyard_command
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``dockyard ARGS`` in-process through the same boundary as the console script."""
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _register(

@@ -11,23 +11,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 
 VULNERABLE_ID = "DOCKYARD-TEST-0001"
 HARMLESS_ID = "DOCKYARD-TEST-0002"
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``dockyard ARGS`` in-process through the same boundary as the console script."""
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _advisory(advisory_id: str, name: str, events: list[dict[str, str]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from dockyard.config import load_settings
 from dockyard.security.principals import Role, local_user
 from dockyard.services.workspace import Workspace
@@ -31,16 +31,6 @@ FLUSH_WAIT_S = 5.0
 def _body(rows: np.ndarray) -> dict[str, Any]:
     tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64"}
     return {"inputs": [{**tensor, "data": rows.ravel().tolist()}]}
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, _ = capsys.readouterr()
-    return code, out
 
 
 def test_rate_limits_rows_limit_and_security_events(
@@ -134,13 +124,17 @@ def test_rate_limits_rows_limit_and_security_events(
         assert key not in text
         assert key.split("_", 2)[2][:16] not in text  # no part of the secret either
 
-    code, out = _cli(capsys, "security", "events", "--since", "1h", "--json", "--home", str(served))
+    code, out, _ = _cli(
+        capsys, "security", "events", "--since", "1h", "--json", "--home", str(served)
+    )
     assert code == 0
     assert [event["kind"] for event in json.loads(out)] == kinds
-    code, out = _cli(capsys, "security", "events", "--since", "1h", "--home", str(served))
+    code, out, _ = _cli(capsys, "security", "events", "--since", "1h", "--home", str(served))
     assert code == 0
     for kind in ("rate_limited", "auth_failed", "forbidden"):
         assert kind in out
-    code, out = _cli(capsys, "security", "events", "--limit", "1", "--json", "--home", str(served))
+    code, out, _ = _cli(
+        capsys, "security", "events", "--limit", "1", "--json", "--home", str(served)
+    )
     assert code == 0
     assert [event["kind"] for event in json.loads(out)] == [kinds[-1]]

@@ -20,7 +20,7 @@ import skops.io
 from sklearn.linear_model import LogisticRegression
 
 import dockyard
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
@@ -79,17 +79,6 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests choose the server and key; none leaks in from the environment."""
     for name in ("DOCKYARD_URL", "DOCKYARD_API_KEY", "DOCKYARD_HOME"):
         monkeypatch.delenv(name, raising=False)
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``dockyard ARGS`` in-process through the same boundary as the console script."""
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _new_key(

@@ -18,7 +18,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from dockyard.config import load_settings
 from dockyard.errors import Forbidden
 from dockyard.services.register import Registration, register
@@ -27,17 +27,6 @@ from servers import Server, dockyard_command, free_port
 
 pytestmark = pytest.mark.e2e
 ROW = {"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": [0.1] * 30}]}
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``dockyard ARGS`` in-process through the same boundary as the console script."""
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _sign(capsys: pytest.CaptureFixture[str], home: Path, *refs: str) -> str:

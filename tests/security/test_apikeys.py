@@ -130,3 +130,19 @@ def test_bad_requests_name_the_problem(workspace: Workspace) -> None:
     assert parse_rate("5/s") == 5.0
     with pytest.raises(InvalidInput):
         parse_rate("0/s")
+
+
+def test_a_remembered_key_is_checked_again_after_each_reload(workspace: Workspace) -> None:
+    record, key = workspace.keys.create(local_user(), "svc", Role.PREDICTOR)
+    ring = KeyRing(workspace.hasher)
+    ring.load(workspace.keys.all())
+    assert ring.authenticate(key).key_id == record.key_id
+    assert ring.authenticate(key).key_id == record.key_id  # remembered: no hash this time
+
+    workspace.keys.revoke(local_user(), record.key_id)
+    ring.load(workspace.keys.all())
+    with pytest.raises(Unauthenticated, match="revoked"):
+        ring.authenticate(key)
+    ring.load([])
+    with pytest.raises(Unauthenticated, match="invalid API key"):
+        ring.authenticate(key)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cli.main import run
+from clirun import run_cli as _cli
 from dockyard.config import load_settings, seal_setting
 from dockyard.encryption import (
     MAGIC,
@@ -88,16 +88,6 @@ def test_sealed_settings_are_encrypted_and_rank_below_the_environment(tmp_path: 
     assert override.database_url == "sqlite:///x.db"
     with pytest.raises(InvalidInput, match="not a secret setting"):
         seal_setting(settings, "port", "1")
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_rotation_re_encrypts_under_a_new_key_and_drops_the_old(

@@ -95,6 +95,7 @@ def list_command(
         now = utc_now()
         records = [record.to_dict(now) for record in open_workspace(home).keys.all()]
     table = Table("id", "name", "role", "models", "rate", "expires", "state", "created by")
+    table.columns[0].no_wrap = True  # the id is what revoke and rotate take: never cut
     for record in records:
         if record["state"] != "active" and not all_keys:
             continue

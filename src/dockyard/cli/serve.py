@@ -18,7 +18,6 @@ from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
 from dockyard.reliability.supervisor import ServerOptions, Supervisor, uvicorn_config
 from dockyard.security.ratelimit import parse_limits
-from dockyard.security.tokens import JwtVerifier
 from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
@@ -55,6 +54,8 @@ def _check_auth_sources(settings: Settings) -> None:
     and restart."""
     parse_limits(settings.rate_limits)
     if settings.auth and settings.jwt_jwks:
+        from dockyard.security.tokens import JwtVerifier  # PyJWT only when tokens are on
+
         JwtVerifier.from_settings(settings, refresh_in_background=False)
 
 

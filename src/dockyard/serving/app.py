@@ -20,7 +20,7 @@ from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.auth import AccessGuard, Authenticator
-from dockyard.serving.failures import error_answer, hide_paths
+from dockyard.serving.failures import error_answer, hide_paths, send_error
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
 from dockyard.serving.headers import SecurityHeaders
@@ -64,19 +64,7 @@ class RequestIdMiddleware:
             # it again and re-raise it to the server, which logs it a third time.
             if started:
                 raise
-            status, headers, body = error_answer(exc, request_id.decode("latin-1"))
-            await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", b"%d" % len(body)),
-                        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-                    ],
-                }
-            )
-            await send_with_id({"type": "http.response.body", "body": body})
+            await send_error(send_with_id, exc, request_id.decode("latin-1"))
 
 
 async def _dockyard_error(request: Request, exc: Exception) -> Response:

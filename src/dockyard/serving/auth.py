@@ -32,9 +32,8 @@ from dockyard.security.events import (
 from dockyard.security.permissions import PUBLIC, ROUTES
 from dockyard.security.principals import OPEN, Action, Principal, require
 from dockyard.security.ratelimit import RateLimits, parse_limits
-from dockyard.security.tokens import JwtVerifier
 from dockyard.services.workspace import Workspace
-from dockyard.serving.failures import error_answer
+from dockyard.serving.failures import send_error
 
 logger = logging.getLogger(__name__)
 
@@ -273,19 +272,10 @@ class AccessGuard:
                 principal = self._principal(token, known, action, model)
         except DockyardError as exc:
             self.auth.refused(exc, token, method, scope["path"], client_of(scope))
-            await send_error(send, exc)
+            await send_error(send, exc, close=True)  # the body, if any, is never read
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-
-async def send_error(send: Send, error: DockyardError) -> None:
-    """Answer ``{"error": …}`` with the error's status and headers; the body is not read."""
-    status, headers, body = error_answer(error, "-")
-    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    raw += [(key.lower().encode(), value.encode()) for key, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 def authenticator_for(settings: Settings, workspace: Workspace) -> Authenticator:
@@ -301,7 +291,11 @@ def authenticator_for(settings: Settings, workspace: Workspace) -> Authenticator
     ring = KeyRing(workspace.hasher)
     ring.load(records)
     limiter = RateLimits.from_settings(settings.rate_limits, records)
-    tokens = JwtVerifier.from_settings(settings) if settings.jwt_jwks else None
+    tokens = None
+    if settings.jwt_jwks:
+        from dockyard.security.tokens import JwtVerifier  # PyJWT only when tokens are on
+
+        tokens = JwtVerifier.from_settings(settings)
     return Authenticator(
         ring, load_keys=workspace.keys.all, tokens=tokens, limiter=limiter, events=workspace.events
     )

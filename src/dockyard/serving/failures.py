@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from starlette.types import Send
+
 from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimited, Unauthenticated
 from dockyard.serving.protocol import encode_error
 
@@ -52,3 +54,19 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
         # The rest of the body is never read: close rather than parse and drop it.
         headers["Connection"] = "close"
     return error.http_status, headers, encode_error(public_message(error.message))
+
+
+async def send_error(
+    send: Send, error: BaseException, request_id: str = "-", *, close: bool = False
+) -> None:
+    """Answer ``error`` as ``error_answer`` says, from pure ASGI code; ``close`` ends the
+    connection too (for an answer sent before the request body was read)."""
+    status, headers, body = error_answer(error, request_id)
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    raw += [
+        (key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()
+    ]
+    if close and "Connection" not in headers:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

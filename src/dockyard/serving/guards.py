@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.errors import Forbidden
-from dockyard.serving.failures import error_answer
+from dockyard.serving.failures import send_error
 
 HOST = b"host"
 ORIGIN = b"origin"
@@ -142,7 +142,7 @@ class CrossSiteGuard:
         if scope["type"] == "http":
             refusal = self._refusal(scope)
             if refusal is not None:
-                await send_refusal(send, refusal)
+                await send_error(send, refusal, close=True)
                 return
         await self.app(scope, receive, send)
 
@@ -152,20 +152,3 @@ class CrossSiteGuard:
         if refusal is not None or scope.get("method", "GET") in SAFE_METHODS:
             return refusal
         return cross_site_refusal(headers)
-
-
-async def send_refusal(send: Send, refusal: Forbidden) -> None:
-    """Answer ``{"error": …}`` with the refusal's status and close: the body is never read."""
-    status, _, body = error_answer(refusal, "-")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -20,9 +20,9 @@ from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.security.principals import Action
 from dockyard.serving.auth import Authenticator, client_of, credential
 from dockyard.serving.bodies import receive_body
-from dockyard.serving.failures import error_answer
+from dockyard.serving.failures import error_answer, send_error
 from dockyard.serving.gateway import Gateway
-from dockyard.serving.guards import HOST, HostPolicy, refused_host, send_refusal
+from dockyard.serving.guards import HOST, HostPolicy, refused_host
 from dockyard.serving.headers import SECURITY_HEADERS
 from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
@@ -130,7 +130,7 @@ class HotPath:
         """Whether the ``Host`` header (if any) names this server; answers 403 when not."""
         refusal = self.hosts.refusal(scope["headers"])
         if refusal is not None:
-            await send_refusal(send, refusal)
+            await send_error(send, refusal, close=True)
             return False
         return True
 
@@ -166,7 +166,7 @@ class HotPath:
             and host not in self._hosts_known
             and not self.hosts.allows(host)
         ):
-            await send_refusal(send, refused_host(host))
+            await send_error(send, refused_host(host), close=True)
             return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
