@@ -18,29 +18,10 @@ from dockyard.reliability.http_limits import (
     LimitedHttpProtocol,
     limited_protocol,
 )
+from transports import Transport
 
 LIMITS = HttpLimits(max_connections=2)
 REQUEST = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-
-
-class Transport:
-    """The socket side of one connection: what the server wrote, whether it closed."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name)
 
 
 async def ok(scope: Any, receive: Any, send: Any) -> None:

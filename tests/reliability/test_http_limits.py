@@ -4,7 +4,6 @@ and ordinary requests, keep-alive and pipelining untouched."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,42 +16,9 @@ from dockyard.reliability.http_limits import (
     LimitedHttpProtocol,
     limited_protocol,
 )
+from transports import Transport
 
 LIMITS = HttpLimits(max_header_bytes=4096, max_headers=10, header_timeout_s=5, body_timeout_s=5)
-
-
-class Transport:
-    """The socket side of one connection: what the server wrote, whether it closed."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-        self.read_paused = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.read_paused = True
-
-    def resume_reading(self) -> None:
-        self.read_paused = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name)
-
-    def status(self) -> int:
-        return int(self.written.split(b" ", 2)[1])
-
-    def error(self) -> str:
-        message: str = json.loads(self.written.partition(b"\r\n\r\n")[2])["error"]
-        return message
 
 
 async def echo_length(scope: Any, receive: Any, send: Any) -> None:
