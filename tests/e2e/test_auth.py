@@ -97,6 +97,10 @@ def test_every_route_but_the_probes_needs_a_key(
         assert answer.json()["error"]
         assert admin not in answer.text
 
+    # A refused request's body is never read: the connection closes instead of draining it.
+    assert refused[0].headers["connection"] == "close"
+    assert refused[4].headers["connection"] == "close"
+
     inferred = httpx.post(f"{server.url}/v2/models/lr/infer", json=ROW, headers=_bearer(admin))
     assert inferred.status_code == 200, inferred.text
     listed = httpx.get(f"{server.url}/api/models", headers={"X-API-Key": admin})

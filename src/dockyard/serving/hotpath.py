@@ -183,6 +183,8 @@ class HotPath:
             except DockyardError as exc:
                 self.auth.refused(exc, token, "POST", scope["path"], client_of(scope))
                 status, extra, body = error_answer(exc, request_id.decode("latin-1"))
+                # The body is never read: close rather than let a refused client stream it.
+                extra["Connection"] = "close"
                 await _respond(send, status, JSON, body, extra, request_id)
                 return
         read = partial(receive_body, headers, receive, self.max_body_bytes)
