@@ -29,6 +29,16 @@ app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 
 logger = logging.getLogger("dockyard")
+USAGE_EXIT = 2
+
+
+def _show(error: Exception) -> None:
+    """A command-line mistake as Click shows it (usage line, then the error), else one line."""
+    show = getattr(error, "show", None)
+    if callable(show):
+        show()
+    else:
+        typer.echo(f"error: {error}", err=True)
 
 
 def _version(value: bool) -> None:
@@ -55,12 +65,14 @@ def run(argv: list[str] | None = None) -> None:
     except DockyardError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.ClickException, typer.TyperException) as exc:
+        # Typer 0.2x carries its own copy of Click, whose usage errors are not click's classes:
+        # both are usage errors (exit 2), shown with the usage line and naming the option.
+        _show(exc)
+        sys.exit(getattr(exc, "exit_code", USAGE_EXIT))
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as exc:
