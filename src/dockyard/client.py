@@ -77,18 +77,37 @@ class Client:
     def _get(self, path: str) -> Any:
         return self._call("GET", path)
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a server that cannot be reached or does not answer in time is a Dockyard
+        error naming the URL (NotReady, PredictionTimeout), not httpx's."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise errors.PredictionTimeout(
+                f"no answer from {self._http.base_url} within {self._timeout:g} s ({method} {path})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.NotReady(f"cannot reach {self._http.base_url}: {exc}") from None
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request; its JSON answer, or the Dockyard error its status maps to."""
-        response = self._http.request(method, path, **kwargs)
+        response = self._send(method, path, **kwargs)
         if response.status_code not in (200, 201):
             raise _error_for(response)
         return response.json()
 
     def is_live(self) -> bool:
-        return self._http.get("/v2/health/live").status_code == 200
+        """Whether the server answers its liveness probe (False when it cannot be reached)."""
+        try:
+            return self._send("GET", "/v2/health/live").status_code == 200
+        except errors.NotReady:
+            return False
 
     def is_ready(self) -> bool:
-        return self._http.get("/v2/health/ready").status_code == 200
+        try:
+            return self._send("GET", "/v2/health/ready").status_code == 200
+        except errors.NotReady:
+            return False
 
     def server_metadata(self) -> dict[str, Any]:
         result: dict[str, Any] = self._get("/v2")
@@ -118,7 +137,7 @@ class Client:
             body["outputs"] = [{"name": name} for name in outputs]
         if request_id is not None:
             body["id"] = request_id
-        response = self._http.post(f"{_model_path(model, version)}/infer", json=body)
+        response = self._send("POST", f"{_model_path(model, version)}/infer", json=body)
         if response.status_code != 200:
             raise _error_for(response)
         return {
