@@ -1,6 +1,6 @@
 """The Gateway: where the routes find the deployment for a model name and optional version.
 
-``LocalGateway`` serves deployments in this process; the Ray backend implements the same protocol.
+``LocalGateway`` serves deployments in this process.
 """
 
 from __future__ import annotations
