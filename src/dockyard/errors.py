@@ -78,11 +78,16 @@ class RateLimited(DockyardError):
         self.retry_after = retry_after
 
 
-class NotReady(DockyardError):
-    """The server or model is not ready to answer yet."""
+class Unavailable(DockyardError):
+    """Something Dockyard needs is not there right now: a port already taken, a database or a
+    server that cannot be reached."""
 
     http_status = 503
     exit_code = 7
+
+
+class NotReady(Unavailable):
+    """The server or model is not ready to answer yet."""
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
@@ -158,4 +163,5 @@ __all__ = [
     "RateLimited",
     "SignatureMismatch",
     "Unauthenticated",
+    "Unavailable",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
+import socket
 from typing import Annotated
 
 import typer
@@ -16,7 +17,7 @@ from dockyard.cli.options import HomeOption, settings_from
 from dockyard.config import Settings
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
-from dockyard.reliability.supervisor import ServerOptions, Supervisor, uvicorn_config
+from dockyard.reliability.supervisor import ServerOptions, Supervisor, bind_socket, uvicorn_config
 from dockyard.security.ratelimit import parse_limits
 from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
 from dockyard.services.workspace import Workspace
@@ -153,6 +154,17 @@ def serve(
     _check_no_auth(settings)
     _check_auth_sources(settings)
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        _serve_on(sock, settings, options, models)
+    finally:
+        sock.close()
+
+
+def _serve_on(
+    sock: socket.socket, settings: Settings, options: ServerOptions, models: list[str] | None
+) -> None:
+    """Load the models and serve them on ``sock`` (bound already) with one worker or many."""
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)
@@ -188,7 +200,7 @@ def serve(
                 settings.log_level,
                 options,
             )
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[sock])
         else:
 
             def worker_app() -> ASGIApp:
@@ -200,6 +212,7 @@ def serve(
 
             Supervisor(
                 worker_app,
+                sock,
                 settings.host,
                 settings.port,
                 workers,

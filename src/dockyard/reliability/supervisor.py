@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 
 from dockyard.config import Settings
-from dockyard.errors import DockyardError
+from dockyard.errors import Unavailable
 from dockyard.reliability.http_limits import HttpLimits, limited_protocol
 from dockyard.reliability.tls import TlsFiles, server_context
 
@@ -34,7 +34,8 @@ STOP_TIMEOUT_S = 15.0
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Listen on ``host:port`` once, in the parent; every worker accepts on this socket."""
+    """Listen on ``host:port`` once, before anything loads (a port already taken is one line and
+    exit 7, not a banner and then a crash); every worker accepts on this socket."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,7 +43,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise DockyardError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -94,6 +95,7 @@ class Supervisor:
     def __init__(
         self,
         factory: AppFactory,
+        sock: socket.socket,
         host: str,
         port: int,
         workers: int,
@@ -101,6 +103,7 @@ class Supervisor:
         options: ServerOptions | None = None,
     ) -> None:
         self._factory = factory
+        self._sock = sock
         self._host = host
         self._port = port
         self._count = workers
@@ -110,7 +113,7 @@ class Supervisor:
         self._stopping = False
 
     def run(self) -> None:
-        sock = bind_socket(self._host, self._port)
+        sock = self._sock
         previous = {
             sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -120,7 +123,6 @@ class Supervisor:
             self._watch(sock)
         finally:
             self._stop_children()
-            sock.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
