@@ -1,4 +1,4 @@
-"""The supervisor: binds the port once, forks N workers that share it, and replaces dead ones.
+"""The supervisor: forks N workers that share the socket `serve` bound, and replaces dead ones.
 
 Models are loaded in the parent before the fork, so workers share their memory copy-on-write;
 so is the TLS context, built and checked once before it. It is handed an app factory and never
