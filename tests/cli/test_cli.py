@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from clirun import run_cli as _cli
 from servers import dockyard_command
+from tables import write_csv as _write_csv
 
 
 def _register(
@@ -36,14 +37,6 @@ def _register(
         "--home",
         str(home),
     )
-
-
-def _write_csv(path: Path, rows: np.ndarray) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([f"x{i}" for i in range(rows.shape[1])])
-        writer.writerows(rows.tolist())
-    return path
 
 
 @pytest.fixture

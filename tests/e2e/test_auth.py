@@ -5,7 +5,6 @@ logs or answers."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import subprocess
@@ -23,6 +22,7 @@ from dockyard.config import load_settings
 from dockyard.security.principals import Role, local_user
 from dockyard.services.workspace import Workspace
 from servers import Server, dockyard_command
+from tables import csv_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -171,14 +171,12 @@ def test_no_auth_is_refused_off_loopback_and_warned_on_it(
 def _pickle_upload(
     server: Server, key: str, x: np.ndarray, model: LogisticRegression
 ) -> httpx.Response:
-    reference = io.StringIO()
-    np.savetxt(reference, x[:20], delimiter=",", header=",".join(f"x{i}" for i in range(30)))
     return httpx.post(
         f"{server.url}/api/models",
         data={"name": "pickled", "allow_pickle": "true"},
         files={
             "model": ("model.pkl", pickle.dumps(model)),
-            "reference": ("r.csv", reference.getvalue().replace("# ", "").encode()),
+            "reference": ("r.csv", csv_bytes(x[:20])),
         },
         headers=_bearer(key),
         timeout=60,

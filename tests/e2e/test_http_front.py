@@ -3,8 +3,6 @@ heads capped, slow requests timed out, keep-alive and pipelining intact (issue 8
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import select
 import time
@@ -19,19 +17,12 @@ from sklearn.linear_model import LogisticRegression
 
 from rawhttp import Raw, raw_request
 from servers import Server
+from tables import csv_bytes as _csv
 
 MIB = 1024 * 1024
 EVIL_HOST = "evil.example"
 EVIL_ORIGIN = "http://evil.example"
 INFER = "/v2/models/lr/infer"
-
-
-def _csv(rows: np.ndarray) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([f"x{i}" for i in range(rows.shape[1])])
-    writer.writerows(rows.tolist())
-    return buffer.getvalue().encode()
 
 
 def _infer_body(rows: np.ndarray) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -18,16 +16,9 @@ from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from servers import Server
+from tables import csv_bytes as _csv
 
 pytestmark = pytest.mark.e2e
-
-
-def _csv(rows: np.ndarray) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([f"x{i}" for i in range(rows.shape[1])])
-    writer.writerows(rows.tolist())
-    return buffer.getvalue().encode()
 
 
 def test_register_inspect_and_alias_over_http(

@@ -3,8 +3,6 @@ fails or is killed: real server, real files, real SIGKILL (issue 8, items 1 and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import pickle
@@ -24,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from rawhttp import Raw
 from servers import Server, dockyard_command
+from tables import csv_bytes as _csv
 
 MIB = 1024 * 1024
 
@@ -67,14 +66,6 @@ def evil_skops(path: Path, marker: Path) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("schema.json", json.dumps(schema))
     return path
-
-
-def _csv(rows: np.ndarray) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([f"x{i}" for i in range(rows.shape[1])])
-    writer.writerows(rows.tolist())
-    return buffer.getvalue().encode()
 
 
 def _blobs(home: Path) -> set[str]:
