@@ -92,3 +92,21 @@ def test_register_inspect_and_alias_over_http(
         1,
         2,
     ]
+
+
+def test_a_json_body_over_the_body_limit_is_refused_and_changes_nothing(
+    served: Path, start_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKYARD_MAX_BODY_BYTES", "1024")
+    server = start_server(served)
+    url = f"{server.url}/api/models/lr"
+
+    answer = httpx.patch(url, json={"description": "x" * 2048})
+    assert answer.status_code == 413, answer.text
+    assert "max_body_bytes" in answer.json()["error"]
+    # Without Content-Length (chunked), counted while it arrives.
+    chunks = iter([b'{"description": "', b"x" * 2048, b'"}'])
+    answer = httpx.patch(url, content=chunks, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413, answer.text
+    assert httpx.get(url).json()["description"] == ""
+    assert httpx.patch(url, json={"description": "fits"}).json()["description"] == "fits"

@@ -31,7 +31,7 @@ from dockyard.services.register import Registration, register
 from dockyard.services.staging import staging_folder
 from dockyard.services.workspace import Workspace
 from dockyard.serving.auth import Authenticator
-from dockyard.serving.bodies import capped, check_length
+from dockyard.serving.bodies import capped, check_length, receive_body
 
 SAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 UPLOAD_CHUNK = 1024 * 1024
@@ -87,11 +87,14 @@ def _principal(request: Request) -> Principal:
 
 
 async def _json_body(request: Request, shape: str) -> dict[str, Any]:
-    """The request's JSON object body; ``shape`` describes it in the error."""
+    """The request's JSON object body, read with the inference body limit (``max_body_bytes``:
+    413 as soon as it is passed); ``shape`` describes it in the error."""
     if _media_type(request) != JSON_TYPE:
         raise InvalidInput(f"Content-Type must be {JSON_TYPE}, with a body {shape}")
+    limit = request.app.state.settings.max_body_bytes
+    raw = await receive_body(request.headers, request.receive, limit)
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError:
         raise InvalidInput(f"body must be JSON: {shape}") from None
     if not isinstance(body, dict):
