@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The demo's registry and keys live in the checkout (git ignores it), not in the user's ~/.dockyard.
+DEMO_HOME ?= $(CURDIR)/demo-home
 
 .PHONY: demo test lint bench install install-dev clean
 
@@ -24,8 +26,8 @@ install: $(VENV)/.core
 install-dev: $(VENV)/.dev
 
 demo: install
-	$(PY) examples/demo.py --host $(HOST) --port $(PORT)
-	$(VENV)/bin/dockyard serve --host $(HOST) --port $(PORT)
+	DOCKYARD_HOME=$(DEMO_HOME) $(PY) examples/demo.py --host $(HOST) --port $(PORT)
+	DOCKYARD_HOME=$(DEMO_HOME) $(VENV)/bin/dockyard serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

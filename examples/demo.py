@@ -66,6 +66,9 @@ def main() -> None:
     print(f"client = dockyard.Client({url!r}, api_key=os.environ['DOCKYARD_API_KEY'])")
     print(f"print(client.infer({MODEL_NAME!r}, {{'input-0': [{row}]}}))")
     print("PY\n")
+    home = load_settings().home
+    print(f"The demo's registry is {home}; look at it with\n")
+    print(f"DOCKYARD_HOME={home} .venv/bin/dockyard models list\n")
 
 
 def _admin_key_file() -> Path:

@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, text
 
-from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra
+from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra, Unavailable
 from dockyard.registry.db import MIGRATIONS_DIR, database_errors, open_engine
 from dockyard.registry.tables import metadata, models
 
@@ -214,7 +214,7 @@ def test_home_folder_in_sqlite_paths_is_expanded(
 def test_unreachable_postgres_names_it_without_the_password() -> None:
     url = "postgresql+psycopg://dockyard:s3cret@127.0.0.1:1/registry"
 
-    with pytest.raises(DockyardError, match="cannot open registry database") as caught:
+    with pytest.raises(Unavailable, match="cannot open registry database") as caught:
         open_engine(url)
     message = str(caught.value)
     assert "postgresql+psycopg://dockyard:***@127.0.0.1:1/registry" in message

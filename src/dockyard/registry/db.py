@@ -32,10 +32,11 @@ from sqlalchemy.exc import (
     InterfaceError,
     InternalError,
     NotSupportedError,
+    OperationalError,
     ProgrammingError,
 )
 
-from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra
+from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra, Unavailable
 from dockyard.home import DIR_MODE
 
 logger = logging.getLogger(__name__)
@@ -108,10 +109,11 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def database_errors(engine: Engine, doing: str = "use") -> Iterator[None]:
     """Turn SQLAlchemy's errors into Dockyard's, naming the database (password masked).
 
-    IntegrityError becomes Conflict. The database's own troubles (cannot connect, locked,
-    connection lost, not a database file) become DockyardError "cannot {doing} registry database
-    URL: cause". Errors in Dockyard's own SQL (ProgrammingError, DataError, ...) are bugs, not the
-    user's to fix, and pass through unchanged.
+    IntegrityError becomes Conflict. The database's own troubles become "cannot {doing} registry
+    database URL: cause": Unavailable when it cannot be reached or used now (cannot connect,
+    locked, connection lost), else a DockyardError (not a database file). Errors in Dockyard's
+    own SQL (ProgrammingError, DataError, ...) are bugs, not the user's to fix, and pass through
+    unchanged.
     """
     try:
         yield
@@ -121,7 +123,12 @@ def database_errors(engine: Engine, doing: str = "use") -> Iterator[None]:
         ) from exc
     except (ProgrammingError, DataError, InternalError, NotSupportedError):
         raise
-    except (DatabaseError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError) as exc:
+        # Cannot connect, connection lost, locked: the database is unavailable (exit 7, 503).
+        raise Unavailable(
+            f"cannot {doing} registry database {shown_url(engine.url)}: {error_cause(exc)}"
+        ) from exc
+    except DatabaseError as exc:
         raise DockyardError(
             f"cannot {doing} registry database {shown_url(engine.url)}: {error_cause(exc)}"
         ) from exc

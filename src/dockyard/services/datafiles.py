@@ -1,40 +1,46 @@
-"""Reading and writing the data files users hand the CLI: CSV, JSON and ``.npy``."""
+"""Reading and writing the data files users hand the CLI: CSV, JSON, Parquet and ``.npy``."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from dockyard.errors import InvalidInput, MissingExtra
 
-SUFFIXES = (".csv", ".json", ".npy")
+SUFFIXES = (".csv", ".json", ".parquet", ".npy")
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
+# Parquet pages inflate to what their headers claim, so an upload of a few kilobytes could ask
+# for gigabytes: files that arrive over the network are read only in the other formats.
+UPLOAD_SUFFIXES = (".csv", ".json", ".npy")
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def read_columns(path: Path) -> dict[str, np.ndarray]:
-    """A data file as named columns (CSV, JSON) or one ``input-0`` array (``.npy``)."""
+def read_columns(path: Path, suffixes: tuple[str, ...] = SUFFIXES) -> dict[str, np.ndarray]:
+    """A data file as named columns (CSV, JSON, Parquet) or one ``input-0`` array (``.npy``),
+    of one of the file types ``suffixes`` allows."""
     if not path.is_file():
         raise InvalidInput(f"input file {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise InvalidInput(
+            f"unsupported file type {path.suffix!r} for {path}; use {', '.join(suffixes)}"
+        )
     try:
         if suffix == ".csv":
             return _read_csv(path)
         if suffix == ".json":
             return _read_json(path)
-        if suffix == ".npy":
-            return {"input-0": _read_npy(path)}
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        return {"input-0": _read_npy(path)}
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
-    raise InvalidInput(
-        f"unsupported file type {path.suffix!r} for {path}; use {', '.join(SUFFIXES)}"
-    )
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -80,6 +86,33 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: _column([row[i] for row in rows]) for i, name in enumerate(header)}
 
 
+def _pyarrow(purpose: str) -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise MissingExtra(f"pyarrow (to {purpose} Parquet files)", "parquet") from exc
+    return pyarrow
+
+
+def _read_parquet(path: Path) -> dict[str, np.ndarray]:
+    """Numeric columns keep their Parquet type (nulls become NaN); others read as CSV cells do."""
+    pa = _pyarrow("read")
+    try:
+        table = pa.parquet.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(f"cannot read {path} as Parquet: {exc}") from exc
+    columns: dict[str, np.ndarray] = {}
+    for field in table.schema:
+        values = table.column(field.name)
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        if numeric:
+            columns[field.name] = np.asarray(values.to_numpy(zero_copy_only=False))
+        else:
+            columns[field.name] = _column(values.to_pylist())
+    return columns
+
+
 def _read_json(path: Path) -> dict[str, np.ndarray]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, Mapping) and "instances" in data:
@@ -101,9 +134,23 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
     )
 
 
+def check_output(path: Path) -> None:
+    """Refuse, before any scoring, an output Dockyard cannot write: another file type, or a
+    folder that does not exist."""
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InvalidInput(
+            f"cannot write {path}: unsupported file type {path.suffix!r}; "
+            f"use {', '.join(OUTPUT_SUFFIXES)}"
+        )
+    if not path.parent.is_dir():
+        raise InvalidInput(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InvalidInput(f"cannot write {path}: it is a folder")
+
+
 def write_outputs(outputs: Mapping[str, np.ndarray], path: Path | None) -> None:
-    """Write predictions as CSV (one column per output value) or JSON (a list of records);
-    ``path`` None means CSV on standard output."""
+    """Write predictions as CSV (one column per output value), JSON (a list of records) or
+    Parquet (the same columns); ``path`` None means CSV on standard output."""
     rows = len(next(iter(outputs.values()))) if outputs else 0
     columns: dict[str, np.ndarray] = {}
     for name, values in outputs.items():
@@ -113,19 +160,42 @@ def write_outputs(outputs: Mapping[str, np.ndarray], path: Path | None) -> None:
         else:
             for i in range(flat.shape[1]):
                 columns[f"{name}_{i}"] = flat[:, i]
-    records = [{name: _plain(values[i]) for name, values in columns.items()} for i in range(rows)]
-    if path is not None and path.suffix.lower() == ".json":
-        path.write_text(json.dumps(records) + "\n", encoding="utf-8")
+    if path is None:
+        _write_csv(columns, rows, sys.stdout)
         return
-    with contextlib.ExitStack() as stack:
-        handle = (
-            sys.stdout
-            if path is None
-            else stack.enter_context(path.open("w", newline="", encoding="utf-8"))
-        )
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(records)
+    check_output(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            _write_parquet(columns, path)
+        elif suffix == ".json":
+            path.write_text(json.dumps(_records(columns, rows)) + "\n", encoding="utf-8")
+        else:
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                _write_csv(columns, rows, handle)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _records(columns: Mapping[str, np.ndarray], rows: int) -> list[dict[str, Any]]:
+    return [{name: _plain(values[i]) for name, values in columns.items()} for i in range(rows)]
+
+
+def _write_csv(columns: Mapping[str, np.ndarray], rows: int, handle: TextIO) -> None:
+    writer = csv.DictWriter(handle, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(_records(columns, rows))
+
+
+def _write_parquet(columns: Mapping[str, np.ndarray], path: Path) -> None:
+    pa = _pyarrow("write")
+    table = pa.table(
+        {
+            name: values.astype(str) if values.dtype == object else values
+            for name, values in columns.items()
+        }
+    )
+    pa.parquet.write_table(table, path)
 
 
 def _plain(value: Any) -> Any:
