@@ -2,7 +2,8 @@
 
 A route is written as its method and path template, exactly as the web app declares it; a test
 fails when the app has a route this table does not name. ``PUBLIC`` routes need no credentials
-(the health probes, so load balancers and orchestrators can probe without a key).
+(the health probes, so load balancers and orchestrators can probe without a key; the docs pages'
+packaged scripts and styles, which a browser fetches without the page's key).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ ROUTES: dict[tuple[str, str], Action | None] = {
     ("GET", "/docs/oauth2-redirect"): Action.READ_SERVER,
     ("GET", "/redoc"): Action.READ_SERVER,
     ("GET", "/openapi.json"): Action.READ_SERVER,
+    ("GET", "/docs/assets/swagger-ui-bundle.js"): PUBLIC,
+    ("GET", "/docs/assets/swagger-ui.css"): PUBLIC,
+    ("GET", "/docs/assets/redoc.standalone.js"): PUBLIC,
+    ("GET", "/docs/assets/favicon.png"): PUBLIC,
     ("GET", "/v2/models/{name}"): Action.READ_MODEL,
     ("GET", "/v2/models/{name}/versions/{model_version}"): Action.READ_MODEL,
     ("GET", "/v2/models/{name}/ready"): Action.READ_MODEL,

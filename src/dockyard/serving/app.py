@@ -20,6 +20,7 @@ from dockyard.errors import DockyardError
 from dockyard.services.workspace import Workspace
 from dockyard.serving import management, v1, v2
 from dockyard.serving.auth import AccessGuard, Authenticator
+from dockyard.serving.docs_pages import add_docs
 from dockyard.serving.failures import error_answer, hide_paths, send_error
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
@@ -111,7 +112,10 @@ def create_app(
             Exception: _dockyard_error,
         },
         lifespan=lifespan,
+        docs_url=None,  # add_docs: the pages without a CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.gateway = gateway
     app.state.auth = auth
     home = settings.home
