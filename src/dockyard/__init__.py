@@ -5,23 +5,44 @@ The public Python API is what ``__all__`` lists; everything else is internal.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard import errors
-from dockyard.client import Client
 
 if TYPE_CHECKING:
+    from dockyard.client import Client
     from dockyard.registry.records import ModelVersion
     from dockyard.services.predict import LoadedModel
 
-try:
-    __version__ = version("dockyard")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+    __version__: str
 
 __all__ = ["Client", "__version__", "errors", "load_model", "register_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` and ``__version__`` on first use (PEP 562): the client imports httpx and numpy,
+    the version importlib.metadata, which ``import dockyard`` and the command line must not pay
+    for."""
+    if name == "Client":
+        from dockyard.client import Client
+
+        globals()["Client"] = Client
+        return Client
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("dockyard")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            found = "0.0.0"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def register_model(

@@ -163,6 +163,12 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"{_api_model(name)}/versions/{int(version)}")
         return result
 
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a model, archived ones included, by number (each as ``get_version``
+        gives it: aliases pointing at it, ``archived``, ``created_at``, ``created_by``, …)."""
+        versions: list[dict[str, Any]] = self.get_model(name)["versions"]
+        return versions
+
     def register(
         self,
         path: str | Path,
@@ -241,6 +247,13 @@ class Client:
     def archive(self, name: str, version: int) -> dict[str, Any]:
         """Archive a version (kept, no longer served by default); the version."""
         path = f"{_api_model(name)}/versions/{int(version)}/archive"
+        result: dict[str, Any] = self._call("POST", path)
+        return result
+
+    def unarchive(self, name: str, version: int) -> dict[str, Any]:
+        """Make an archived version live again (a version that is not archived stays as it is);
+        the version."""
+        path = f"{_api_model(name)}/versions/{int(version)}/unarchive"
         result: dict[str, Any] = self._call("POST", path)
         return result
 

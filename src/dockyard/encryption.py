@@ -17,9 +17,6 @@ import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from dockyard.errors import DockyardError, InvalidInput
 from dockyard.home import secret_file, write_secret
 
@@ -54,6 +51,9 @@ class Cipher:
         for key in keys:
             if len(key) != KEY_BYTES:
                 raise InvalidInput(f"an encryption key must be {KEY_BYTES} bytes, got {len(key)}")
+        # cryptography on first use: settings import this module, and most commands encrypt nothing.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.keys = tuple(keys)
         self._primary = key_id(keys[0])
         self._aead = {key_id(key): AESGCM(key) for key in keys}
@@ -80,6 +80,8 @@ class Cipher:
                 f"encrypted data was made with key {made_by.hex()}, which is not among the "
                 f"configured keys ({', '.join(k.hex() for k in self._aead)}); set {KEY_SETTING}"
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             return aead.decrypt(token[header - NONCE_BYTES : header], token[header:], context)
         except InvalidTag:

@@ -57,3 +57,49 @@ def test_a_command_line_mistake_is_a_usage_error(
     assert "Traceback" not in output
     if error is not None:
         assert error in done.stderr, output
+
+
+UNREACHABLE_DATABASE = "postgresql+psycopg://dockyard:s3cret@127.0.0.1:1/registry"
+EXIT_CASES = [
+    (
+        ["models", "list"],
+        {"DOCKYARD_DATABASE_URL": UNREACHABLE_DATABASE},
+        7,
+        "error: cannot open registry database postgresql+psycopg://dockyard:***@127.0.0.1:1/",
+    ),
+    (
+        ["predict", "fraud", "--input", "rows.csv", "--output", "missing/scores.csv"],
+        {},
+        2,
+        "error: cannot write missing/scores.csv: folder missing does not exist",
+    ),
+    (
+        ["predict", "fraud", "--input", "rows.csv", "--output", "scores.xlsx"],
+        {},
+        2,
+        "error: cannot write scores.xlsx: unsupported file type '.xlsx'; use .csv, .json, .parquet",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "first"), EXIT_CASES, ids=[" ".join(c[0]) for c in EXIT_CASES]
+)
+def test_an_error_exits_with_the_code_the_readme_gives(
+    args: list[str], env: dict[str, str], code: int, first: str, tmp_path: Path
+) -> None:
+    """Checked before any work: the output's folder and type are refused before the model loads
+    (no model named ``fraud`` exists here)."""
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
+    done = subprocess.run(
+        [*dockyard_command(), *args],
+        cwd=tmp_path,
+        env={**os.environ, "DOCKYARD_HOME": str(tmp_path / "home"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stderr.splitlines()[0].startswith(first), done.stderr
+    assert "s3cret" not in done.stderr
+    assert not (tmp_path / "scores.xlsx").exists()

@@ -1,4 +1,5 @@
-"""capture_lineage: stable data fingerprints, the git commit, the environment."""
+"""capture_lineage: stable data fingerprints, the named columns of the data schema, the git commit,
+the environment."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.linear_model import LogisticRegression
 
+from dockyard.errors import InvalidInput
 from dockyard.registry.lineage import capture_lineage, fingerprint
+from dockyard.services.datafiles import as_reference, read_columns
+from dockyard.services.register import Registration, register
+from dockyard.services.workspace import Workspace
 
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+ABC = ["a", "b", "c"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -146,3 +154,106 @@ def test_environment() -> None:
         "pandas",
         "dockyard",
     }
+
+
+def test_named_columns_of_an_array() -> None:
+    data = np.arange(12, dtype=np.float64).reshape(4, 3)
+
+    digest, rows, schema = fingerprint(data, ["a", "b", "c"])
+
+    assert schema == {"a": "float64", "b": "float64", "c": "float64"}
+    assert list(schema) == ["a", "b", "c"]
+    assert rows == 4
+    # Names describe the data; they do not change its fingerprint.
+    assert digest == fingerprint(data)[0]
+    assert capture_lineage(data, names=["a", "b", "c"]).data_schema == schema
+
+
+def test_one_name_for_a_whole_array() -> None:
+    pixels = np.zeros((2, 4, 4), dtype=np.uint8)
+
+    assert fingerprint(pixels, ["pixels"])[2] == {"pixels": "uint8"}
+
+
+def test_unnamed_arrays_keep_one_input_entry() -> None:
+    data = np.zeros((3, 2), dtype=np.float32)
+
+    assert fingerprint(data)[2] == {"input": "float32"}
+    assert fingerprint(data, None)[2] == {"input": "float32"}
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [(["a", "b"], "2 names for reference data of shape \\[4, 3\\]"), (["a", "a", "b"], "differ")],
+    ids=["count", "duplicates"],
+)
+def test_names_that_do_not_fit_the_array_are_refused(names: list[str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        fingerprint(np.zeros((4, 3)), names)
+
+
+def _csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
+    lines = [",".join(header), *(",".join(repr(float(v)) for v in row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_registering_with_a_csv_header_records_its_columns(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(np.int64))
+    reference, feature_names = as_reference(read_columns(_csv(tmp_path / "r.csv", ABC, x)))
+
+    named = register(
+        workspace, model, Registration("lr", reference_data=reference, feature_names=feature_names)
+    )
+    unnamed = register(workspace, model, Registration("lr", reference_data=x))
+
+    assert dict(named.lineage.data_schema) == dict.fromkeys(ABC, "float64")
+    assert [spec.name for spec in named.signature.inputs] == ABC
+    # A plain array keeps its one entry; the names do not change the data's fingerprint.
+    assert dict(unnamed.lineage.data_schema) == {"input": "float64"}
+    assert named.lineage.data_sha256 == unnamed.lineage.data_sha256 == fingerprint(x)[0]
+
+
+def test_registering_names_columns_after_the_model_or_its_signature(
+    workspace: Workspace,
+) -> None:
+    x = np.random.default_rng(3).normal(size=(40, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    trained_on_a_table = LogisticRegression().fit(pd.DataFrame(x, columns=ABC), y)
+    signature = {
+        "tabular": True,
+        "inputs": [{"name": name, "datatype": "FP64"} for name in ("p", "q", "r")],
+        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]}],
+    }
+
+    from_model = register(workspace, trained_on_a_table, Registration("m", reference_data=x))
+    declared = register(
+        workspace,
+        LogisticRegression().fit(x, y),
+        Registration("s", reference_data=x, signature=signature),
+    )
+
+    assert list(from_model.lineage.data_schema) == ABC
+    assert list(declared.lineage.data_schema) == ["p", "q", "r"]
+
+
+def test_registering_a_tensor_model_names_its_one_input(workspace: Workspace) -> None:
+    weights = np.ones((4, 2), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["pixels", "W"], ["y"])],
+        "affine",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    version = register(
+        workspace, model, Registration("affine", reference_data=np.ones((5, 4), np.float32))
+    )
+
+    assert dict(version.lineage.data_schema) == {"pixels": "float32"}

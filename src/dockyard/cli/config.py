@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.config import seal_setting, setting_names
@@ -17,6 +15,9 @@ app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 @app.command("show")
 def show(home: HomeOption = None) -> None:
     """Print each setting, its value (secrets masked) and its source."""
+    from rich.console import Console
+    from rich.table import Table
+
     settings = settings_from(home=home)
     table = Table("setting", "value", "source")
     for name in setting_names():

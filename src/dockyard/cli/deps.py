@@ -6,24 +6,19 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from dockyard.cli.options import HomeOption, open_workspace
 from dockyard.errors import NotReady
-from dockyard.security.dependencies import (
-    Finding,
-    environment_packages,
-    load_advisories,
-    pip_audit_targets,
-)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from dockyard.security.dependencies import Finding
 
 app = typer.Typer(help="Audit dependencies against known vulnerabilities.", no_args_is_help=True)
-console = Console()
 
 # pip-audit exits 1 on findings, like on errors; a code of its own tells "found" from "failed".
 EXIT_VULNERABLE = 11
@@ -61,6 +56,8 @@ def audit_command(
     Exit codes: 0 nothing found, 11 vulnerabilities found, 2 unreadable advisory file,
     7 no advisory source (pip-audit missing or offline, and no --advisories).
     """
+    from dockyard.security.dependencies import load_advisories, pip_audit_targets
+
     # Read the file before anything else: a bad one is refused before the registry is opened.
     loaded = load_advisories(advisories) if advisories is not None else None
     targets = _targets(home)
@@ -83,6 +80,8 @@ def audit_command(
 
 def _targets(home: Path | None) -> list[Target]:
     """The environment first, then every version (archived ones too: they can still be served)."""
+    from dockyard.security.dependencies import environment_packages
+
     targets = [Target("environment", "environment", environment_packages())]
     store = open_workspace(home).store
     for model in store.list_models():
@@ -113,6 +112,10 @@ def _report(
 
 
 def _print(source: str, targets: list[Target], findings: Mapping[str, list[Finding]]) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console()
     for target in targets:
         found = findings[target.label]
         archived = " (archived)" if target.archived else ""
@@ -135,6 +138,9 @@ def _print(source: str, targets: list[Target], findings: Mapping[str, list[Findi
 
 
 def _table(found: list[Finding]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("package", "version", "advisory", "fixed in")
     for finding in found:
         # Text, not str: an advisory file's contents must not be read as Rich markup.

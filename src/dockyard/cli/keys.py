@@ -7,27 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace
 from dockyard.cli.remote import UrlOption, remote_client
-from dockyard.encryption import (
-    Cipher,
-    encode_key,
-    new_key,
-    open_cipher,
-    reencrypt_files,
-    write_key_file,
-)
 from dockyard.errors import InvalidInput
-from dockyard.registry.store import utc_now
-from dockyard.security.keystore import parse_duration
-from dockyard.security.permissions import SERVICES
-from dockyard.security.principals import local_user, parse_role, require
 
 app = typer.Typer(help="API keys, encryption and signing keys.", no_args_is_help=True)
-console = Console()
 
 
 def _show_new(record: dict[str, Any], key: str) -> None:
@@ -62,6 +47,10 @@ def create_command(
     url: UrlOption = None,
 ) -> None:
     """Create an API key; the key is printed once, on stdout."""
+    from dockyard.registry.store import utc_now
+    from dockyard.security.keystore import parse_duration
+    from dockyard.security.principals import local_user, parse_role
+
     scope = models.split(",") if models else None
     if url:
         with remote_client(url, home) as client:
@@ -88,6 +77,11 @@ def list_command(
     url: UrlOption = None,
 ) -> None:
     """List API keys (never the keys themselves)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dockyard.registry.store import utc_now
+
     if url:
         with remote_client(url, home) as client:
             records = client.list_keys()
@@ -110,7 +104,7 @@ def list_command(
             record["state"],
             record["created_by"],
         )
-    console.print(table)
+    Console().print(table)
 
 
 @app.command("revoke")
@@ -120,6 +114,9 @@ def revoke_command(
     url: UrlOption = None,
 ) -> None:
     """Revoke a key: servers refuse it within about a second."""
+    from dockyard.registry.store import utc_now
+    from dockyard.security.principals import local_user
+
     if url:
         with remote_client(url, home) as client:
             record = client.revoke_key(key)
@@ -138,6 +135,10 @@ def rotate_command(
     url: UrlOption = None,
 ) -> None:
     """Replace a key with a new one of the same name, role, models and lifetime."""
+    from dockyard.registry.store import utc_now
+    from dockyard.security.keystore import parse_duration
+    from dockyard.security.principals import local_user
+
     if url:
         with remote_client(url, home) as client:
             rotated = client.rotate_key(key, grace)
@@ -155,6 +156,17 @@ def rotate_encryption_command(home: HomeOption = None) -> None:
     dropped (rerun it if it was interrupted). With DOCKYARD_ENCRYPTION_KEY: set it to
     ``NEW,OLD`` first, run this, then set it to ``NEW``.
     """
+    from dockyard.encryption import (
+        Cipher,
+        encode_key,
+        new_key,
+        open_cipher,
+        reencrypt_files,
+        write_key_file,
+    )
+    from dockyard.security.permissions import SERVICES
+    from dockyard.security.principals import local_user, require
+
     workspace = open_workspace(home)
     require(local_user(), SERVICES["rotate_encryption"])
     secrets_dir = workspace.home.secrets

@@ -1,27 +1,39 @@
-"""``dockyard models``: register, list, show, alias and archive model versions, on the local home
-or (``--url``) on a server through its API."""
+"""``dockyard models``: register, list, show, alias, archive and unarchive model versions, on the
+local home or (``--url``) on a server through its API.
+
+Only light modules are imported at the top, so that loading this module (for ``dockyard --help``
+or any other command) stays fast: each command imports the services, the registry, the client and
+Rich's tables it uses. Annotations are evaluated by Typer, so they name only built-in types.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace, parse_pairs
 from dockyard.cli.remote import UrlOption, remote_client, resolve
 from dockyard.errors import InvalidInput
-from dockyard.registry.refs import parse_ref
-from dockyard.security.principals import local_user
-from dockyard.services import changes
-from dockyard.services.datafiles import as_reference, read_columns
-from dockyard.services.register import Registration, register
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(help="Register and manage model versions.", no_args_is_help=True)
-console = Console()
+
+REF_HELP = (
+    "NAME[@ALIAS|:VERSION]: a bare NAME is its production alias, else its latest version that is "
+    "not archived."
+)
+NAME_HELP = "Model name."
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
 
 
 def _metrics(pairs: list[str] | None) -> dict[str, float]:
@@ -32,6 +44,13 @@ def _metrics(pairs: list[str] | None) -> dict[str, float]:
         except ValueError:
             raise typer.BadParameter(f"metric {key!r} must be a number, got {value!r}") from None
     return metrics
+
+
+def _model_name(name: str) -> str:
+    """The model a NAME argument names (a reference's version or alias is ignored)."""
+    from dockyard.registry.refs import parse_ref
+
+    return parse_ref(name).name
 
 
 @app.command("register")
@@ -97,6 +116,9 @@ def register_command(
             )
         _show_registered(data)
         return
+    from dockyard.services.datafiles import as_reference, read_columns
+    from dockyard.services.register import Registration, register
+
     reference_data, feature_names = (None, None)
     if reference is not None:
         reference_data, feature_names = as_reference(read_columns(reference))
@@ -133,6 +155,9 @@ def _ref(version: dict[str, Any]) -> str:
 @app.command("list")
 def list_command(home: HomeOption = None, url: UrlOption = None) -> None:
     """List models with their latest version and aliases."""
+    from rich.table import Table
+    from rich.text import Text
+
     if url:
         with remote_client(url, home) as client:
             models = client.list_models()
@@ -144,18 +169,71 @@ def list_command(home: HomeOption = None, url: UrlOption = None) -> None:
             f"{alias}→{number}" for alias, number in sorted(model["aliases"].items())
         )
         latest = str(model["latest_version"] or "-")
-        table.add_row(model["name"], latest, aliases, model["description"])
-    console.print(table)
+        # Text, not markup: a description is the user's text, brackets and all.
+        table.add_row(model["name"], latest, aliases, Text(model["description"]))
+    _console().print(table)
+
+
+@app.command("versions")
+def versions_command(
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: each version as `models show --json` does.")
+    ] = False,
+    home: HomeOption = None,
+    url: UrlOption = None,
+) -> None:
+    """List every version of a model, archived ones too: when and by whom it was created, its
+    framework and the aliases pointing at it."""
+    model = _model_name(name)
+    if url:
+        with remote_client(url, home) as client:
+            versions = client.list_versions(model)
+    else:
+        versions = [
+            version.to_dict() for version in open_workspace(home).store.list_versions(model)
+        ]
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("version", "created", "created by", "framework", "aliases", "archived")
+    for version in versions:
+        table.add_row(
+            str(version["version"]),
+            _when(version["created_at"]),
+            Text(version["created_by"] or "-"),
+            version["framework"],
+            ", ".join(version["aliases"]),
+            "yes" if version["archived"] else "no",
+        )
+    _console().print(table)
+
+
+def _when(created_at: str | None) -> str:
+    """A version's creation time as a table shows it: to the second, in UTC (the registry stores
+    UTC; a database that drops the offset gives it back without one)."""
+    if not created_at:
+        return "-"
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(created_at)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @app.command("show")
 def show_command(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION.")],
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     home: HomeOption = None,
     url: UrlOption = None,
 ) -> None:
-    """Show one version: artifact, signature, metrics and lineage."""
+    """Show one version: description, archived or not, artifact, signature, metrics and
+    lineage."""
     if url:
         with remote_client(url, home) as client:
             data = resolve(client, ref)
@@ -164,10 +242,22 @@ def show_command(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
     artifact = data["artifact"]
     console.print(f"[bold]{_ref(data)}[/bold]  {data['framework']}  aliases: {data['aliases']}")
+    # The user's own text (description, metrics, column names, …) is printed as it is, never
+    # read as Rich markup: "[a]" or "[true, false]" would vanish.
+    if data["description"]:
+        console.print(f"description: {data['description']}", markup=False)
+    if data["archived"]:
+        console.print("archived: yes (kept, but not served by default)")
+    else:
+        console.print("archived: no")
     console.print(f"artifact sha256 {artifact['sha256']} ({artifact['format']})")
-    console.print(f"created {data['created_at']} by {data['created_by']}")
+    console.print(f"created {data['created_at']} by {data['created_by']}", markup=False)
     if data["allow_pickle"]:
         console.print("[yellow]loaded from a pickle (allowed at registration)[/yellow]")
     table = Table("", "name", "datatype", "shape", "categorical", "NaN allowed")
@@ -175,7 +265,7 @@ def show_command(
         for spec in data["signature"][f"{kind}s"]:
             table.add_row(
                 kind,
-                spec["name"],
+                Text(spec["name"]),
                 spec["datatype"],
                 str(list(spec["shape"])),
                 str(spec["categorical"]),
@@ -184,12 +274,12 @@ def show_command(
     console.print(table)
     for title in ("metrics", "params", "tags", "lineage"):
         if data[title]:
-            console.print(f"{title}: {json.dumps(data[title])}")
+            console.print(f"{title}: {json.dumps(data[title])}", markup=False)
 
 
 @app.command("update")
 def update_command(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
     description: Annotated[str | None, typer.Option(help="New model description.")] = None,
     tag: Annotated[
         list[str] | None, typer.Option(help="key=value; replaces the model's tags, repeatable.")
@@ -205,6 +295,9 @@ def update_command(
         with remote_client(url, home) as client:
             model = client.update_model(name, description, tags)
     else:
+        from dockyard.security.principals import local_user
+        from dockyard.services import changes
+
         workspace = open_workspace(home)
         model = changes.update_model(workspace, local_user(), name, description, tags).to_dict()
     typer.echo(f"{model['name']}: {model['description']!r}, tags {dict(model['tags'])}")
@@ -212,7 +305,7 @@ def update_command(
 
 @app.command("alias")
 def alias_command(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
     alias: Annotated[str, typer.Argument(help="Alias, e.g. production or staging.")],
     version: Annotated[int | None, typer.Argument(help="Version number to point at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
@@ -225,6 +318,9 @@ def alias_command(
             with remote_client(url, home) as client:
                 client.delete_alias(name, alias)
         else:
+            from dockyard.security.principals import local_user
+            from dockyard.services import changes
+
             changes.delete_alias(open_workspace(home), local_user(), name, alias)
         typer.echo(f"removed {name}@{alias}")
         return
@@ -234,25 +330,52 @@ def alias_command(
         with remote_client(url, home) as client:
             target = _ref(client.set_alias(name, alias, version))
     else:
+        from dockyard.security.principals import local_user
+        from dockyard.services import changes
+
         target = changes.set_alias(open_workspace(home), local_user(), name, alias, version).ref
     typer.echo(f"{name}@{alias} → {target}")
 
 
 @app.command("archive")
 def archive_command(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
     version: Annotated[int, typer.Argument(help="Version number.")],
     home: HomeOption = None,
     url: UrlOption = None,
 ) -> None:
     """Archive a version: it stays stored but is no longer served by default."""
-    model = parse_ref(name).name
+    model = _model_name(name)
     if url:
         with remote_client(url, home) as client:
             archived = _ref(client.archive(model, version))
     else:
+        from dockyard.security.principals import local_user
+        from dockyard.services import changes
+
         archived = changes.archive(open_workspace(home), local_user(), model, version).ref
     typer.echo(f"archived {archived}")
+
+
+@app.command("unarchive")
+def unarchive_command(
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    home: HomeOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Unarchive a version: a bare model name may serve it again and aliases may point at it (a
+    version that is not archived stays as it is)."""
+    model = _model_name(name)
+    if url:
+        with remote_client(url, home) as client:
+            live = _ref(client.unarchive(model, version))
+    else:
+        from dockyard.security.principals import local_user
+        from dockyard.services import changes
+
+        live = changes.unarchive(open_workspace(home), local_user(), model, version).ref
+    typer.echo(f"unarchived {live}")
 
 
 from dockyard.cli import signing  # noqa: E402

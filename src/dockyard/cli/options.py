@@ -1,14 +1,21 @@
-"""Options every command shares, and turning them into Settings and a Workspace."""
+"""Options every command shares, and turning them into Settings and a Workspace.
+
+Every command module imports this one at start-up, for ``dockyard --help`` too: it stays light
+(typer and the settings); the Workspace (SQLAlchemy, the runtimes, ...) is imported when a command
+opens one.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dockyard.config import Settings, load_settings
-from dockyard.services.workspace import Workspace
+
+if TYPE_CHECKING:
+    from dockyard.services.workspace import Workspace
 
 HomeOption = Annotated[
     Path | None,
@@ -26,6 +33,8 @@ def settings_from(**flags: Any) -> Settings:
 
 
 def open_workspace(home: Path | None) -> Workspace:
+    from dockyard.services.workspace import Workspace
+
     return Workspace.open(settings_from(home=home))
 
 

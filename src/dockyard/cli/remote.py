@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dockyard.client import API_KEY_ENV, Client
 from dockyard.errors import InvalidInput, NotFound, Unauthenticated
-from dockyard.registry.refs import DEFAULT_ALIAS, parse_ref
+
+if TYPE_CHECKING:
+    from dockyard.client import Client
 
 URL_ENV = "DOCKYARD_URL"
+API_KEY_ENV = "DOCKYARD_API_KEY"
+"""``dockyard.client.API_KEY_ENV``, spelled here so that the ``--url`` help text does not import
+the client (httpx, numpy) into every command; a test checks the two agree."""
 
 UrlOption = Annotated[
     str | None,
@@ -44,12 +48,16 @@ def remote_client(url: str, home: Path | None = None) -> Client:
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise Unauthenticated(f"set {API_KEY_ENV} to use --url")
+    from dockyard.client import Client
+
     return Client(url, api_key=key)
 
 
 def resolve(client: Client, ref: str) -> dict[str, Any]:
     """The version ``NAME``, ``NAME@ALIAS`` or ``NAME:VERSION`` names on the server, as the local
     registry resolves it: a bare name is its production alias, else its latest live version."""
+    from dockyard.registry.refs import DEFAULT_ALIAS, parse_ref
+
     parsed = parse_ref(ref)
     if parsed.version is not None:
         return client.get_version(parsed.name, parsed.version)

@@ -7,15 +7,11 @@ from datetime import UTC
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dockyard.cli.options import HomeOption, open_workspace
 from dockyard.errors import InvalidInput
-from dockyard.security.keystore import parse_duration
 
 app = typer.Typer(help="Security events.", no_args_is_help=True)
-console = Console()
 MAX_LIMIT = 100_000
 
 
@@ -33,6 +29,11 @@ def events_command(
 ) -> None:
     """Show security events, oldest first: auth failures, 403s, rate-limit hits and keys whose
     request rate jumped (written by servers within about a second)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dockyard.security.keystore import parse_duration
+
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"--limit must be between 1 and {MAX_LIMIT}")
     window = parse_duration(since) if since else None
@@ -63,4 +64,4 @@ def events_command(
             event.client or "-",
             event.detail,
         )
-    console.print(table)
+    Console().print(table)

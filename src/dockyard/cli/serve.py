@@ -1,29 +1,29 @@
-"""``dockyard serve``: load models and serve them over HTTP (V2, V1, docs)."""
+"""``dockyard serve``: load models and serve them over HTTP (V2, V1, docs).
+
+Every command (and ``--help``) imports this module: the server's own modules (uvicorn, the ASGI
+app, the registry, ...) are imported when ``serve`` runs.
+"""
 
 from __future__ import annotations
 
 import gc
 import ipaddress
 import logging
-import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from starlette.types import ASGIApp
-from threadpoolctl import threadpool_limits
 
 from dockyard.cli.options import HomeOption, settings_from
 from dockyard.config import Settings
 from dockyard.errors import InvalidInput
-from dockyard.registry.refs import parse_ref
-from dockyard.reliability.supervisor import ServerOptions, Supervisor, bind_socket, uvicorn_config
-from dockyard.security.ratelimit import parse_limits
-from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
-from dockyard.services.workspace import Workspace
-from dockyard.serving.app import create_app
-from dockyard.serving.auth import authenticator_for
-from dockyard.serving.gateway import build_local_gateway, default_refs
+
+if TYPE_CHECKING:
+    import socket
+
+    from starlette.types import ASGIApp
+
+    from dockyard.reliability.supervisor import ServerOptions
+    from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def _check_auth_sources(settings: Settings) -> None:
     """Check what each worker will read for auth before any worker exists: a malformed rate limit
     or a JWKS that cannot be read stops the start with one line, instead of workers that crash
     and restart."""
+    from dockyard.security.ratelimit import parse_limits
+
     parse_limits(settings.rate_limits)
     if settings.auth and settings.jwt_jwks:
         from dockyard.security.tokens import JwtVerifier  # PyJWT only when tokens are on
@@ -62,6 +64,8 @@ def _check_auth_sources(settings: Settings) -> None:
 
 def _announce_keys(workspace: Workspace) -> None:
     """On the first secured run, create the admin key and say where it is."""
+    from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
+
     if not workspace.settings.auth:
         return
     created = ensure_admin_key(workspace)
@@ -132,6 +136,8 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
+    from dockyard.reliability.supervisor import ServerOptions, bind_socket
+
     settings = settings_from(
         home=home,
         host=host,
@@ -165,6 +171,16 @@ def _serve_on(
     sock: socket.socket, settings: Settings, options: ServerOptions, models: list[str] | None
 ) -> None:
     """Load the models and serve them on ``sock`` (bound already) with one worker or many."""
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    from dockyard.registry.refs import parse_ref
+    from dockyard.reliability.supervisor import Supervisor, uvicorn_config
+    from dockyard.services.workspace import Workspace
+    from dockyard.serving.app import create_app
+    from dockyard.serving.auth import authenticator_for
+    from dockyard.serving.gateway import build_local_gateway, default_refs
+
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)

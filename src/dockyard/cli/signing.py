@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 
 from dockyard.cli.options import HomeOption, open_workspace
-from dockyard.services.signatures import create_key, sign
 
 
 def signing_create(home: HomeOption = None) -> None:
     """Create an Ed25519 signing key: the private key sealed in the home, the public key beside
     it (trusted by this home's --require-signed servers)."""
+    from dockyard.services.signatures import create_key
+
     workspace = open_workspace(home)
     created = create_key(workspace)
     typer.echo(f"created signing key {created.key_id}")
@@ -34,6 +35,8 @@ def sign_command(
     home: HomeOption = None,
 ) -> None:
     """Sign a version: its artifact digest and identity (framework, format, signature, …)."""
+    from dockyard.services.signatures import sign
+
     signed = sign(open_workspace(home), ref, key)
     version = signed.version
     replaced = " (replacing its earlier signature by this key)" if signed.replaced else ""

@@ -12,7 +12,7 @@ import logging
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +36,30 @@ TRACKED_PACKAGES = (
     "pandas",
     "dockyard",
 )
-# The name a lone array gets in the schema (a table or named tensors give their own names).
+# The name a lone array gets in the schema when nothing names it (a DataFrame, a mapping of
+# tensors or the ``names`` given to ``capture_lineage`` name what they hold).
 ARRAY_NAME = "input"
 SEPARATOR = b"\x00"
 
 
-def capture_lineage(reference_data: object | None, cwd: Path | None = None) -> Lineage:
+def capture_lineage(
+    reference_data: object | None,
+    cwd: Path | None = None,
+    names: Sequence[str] | None = None,
+) -> Lineage:
     """Describe where a version comes from.
 
     ``reference_data``: a NumPy array (or anything ``numpy.asarray`` takes), a pandas DataFrame, a
     mapping of tensor name to array, or None. ``cwd``: the folder whose git commit is recorded
     (default: the current one); the commit is None outside a repository or without git, and ends in
-    "-dirty" when ``git status --porcelain`` shows changes.
+    "-dirty" when ``git status --porcelain`` shows changes. ``names``: what an array's columns are
+    called (see ``fingerprint``).
     """
     data_sha256: str | None = None
     rows: int | None = None
     schema: dict[str, str] = {}
     if reference_data is not None:
-        data_sha256, rows, schema = fingerprint(reference_data)
+        data_sha256, rows, schema = fingerprint(reference_data, names)
     return Lineage(
         data_sha256=data_sha256,
         data_rows=rows,
@@ -64,8 +70,16 @@ def capture_lineage(reference_data: object | None, cwd: Path | None = None) -> L
     )
 
 
-def fingerprint(data: object) -> tuple[str, int | None, dict[str, str]]:
-    """(sha256 hex digest, row count, {column or tensor name: dtype}) of reference data."""
+def fingerprint(
+    data: object, names: Sequence[str] | None = None
+) -> tuple[str, int | None, dict[str, str]]:
+    """(sha256 hex digest, row count, {column or tensor name: dtype}) of reference data.
+
+    A DataFrame's schema names its columns and a mapping's its tensors. An array is one entry,
+    ``input``, unless ``names`` says what it holds: one name per column of a 2-D array (a table's
+    feature names, e.g. a CSV file's header), or one name for the whole array (a model's one named
+    input). Names go into the schema only: the digest is the data's, whatever it is called.
+    """
     hasher = hashlib.sha256()
     rows: int | None
     schema: dict[str, str]
@@ -91,7 +105,7 @@ def fingerprint(data: object) -> tuple[str, int | None, dict[str, str]]:
         hasher.update(b"array")
         _update(hasher.update, ARRAY_NAME, array)
         rows = _rows(array)
-        schema = {ARRAY_NAME: str(array.dtype)}
+        schema = _array_schema(array, names)
     return hasher.hexdigest(), rows, schema
 
 
@@ -131,6 +145,24 @@ def _as_array(value: object) -> np.ndarray[Any, Any]:
             f"cannot fingerprint reference data of type {type(value).__name__}: {exc}; "
             "pass a NumPy array, a pandas DataFrame or a mapping of name to array"
         ) from exc
+
+
+def _array_schema(array: np.ndarray[Any, Any], names: Sequence[str] | None) -> dict[str, str]:
+    """{name: dtype} of an array: each named column of a 2-D one, else the array as a whole."""
+    dtype = str(array.dtype)
+    if names is None:
+        return {ARRAY_NAME: dtype}
+    labels = [str(name) for name in names]
+    if len(set(labels)) != len(labels):
+        raise InvalidInput(f"reference data column names must differ; got {labels}")
+    columns = array.shape[1] if array.ndim == 2 else None
+    if len(labels) != columns and len(labels) != 1:
+        raise InvalidInput(
+            f"{len(labels)} names for reference data of shape {list(array.shape)}: give one name "
+            "per column of a 2-D array, or one name for the whole array"
+        )
+    # A NumPy array has one dtype: every column has it.
+    return dict.fromkeys(labels, dtype)
 
 
 def _rows(array: np.ndarray[Any, Any]) -> int | None:

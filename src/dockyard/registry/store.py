@@ -222,6 +222,19 @@ class RegistryStore:
             )
             return _version(model.name, _version_row(connection, model, version), ())
 
+    def unarchive(self, name: str, version: int) -> ModelVersion:
+        """Make an archived version live again: a bare model name may resolve to it and aliases
+        may point at it. Unarchiving a version that is not archived changes nothing."""
+        with self._writing() as connection:
+            model = _locked_model_row(connection, name)
+            row = _version_row(connection, model, version)
+            if row.archived:
+                connection.execute(
+                    update(versions).where(versions.c.id == row.id).values(archived=False)
+                )
+                row = _version_row(connection, model, version)
+            return _with_aliases(connection, model, row)
+
     def set_model_description(self, name: str, description: str) -> Model:
         with self._writing() as connection:
             model = _locked_model_row(connection, name)

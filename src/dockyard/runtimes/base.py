@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import InvalidInput, MissingExtra, PredictionFailed
+
+if TYPE_CHECKING:
+    import numpy as np  # annotations only: the workspace imports this module for every command
 
 
 class Runtime(Protocol):

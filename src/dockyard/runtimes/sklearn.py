@@ -24,7 +24,7 @@ from dockyard.runtimes.base import (
 )
 from dockyard.runtimes.classes import has_base, qualified_name
 from dockyard.runtimes.formats import check_format, check_suffix, copy_model_file, model_file_errors
-from dockyard.runtimes.skops_files import read_skops
+from dockyard.runtimes.skops_files import import_skops_io, read_skops
 from dockyard.runtimes.trust import refused_types
 
 logger = logging.getLogger(__name__)
@@ -56,11 +56,10 @@ def save(obj: Any, folder: Path, *, allow_pickle: bool = False) -> SavedModel:
         return _save_file(obj, folder, allow_pickle)
     if not is_model(obj):
         raise InvalidInput(f"{qualified_name(obj)} is not a scikit-learn estimator")
-    import skops.io
-
+    skops_io = import_skops_io()
     path = folder / "model.skops"
     with model_file_errors(FRAMEWORK, f"saving {type(obj).__name__} with skops"):
-        skops.io.dump(obj, path)
+        skops_io.dump(obj, path)
     return SavedModel(path, SKOPS, {"estimator": qualified_name(obj)})
 
 
@@ -210,8 +209,7 @@ def _save_file(path: Path, folder: Path, allow_pickle: bool) -> SavedModel:
 
 def _load_skops(path: Path, operator_trusted: Sequence[str]) -> Any:
     """Check the file's sizes and every type it names, then load those very bytes."""
-    import skops.io
-
+    skops_io = import_skops_io()
     with model_file_errors(FRAMEWORK, f"reading the skops file {path.name}"):
         checked = read_skops(path)
     refused = refused_types(checked.names, operator_trusted)
@@ -221,4 +219,4 @@ def _load_skops(path: Path, operator_trusted: Sequence[str]) -> Any:
             "if you trust them, pass each with --trusted-type at registration"
         )
     with model_file_errors(FRAMEWORK, f"loading the skops file {path.name}"):
-        return skops.io.loads(checked.data, trusted=sorted(checked.names))
+        return skops_io.loads(checked.data, trusted=sorted(checked.names))

@@ -9,13 +9,19 @@ fails), so the declared sizes bound what loading inflates.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
 import io
 import json
+import sys
+import threading
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from dockyard.errors import InvalidInput
@@ -30,6 +36,54 @@ MAX_MEMBERS = 200_000
 """Members of the zip (each tree of a forest takes a few)."""
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 """How a zip (a sparse matrix's ``.npz``) starts; such a member is checked as an archive too."""
+
+
+SKOPS_MODULE = "skops.io"
+KEPT_OUT = frozenset(
+    {
+        *(f"sklearn.externals.array_api_compat.{lib}" for lib in ("cupy", "dask", "torch")),
+        "pytest",
+    }
+)
+"""Modules ``import skops.io`` would import for nothing a model needs; kept out of it.
+
+That import lists scikit-learn's estimators (``sklearn.utils.all_estimators`` in
+``skops.io._trusted_types``), which imports every package under ``sklearn`` to look inside it, and
+``sklearn.utils._testing``. The packages include scikit-learn's array-API adapters for other array
+libraries, and through them torch (seconds, and gigabytes of address space) wherever torch is
+installed; ``sklearn.utils._testing`` imports pytest, where installed, for its test markers. The
+list skips everything under ``sklearn.externals`` and uses no marker, so it comes out the same
+without them; a model that computes on torch arrays imports its adapter when it needs it."""
+
+
+def import_skops_io() -> ModuleType:
+    """``skops.io``, imported without torch, CuPy, Dask or pytest (KEPT_OUT)."""
+    loaded = sys.modules.get(SKOPS_MODULE)
+    if loaded is not None:
+        return loaded
+    keep_out = _KeepOut(KEPT_OUT, threading.get_ident())
+    sys.meta_path.insert(0, keep_out)
+    try:
+        return importlib.import_module(SKOPS_MODULE)
+    finally:
+        sys.meta_path.remove(keep_out)
+
+
+class _KeepOut(importlib.abc.MetaPathFinder):
+    """Answers ModuleNotFoundError for ``names`` imported by one thread (the one importing skops):
+    ``pkgutil.walk_packages`` passes over a package that cannot be imported, scikit-learn over a
+    missing pytest. A name imported already is not looked up, so it is not affected."""
+
+    def __init__(self, names: frozenset[str], thread: int) -> None:
+        self.names = names
+        self.thread = thread
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname in self.names and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"{fullname} is not imported with skops.io", name=fullname)
+        return None
 
 
 @dataclass(frozen=True)
@@ -47,8 +101,7 @@ def read_skops(path: Path) -> SkopsFile:
     what ``skops.io.get_untrusted_types`` reports beyond them (a bound method's name); skops's own
     default trust plays no part, so Dockyard's allow-list decides about every one of them.
     """
-    import skops.io
-
+    skops_io = import_skops_io()
     data = path.read_bytes()
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -65,7 +118,7 @@ def read_skops(path: Path) -> SkopsFile:
             f"{sum(files.values()):,} times), more than the {MAX_MODEL_BYTES:,} Dockyard allows "
             "(MAX_MODEL_BYTES)"
         )
-    names |= set(skops.io.get_untrusted_types(data=data))
+    names |= set(skops_io.get_untrusted_types(data=data))
     return SkopsFile(data, frozenset(names))
 
 

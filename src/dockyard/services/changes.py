@@ -1,5 +1,5 @@
 """The state-changing use cases on registered models besides registration: move and remove
-aliases, archive a version, change a model's description and tags.
+aliases, archive and unarchive a version, change a model's description and tags.
 
 Each takes the principal acting and checks the permission table first, so the CLI (the local user),
 the HTTP API (a key or token) and the Python API go through the same door.
@@ -30,6 +30,13 @@ def delete_alias(workspace: Workspace, actor: Principal, name: str, alias: str) 
 def archive(workspace: Workspace, actor: Principal, name: str, version: int) -> ModelVersion:
     require(actor, SERVICES["archive"], name)
     return workspace.store.archive(name, version)
+
+
+def unarchive(workspace: Workspace, actor: Principal, name: str, version: int) -> ModelVersion:
+    """Make an archived version live again (the same permission as archiving it); a version that
+    is not archived is returned unchanged."""
+    require(actor, SERVICES["unarchive"], name)
+    return workspace.store.unarchive(name, version)
 
 
 def update_model(

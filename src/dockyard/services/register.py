@@ -37,6 +37,8 @@ from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 REFERENCE_ROWS = 5
+UNNAMED_INPUT = "input-0"
+"""The name a signature gives a tensor model's one input when nothing names it."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def _store_and_commit(
         framework=framework,
         artifact=artifact,
         signature=signature,
-        lineage=capture_lineage(request.reference_data, request.cwd),
+        lineage=capture_lineage(
+            request.reference_data, request.cwd, _reference_names(request, runtime, signature)
+        ),
         allow_pickle=request.allow_pickle,
         trusted_types=tuple(request.trusted_types),
         metrics=dict(request.metrics),
@@ -138,6 +142,32 @@ def _store_and_commit(
         description=request.description,
         created_by=actor,
     )
+
+
+def _reference_names(
+    request: Registration, runtime: Runtime, signature: Signature
+) -> list[str] | None:
+    """What an array of reference data holds, for the lineage's data schema: a table's columns
+    (the feature names given, as a CSV file's header gives them, else those of an explicit
+    signature, else the model's own) or a tensor model's one named input. None for an array
+    nothing names (its schema stays one ``input`` entry) and for a mapping; a DataFrame names its
+    columns itself (the lineage takes its names, not these)."""
+    reference = request.reference_data
+    if reference is None or isinstance(reference, Mapping):
+        return None
+    if signature.tabular:
+        names = request.feature_names
+        if names is None and request.signature is not None:
+            names = [spec.name for spec in signature.inputs]
+        if names is None:
+            names = getattr(runtime, "feature_names", None)
+        shape = np.shape(reference)
+        if names is None or len(shape) != 2 or len(names) != shape[1]:
+            return None
+        return [str(name) for name in names]
+    if len(signature.inputs) == 1 and signature.inputs[0].name != UNNAMED_INPUT:
+        return [signature.inputs[0].name]
+    return None
 
 
 def _is_tabular(framework: str, default: bool, reference_data: Any) -> bool:

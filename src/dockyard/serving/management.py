@@ -1,5 +1,5 @@
-"""Management API under ``/api``: models (list, inspect, register, update, archive, aliases),
-API keys and security events.
+"""Management API under ``/api``: models (list, inspect, register, update, archive, unarchive,
+aliases), API keys and security events.
 
 Every route acts as the principal the access guard put on the request, through the same services
 as the CLI and the Python API; blocking work runs in a worker thread. Loading options that let a
@@ -26,7 +26,7 @@ from dockyard.security.keystore import parse_duration
 from dockyard.security.permissions import SERVICES
 from dockyard.security.principals import Principal, Role, parse_role
 from dockyard.services import changes
-from dockyard.services.datafiles import as_reference, read_columns
+from dockyard.services.datafiles import UPLOAD_SUFFIXES, as_reference, read_columns
 from dockyard.services.register import Registration, register
 from dockyard.services.staging import staging_folder
 from dockyard.services.workspace import Workspace
@@ -285,6 +285,13 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         )
         return archived.to_dict()
 
+    @router.post("/models/{name}/versions/{version}/unarchive", summary="Unarchive a version")
+    async def unarchive_version(request: Request, name: str, version: int) -> dict[str, Any]:
+        live = await run_in_threadpool(
+            changes.unarchive, _workspace(request), _principal(request), name, version
+        )
+        return live.to_dict()
+
     @router.put(
         "/models/{name}/aliases/{alias}",
         summary="Point an alias at a version",
@@ -332,7 +339,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
                     path = await _save_upload(
                         form["reference"], folder, "reference", max_upload_bytes
                     )
-                    reference, feature_names = as_reference(read_columns(path))
+                    reference, feature_names = as_reference(read_columns(path, UPLOAD_SUFFIXES))
                 registration = Registration(
                     name=name,
                     reference_data=reference,
