@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cli_timings
 from lineup import AUTH_COST_NOTE
 
 SCENARIO_NOTES = {"auth-cost": AUTH_COST_NOTE}
@@ -206,6 +207,9 @@ def markdown(results: dict[str, Any]) -> str:
         "## Startup",
         "",
         *_startup(results),
+        "## Command line",
+        "",
+        *_cli(results),
         "## GPU",
         "",
         results.get("gpu", {}).get("status", "not checked"),
@@ -260,6 +264,19 @@ def _startup(results: dict[str, Any]) -> list[str]:
             f"median {startup['median_s']:.2f} s (runs: {runs})."
         )
     return [*lines, ""]
+
+
+def _cli(results: dict[str, Any]) -> list[str]:
+    cli = results.get("cli")
+    if not cli:
+        return ["Not measured.", ""]
+    return [
+        f"Seconds from spawning `dockyard …` to its exit (median of {cli['runs']} runs after an "
+        f"untimed one), {cli['models']} in the home, {cli['rows']} rows predicted "
+        "(benchmarks/cli_timings.py).",
+        "",
+        *cli_timings.markdown_table(cli),
+    ]
 
 
 def write(results: dict[str, Any], folder: Path) -> tuple[Path, Path]:

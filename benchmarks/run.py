@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cli_timings
 import core_env
 import launch
 import lineup
@@ -61,6 +62,7 @@ QUICK = Plan(
 REFERENCE_S = {True: 0.5, False: 2.0}
 AUTH_COST_REPEAT_FACTOR = 3
 STARTUP_RUNS = {True: 1, False: 3}
+CLI_RUNS = {True: 1, False: cli_timings.RUNS}
 METHOD = [
     "Server and load generator share the machine's cores, unpinned, as in the issue's figures.",
     "Dockyard runs with nothing set in the environment (it limits OpenMP/BLAS threads itself);",
@@ -225,6 +227,7 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
     results["memory"] = _section(
         results, "memory", lambda: memory.compare_workers(built.home, logs, built.api_key)
     )
+    results["cli"] = _section(results, "command line", lambda: cli_timings.measure(CLI_RUNS[quick]))
     results["gpu"] = {"status": machine.gpu_status()}
     print(f"  GPU: {results['gpu']['status']}")
 

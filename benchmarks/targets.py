@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cli_timings
 from lineup import (
     AUTH_RATE_LIMITS,
     BARE,
@@ -109,6 +110,17 @@ def _startup(results: dict[str, Any]) -> tuple[float, str] | None:
     )
 
 
+def _cli(command: str) -> Callable[[dict[str, Any]], tuple[float, str] | None]:
+    def seconds(results: dict[str, Any]) -> tuple[float, str] | None:
+        for row in (results.get("cli") or {}).get("commands", []):
+            if row["command"] == command:
+                runs = ", ".join(f"{s:.2f}" for s in row["runs_s"])
+                return row["median_s"], f"{row['median_s']:.2f} s (median of {runs})"
+        return None
+
+    return seconds
+
+
 CHECKS = (
     Check(
         "Small, 64 conn, 1 worker: req/s >= 0.85 x bare ASGI",
@@ -193,6 +205,10 @@ CHECKS = (
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
     Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),
+    *(
+        Check(f"`{command}`: <= {limit:g} s (dev venv)", _cli(command), limit, False)
+        for command, limit in cli_timings.TARGETS_S.items()
+    ),
 )
 
 
