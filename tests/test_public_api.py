@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 import dockyard
 
 
@@ -19,3 +23,14 @@ def test_every_error_maps_to_a_status_and_exit_code() -> None:
         assert issubclass(cls, dockyard.errors.DockyardError)
         assert 400 <= cls.http_status <= 599
         assert cls.exit_code >= 1
+
+
+def test_register_model_asks_for_reference_data_in_python_terms(tmp_path: Path) -> None:
+    """The reference is required; the error names the argument, not the CLI's option."""
+    with pytest.raises(
+        dockyard.errors.InvalidInput, match=r"^register_model\(\) needs reference_data="
+    ):
+        dockyard.register_model(object(), "m", None, home=tmp_path)
+    with pytest.raises(TypeError, match="reference_data"):
+        dockyard.register_model(object(), "m", home=tmp_path)  # type: ignore[call-arg]
+    assert not (tmp_path / "dockyard.db").exists()  # refused before the registry is opened

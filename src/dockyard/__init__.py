@@ -48,7 +48,7 @@ def __dir__() -> list[str]:
 def register_model(
     model_or_path: Any,
     name: str,
-    reference_data: Any = None,
+    reference_data: Any,
     framework: str | None = None,
     metrics: dict[str, float] | None = None,
     description: str | None = None,
@@ -67,6 +67,12 @@ def register_model(
     ``reference_data`` (a few hundred representative rows) gives the signature, the lineage
     fingerprint and the rows Dockyard predicts before it accepts the model.
     """
+    if reference_data is None:
+        raise errors.InvalidInput(
+            "register_model() needs reference_data=: a few hundred rows like the training data "
+            "(an array or DataFrame); they give the signature and the rows Dockyard predicts "
+            "before it accepts the model"
+        )
     from dockyard.config import load_settings
     from dockyard.services.register import Registration, register
     from dockyard.services.workspace import Workspace

@@ -35,6 +35,11 @@ CASES = [
         "give the VERSION to point the alias at, or --delete",
     ),
     (["models", "update", "fraud"], "Usage: dockyard models update", "give --description"),
+    (
+        ["models", "register", "m.skops", "-n", "x"],
+        "Usage: dockyard models register",
+        "give --reference FILE: rows like the training data",
+    ),
 ]
 
 
@@ -103,3 +108,28 @@ def test_an_error_exits_with_the_code_the_readme_gives(
     assert done.stderr.splitlines()[0].startswith(first), done.stderr
     assert "s3cret" not in done.stderr
     assert not (tmp_path / "scores.xlsx").exists()
+
+
+def test_only_a_genuine_bug_is_unexpected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error boundary's last resort: a bug in Dockyard (here, one planted where every
+    registry command goes) is one line naming it and how to see the traceback, exit 1."""
+    from dockyard.cli.main import run
+    from dockyard.services.workspace import Workspace
+
+    def planted_bug(*_: object, **__: object) -> None:
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(Workspace, "open", planted_bug)
+    monkeypatch.delenv("DOCKYARD_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        run(["models", "list", "--home", str(tmp_path)])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: unexpected ZeroDivisionError: planted (set DOCKYARD_DEBUG=1 for a traceback)\n"
+    )
+
+    monkeypatch.setenv("DOCKYARD_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError, match="planted"):
+        run(["models", "list", "--home", str(tmp_path)])

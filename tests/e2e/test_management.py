@@ -88,6 +88,13 @@ def test_register_inspect_and_alias_over_http(
     )
     assert no_name.status_code == 400
     assert "name" in no_name.json()["error"]
+    no_reference = httpx.post(
+        f"{server.url}/api/models",
+        data={"name": "lr"},
+        files={"model": ("model.skops", model_file.read_bytes())},
+    )
+    assert no_reference.status_code == 400
+    assert no_reference.json()["error"].startswith("form field 'reference' is required")
     assert [v["version"] for v in httpx.get(f"{server.url}/api/models/lr").json()["versions"]] == [
         1,
         2,

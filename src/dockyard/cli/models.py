@@ -61,7 +61,11 @@ def register_command(
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
     reference: Annotated[
         Path | None,
-        typer.Option(help="Reference data (.csv, .json or .npy): signature and checks."),
+        typer.Option(
+            help="Required: rows like the training data (.csv, .json, .parquet or .npy); they "
+            "give the signature and the rows predicted before the version is accepted. Only "
+            "--signature can stand in for it."
+        ),
     ] = None,
     framework: Annotated[
         str | None, typer.Option(help="Framework, when detection is not enough.")
@@ -87,6 +91,12 @@ def register_command(
     url: UrlOption = None,
 ) -> None:
     """Register a model file as a new version."""
+    metrics = _metrics(metric)
+    if reference is None and signature is None:
+        raise typer.BadParameter(
+            "give --reference FILE: rows like the training data, which give the signature and "
+            "the rows Dockyard predicts before it accepts the model (or --signature FILE)"
+        )
     explicit = None
     if signature is not None:
         try:
@@ -106,7 +116,7 @@ def register_command(
                 reference=reference,
                 framework=framework,
                 description=description,
-                metrics=_metrics(metric),
+                metrics=metrics,
                 params=parse_pairs(param, "param"),
                 tags=parse_pairs(tag, "tag"),
                 alias=alias,
@@ -128,7 +138,7 @@ def register_command(
         feature_names=feature_names,
         framework=framework,
         signature=explicit,
-        metrics=_metrics(metric),
+        metrics=metrics,
         params=parse_pairs(param, "param"),
         tags=parse_pairs(tag, "tag"),
         description=description,

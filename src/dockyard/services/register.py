@@ -80,10 +80,11 @@ def register(
     if isinstance(model, str):
         model = Path(model)
     if request.reference_data is None and request.signature is None:
+        # Each front end asks for it in its own words first (--reference, reference_data=,
+        # the 'reference' form field); this is the rule they all follow.
         raise InvalidInput(
             "reference data is required (it gives the signature and the rows Dockyard predicts "
-            "before accepting the model); pass reference_data=… or --reference FILE, "
-            "or give an explicit signature"
+            "before accepting the model), unless an explicit signature is given"
         )
     framework = request.framework or detect_framework(model)
     module = framework_module(framework)

@@ -354,6 +354,12 @@ def build_router(max_upload_bytes: int) -> APIRouter:
                     trusted_types=trusted_types,
                     alias=_text(form, "alias"),
                 )
+                if reference is None and registration.signature is None:
+                    raise InvalidInput(
+                        "form field 'reference' is required: a file of rows like the training "
+                        "data (.csv, .json or .npy), which give the signature and the rows "
+                        "predicted before the version is accepted (or a 'signature' field)"
+                    )
                 version = await run_in_threadpool(
                     register, workspace, model, registration, principal
                 )
