@@ -23,7 +23,9 @@ CONFIG_FILE_NAME = "dockyard.toml"
 SEALED_SETTINGS = "settings.sealed"
 """Secret settings stored encrypted in the home's ``secrets`` folder (``dockyard config
 set-secret``); they rank below flags and the environment and above the config file."""
-SECRET_FIELDS = frozenset({"database_url", "api_key_secret", "encryption_key"})
+SECRET_FIELDS = frozenset(
+    {"database_url", "api_key_secret", "encryption_key", "alert_webhook_secret"}
+)
 DEFAULT_HOME = Path("~/.dockyard")
 MODEL_KNOBS = (
     "batching",
@@ -32,9 +34,10 @@ MODEL_KNOBS = (
     "prediction_timeout_s",
     "inline_budget_ms",
     "isolate",
+    "log_sample",
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
-NOT_SETTINGS = frozenset({"sources", "models"})
+NOT_SETTINGS = frozenset({"sources", "models", "alerts"})
 OMP_THREADS_ENV = "OMP_NUM_THREADS"
 """Read as ``model_threads`` when DOCKYARD_MODEL_THREADS and the flag are not given."""
 
@@ -49,6 +52,7 @@ class ModelOptions:
     prediction_timeout_s: float
     inline_budget_ms: float
     isolate: bool
+    log_sample: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +129,34 @@ class Settings:
     """The claim holding the caller's role (predictor, deployer, approver, auditor, admin)."""
     jwt_models_claim: str = "dockyard_models"
     """The claim listing the models the caller may use (absent: all)."""
+    metrics: bool = False
+    """Count requests, latency, batches, errors and more per worker for ``/metrics``."""
+    prediction_log: bool = False
+    """Append every request (or the ``log_sample`` share) to the prediction log, off the hot
+    path."""
+    log_sample: float = 1.0
+    """Share of requests the prediction log keeps (0 to 1); a per-model knob too."""
+    log_flush_s: float = 1.0
+    """How often each worker writes what it logged: what a killed worker can lose at most."""
+    log_queue_rows: int = 100_000
+    """Most logged rows waiting for the writer; past it new ones are shed and counted."""
+    drift_window: str = "24h"
+    """Live traffic drift compares with the reference: a time (``24h``) or rows (``100000rows``)."""
+    drift_interval_s: float = 60.0
+    """How often the server computes drift, evaluations and alert rules."""
+    drift_psi_threshold: float = 0.2
+    """A numeric feature with a population stability index above this has drifted."""
+    drift_pvalue: float = 0.01
+    """A feature whose KS or chi-square test's p-value is below this has drifted."""
+    alert_webhook: str = ""
+    """URL alerts are POSTed to (JSON, HMAC-signed with ``alert_webhook_secret``)."""
+    alert_webhook_secret: str = ""
+    """Key of the HMAC-SHA256 signature of each webhook body (``X-Dockyard-Signature``)."""
     models: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Per-model overrides of MODEL_KNOBS, keyed by model name."""
+    alerts: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """Alert rules, ``[alerts.NAME]`` tables of the config file, as written (checked by
+    ``dockyard.monitoring.alerts``)."""
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -241,10 +271,14 @@ def load_settings(
     if path is None and Path(CONFIG_FILE_NAME).is_file():
         path = Path(CONFIG_FILE_NAME)
     models: dict[str, dict[str, Any]] = {}
+    alerts: dict[str, dict[str, Any]] = {}
     if path is not None:
         for key, raw in _read_file(path).items():
             if key == "models":
                 _merge_models(models, raw, f"config file {path}")
+                continue
+            if key == "alerts":
+                alerts = _tables(raw, f"config file {path}: alerts")
                 continue
             if key not in names:
                 raise InvalidInput(f"config file {path}: unknown setting {key!r}")
@@ -282,7 +316,7 @@ def load_settings(
             sources[name] = f"sealed {Home(values['home']).secrets / SEALED_SETTINGS}"
     for name in names - sources.keys():
         sources[name] = "default"
-    settings = Settings(**values, models=models, sources=sources)
+    settings = Settings(**values, models=models, alerts=alerts, sources=sources)
     _validate(settings)
     return settings
 
@@ -325,6 +359,13 @@ def _merge_models(models: dict[str, dict[str, Any]], raw: Any, where: str) -> No
                     f"use one of {', '.join(MODEL_KNOBS)}"
                 )
             models.setdefault(str(model), {})[knob] = _convert(knob, value)
+
+
+def _tables(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``{name: {key: value}}`` as written, each entry checked to be a table."""
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+        raise InvalidInput(f"{where} must be a table of tables, one per name")
+    return {str(name): dict(table) for name, table in raw.items()}
 
 
 def _parse_model_flags(items: Any) -> dict[str, dict[str, str]]:

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, text
 
 from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra, Unavailable
-from dockyard.registry.db import MIGRATIONS_DIR, database_errors, open_engine
+from dockyard.registry.db import HEAD_REVISION, MIGRATIONS_DIR, database_errors, open_engine
 from dockyard.registry.tables import metadata, models
 
 PROCESSES = 4
@@ -47,7 +47,7 @@ def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         engine.dispose()
 
     assert diffs == []
-    assert revision == "0002"
+    assert revision == HEAD_REVISION
 
 
 def test_opening_again_changes_nothing(database_url: str) -> None:
@@ -59,7 +59,7 @@ def test_opening_again_changes_nothing(database_url: str) -> None:
     finally:
         engine.dispose()
 
-    assert stamps == [("0002",)]
+    assert stamps == [(HEAD_REVISION,)]
 
 
 def test_concurrent_first_opens_all_succeed(database_url: str) -> None:

@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from dockyard.cli import config, deps, keys, models, predict, security, serve
+from dockyard.cli import config, deps, keys, models, monitor, predict, security, serve
 from dockyard.errors import DockyardError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
 app.add_typer(security.app, name="security")
 app.add_typer(deps.app, name="deps")
+app.add_typer(monitor.app, name="monitor")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -100,6 +101,7 @@ versions = Table(
     Column("created_by", String(SHORT_TEXT_LENGTH), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("archived", Boolean, nullable=False, server_default=false()),
+    Column("profile", JSON, nullable=True),
     UniqueConstraint("model_id", "version", name="uq_versions_model_id_version"),
     # Garbage collection asks which digests are still referenced.
     Index("ix_versions_artifact_digest", "artifact_digest"),
@@ -171,3 +173,56 @@ version_signatures = Table(
     UniqueConstraint("version_id", "signing_key_id", name="uq_version_signatures_version_key"),
 )
 """Ed25519 signatures over a version's artifact digest and identity, one per signing key."""
+
+
+drift_reports = Table(
+    "drift_reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Column("window", String(NAME_LENGTH), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("feature", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("p_value", Float, nullable=True),
+    Column("drifted", Boolean, nullable=False),
+    Column("details", JSON, nullable=False),
+    Index("ix_drift_reports_model_at", "model", "computed_at"),
+)
+"""One row per feature (or output, ``output.<name>``) per drift computation: the score of its
+method (psi, ks, chi2), the p-value where the method has one, and data-quality details."""
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Column("window", String(NAME_LENGTH), nullable=False),
+    Column("metric", String(NAME_LENGTH), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Index("ix_evaluations_model_at", "model", "computed_at"),
+)
+"""Metrics of a version on its labelled live traffic (accuracy, f1, auc, mae, rmse, ...)."""
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rule", String(NAME_LENGTH), nullable=False),
+    Column("model", String(NAME_LENGTH), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Index("ix_alerts_state", "state"),
+)
+"""Alerts: one row per firing of a rule (``open`` until its condition clears, then
+``resolved``)."""

@@ -44,6 +44,12 @@ class Action(enum.StrEnum):
     """Security events and the list of keys (never the keys themselves)."""
     MANAGE_KEYS = "manage_keys"
     """Create, revoke and rotate API keys; rotate the encryption key; create signing keys."""
+    READ_METRICS = "read_metrics"
+    """Metrics, drift, accuracy and alerts (the dashboard)."""
+    READ_PREDICTIONS = "read_predictions"
+    """A model's prediction log: the inputs and outputs of its requests."""
+    SEND_FEEDBACK = "send_feedback"
+    """Attach ground-truth labels to a model's logged predictions."""
 
 
 MODEL_ACTIONS = frozenset(
@@ -56,12 +62,16 @@ MODEL_ACTIONS = frozenset(
         Action.UPDATE_MODEL,
         Action.APPROVE,
         Action.SIGN,
+        Action.READ_PREDICTIONS,
+        Action.SEND_FEEDBACK,
     }
 )
 """Actions on one model: a principal scoped to some models may take them only on those."""
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    Role.PREDICTOR: frozenset({Action.READ_SERVER, Action.READ_MODEL, Action.INFER}),
+    Role.PREDICTOR: frozenset(
+        {Action.READ_SERVER, Action.READ_MODEL, Action.INFER, Action.SEND_FEEDBACK}
+    ),
     Role.DEPLOYER: frozenset(
         {
             Action.READ_SERVER,
@@ -69,15 +79,29 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.REGISTER,
             Action.MOVE_ALIAS,
             Action.UPDATE_MODEL,
+            Action.READ_METRICS,
+            Action.READ_PREDICTIONS,
+            Action.SEND_FEEDBACK,
         }
     ),
-    Role.APPROVER: frozenset({Action.READ_SERVER, Action.READ_MODEL, Action.APPROVE}),
-    Role.AUDITOR: frozenset({Action.READ_SERVER, Action.READ_MODEL, Action.READ_SECURITY}),
+    Role.APPROVER: frozenset(
+        {Action.READ_SERVER, Action.READ_MODEL, Action.APPROVE, Action.READ_METRICS}
+    ),
+    Role.AUDITOR: frozenset(
+        {
+            Action.READ_SERVER,
+            Action.READ_MODEL,
+            Action.READ_SECURITY,
+            Action.READ_METRICS,
+            Action.READ_PREDICTIONS,
+        }
+    ),
     Role.ADMIN: frozenset(Action),
 }
-"""The roles: predictor (inference and metadata of its models), deployer (register, move
-aliases), approver (approvals, for the governance work), auditor (read-only: everything but
-inference), admin (keys and everything)."""
+"""The roles: predictor (inference and metadata of its models, labels for its predictions),
+deployer (register, move aliases, monitoring, the prediction log), approver (approvals, for the
+governance work; monitoring), auditor (read-only: everything but inference), admin (keys and
+everything)."""
 
 
 @dataclass(frozen=True, slots=True)

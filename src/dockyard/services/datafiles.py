@@ -86,18 +86,17 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: _column([row[i] for row in rows]) for i, name in enumerate(header)}
 
 
-def _pyarrow(purpose: str) -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        raise MissingExtra(f"pyarrow (to {purpose} Parquet files)", "parquet") from exc
+def _pyarrow() -> Any:
+    """pyarrow with its Parquet module, imported when a Parquet file is read or written."""
+    import pyarrow
+    import pyarrow.parquet
+
     return pyarrow
 
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     """Numeric columns keep their Parquet type (nulls become NaN); others read as CSV cells do."""
-    pa = _pyarrow("read")
+    pa = _pyarrow()
     try:
         table = pa.parquet.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -188,7 +187,7 @@ def _write_csv(columns: Mapping[str, np.ndarray], rows: int, handle: TextIO) -> 
 
 
 def _write_parquet(columns: Mapping[str, np.ndarray], path: Path) -> None:
-    pa = _pyarrow("write")
+    pa = _pyarrow()
     table = pa.table(
         {
             name: values.astype(str) if values.dtype == object else values
