@@ -129,6 +129,32 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+FRAMEWORK_PACKAGES = {
+    "sklearn": ("scikit-learn", "skops", "numpy"),
+    "xgboost": ("xgboost", "numpy"),
+    "lightgbm": ("lightgbm", "numpy"),
+    "onnx": ("onnxruntime", "numpy"),
+    "torch": ("torch", "numpy"),
+}
+"""The packages whose version decides whether a framework's model loads and predicts as it did;
+a Python function may use any tracked package."""
+
+
+def version_skew(
+    framework: str, recorded: Mapping[str, str], installed: Mapping[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """(package, version at registration, version installed now) for each package that
+    ``framework``'s models load with and whose installed version differs from the recorded one
+    (scikit-learn, for one, does not promise that a model predicts the same across versions)."""
+    installed = package_versions() if installed is None else installed
+    names = FRAMEWORK_PACKAGES.get(framework, tuple(p for p in TRACKED_PACKAGES if p != "dockyard"))
+    return [
+        (name, recorded[name], installed.get(name, "not installed"))
+        for name in names
+        if name in recorded and installed.get(name) != recorded[name]
+    ]
+
+
 def _is_dataframe(data: object) -> bool:
     # pandas is optional and heavy: if it was never imported, ``data`` cannot be a DataFrame.
     pandas = sys.modules.get("pandas")

@@ -2,16 +2,19 @@
 
 ``sign`` is ``dockyard models sign``; ``load_signed`` is how ``--require-signed`` loads a version:
 the signature check first, then the artifact's bytes against the signed digest.
+``load_for_serving`` is how every server and offline prediction loads a version.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.encryption import Cipher, open_cipher
 from dockyard.errors import ArtifactCorrupt, Forbidden
 from dockyard.registry.artifacts import MISSING
+from dockyard.registry.lineage import version_skew
 from dockyard.registry.records import ModelVersion
 from dockyard.runtimes.base import Runtime
 from dockyard.security.permissions import SERVICES
@@ -27,6 +30,8 @@ from dockyard.security.signing import (
     verify_version,
 )
 from dockyard.services.workspace import Workspace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,21 @@ def load_signed(workspace: Workspace, version: ModelVersion) -> Runtime:
 
 
 def load_for_serving(workspace: Workspace, version: ModelVersion) -> Runtime:
-    """Load ``version`` to predict with: signature-checked when the ``require_signed`` setting is
-    on (``dockyard serve`` and ``dockyard predict`` alike)."""
+    """Load ``version`` to predict with (``dockyard serve`` and ``dockyard predict`` alike):
+    signature-checked when the ``require_signed`` setting is on, with a warning for each package
+    the model loads with whose version is not the one it was registered with."""
+    for package, recorded, installed in version_skew(version.framework, version.lineage.packages):
+        logger.warning(
+            "%s was registered with %s %s and loads with %s %s: its predictions may differ or "
+            "fail; install %s==%s where it is served, or register it again here",
+            version.ref,
+            package,
+            recorded,
+            package,
+            installed,
+            package,
+            recorded,
+        )
     if workspace.settings.require_signed:
         return load_signed(workspace, version)
     return workspace.load(version)
