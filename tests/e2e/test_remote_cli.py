@@ -232,7 +232,16 @@ def test_a_key_without_the_permission_is_exit_code_3_and_one_line(
     monkeypatch.setenv("DOCKYARD_API_KEY", predictor)
     url = ("--url", remote.url)
     commands = [
-        ("models", "register", str(remote.model), "-n", "lr", *url),
+        (
+            "models",
+            "register",
+            str(remote.model),
+            "-n",
+            "lr",
+            "--reference",
+            str(remote.reference),
+            *url,
+        ),
         ("models", "update", "lr", "--description", "nope", *url),
         ("models", "alias", "lr", "staging", "1", *url),
         ("models", "alias", "lr", "production", "--delete", *url),
