@@ -9,6 +9,8 @@ with the same server given ``THREAD_ENV``.
 Auth is on in every Dockyard row (its default): each carries the bench home's predictor key and
 sends it with every request. ``auth-cost`` measures what that costs: the small model with auth and
 a rate limit checked on every request, against the same server with ``--no-auth``.
+``monitoring-cost`` does the same for monitoring: metrics off, metrics on, and metrics on with
+every request written to the prediction log.
 """
 
 from __future__ import annotations
@@ -48,6 +50,32 @@ AUTH_COST_NOTE = (
     "nothing is refused, but the key's token bucket is checked on every request), and "
     f"'{DOCKYARD_NO_AUTH}' adds --no-auth to its command (no key checked; the harness sends its "
     "Authorization header anyway, unread)."
+)
+
+
+DOCKYARD_UNMONITORED = "dockyard (metrics off)"
+DOCKYARD_METRICS = "dockyard (metrics on)"
+DOCKYARD_LOGGED = "dockyard (metrics on, every request logged)"
+MONITORING_COST_CONNECTIONS = (1, 64)
+MONITORING_ENV = {
+    DOCKYARD_UNMONITORED: {"DOCKYARD_METRICS": "false", "DOCKYARD_PREDICTION_LOG": "false"},
+    DOCKYARD_METRICS: {"DOCKYARD_METRICS": "true", "DOCKYARD_PREDICTION_LOG": "false"},
+    DOCKYARD_LOGGED: {
+        "DOCKYARD_METRICS": "true",
+        "DOCKYARD_PREDICTION_LOG": "true",
+        "DOCKYARD_LOG_SAMPLE": "1.0",
+    },
+}
+"""Each monitoring-cost server's environment: every setting it depends on, set explicitly."""
+MONITORING_COST_NOTE = (
+    "All three serve the small model with 1 worker, auth on and every other default; they differ "
+    "only in their environment: "
+    + "; ".join(
+        f"'{label}': {' '.join(f'{k}={v}' for k, v in env.items())}"
+        for label, env in MONITORING_ENV.items()
+    )
+    + ". Logged requests are written to Parquet segments in the bench home by each worker's "
+    "background writer."
 )
 
 
@@ -185,4 +213,18 @@ def auth_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
     return [
         Entry(DOCKYARD_AUTH, limited, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
         Entry(DOCKYARD_NO_AUTH, open_, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
+    ]
+
+
+def monitoring_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
+    """The small model (1 worker) with metrics off, on, and on with every request logged, side
+    by side at 1 and 64 connections (``MONITORING_COST_NOTE``)."""
+    return [
+        Entry(
+            label,
+            _dockyard(built, "small:1", label=label, env=env),
+            bodies.tabular,
+            connections=MONITORING_COST_CONNECTIONS,
+        )
+        for label, env in MONITORING_ENV.items()
     ]

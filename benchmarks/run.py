@@ -89,6 +89,9 @@ METHOD = [
     f"with DOCKYARD_RATE_LIMITS={lineup.AUTH_RATE_LIMITS} (never reached, but the key's bucket is",
     "checked on every request) and with --no-auth, with 3 x the repeats of the other scenarios",
     "(the targets resolve 5 %; runs of one server spread 10-15 % on this machine).",
+    "Scenario 'monitoring-cost' serves the small model (1 worker) three times, side by side:",
+    "metrics off, metrics on, and metrics on with every request written to the prediction log,",
+    "with the same 3 x repeats as 'auth-cost'.",
 ]
 
 
@@ -194,6 +197,18 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         "auth-cost",
         lambda: _scenario(
             results, "auth-cost", lineup.auth_cost(built, bodies), auth_plan, closed, logs
+        ),
+    )
+    _section(
+        results,
+        "monitoring-cost",
+        lambda: _scenario(
+            results,
+            "monitoring-cost",
+            lineup.monitoring_cost(built, bodies),
+            auth_plan,
+            closed,
+            logs,
         ),
     )
     _section(

@@ -1,5 +1,6 @@
-"""The targets of issues 3 and 8, and the cost of auth (auth + rate limits against ``--no-auth``),
-checked against one run's results: measured value, pass/fail, margin."""
+"""The targets of issues 3 and 8, the cost of auth (auth + rate limits against ``--no-auth``) and
+of monitoring (issue 11: metrics, and metrics with every request logged, against neither), checked
+against one run's results: measured value, pass/fail, margin."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from lineup import (
     DOCKYARD_AUTH,
     DOCKYARD_DEFAULTS,
     DOCKYARD_ISOLATED,
+    DOCKYARD_LOGGED,
+    DOCKYARD_METRICS,
     DOCKYARD_NO_AUTH,
     DOCKYARD_THREAD_ENV,
     DOCKYARD_UNBATCHED,
+    DOCKYARD_UNMONITORED,
     MLSERVER_BATCHED,
     SMALL_YARDSTICK,
 )
@@ -28,6 +32,10 @@ LATENCY_NOISE = 1.05
 """'No worse' latency comparisons allow 5 %: the run-to-run spread of a p50 on this machine."""
 AUTH_THROUGHPUT = 0.95
 """Auth and rate limits may cost at most 5 % of the small model's throughput at 64 connections."""
+METRICS_THROUGHPUT = 0.97
+"""Metrics may cost at most 3 % of the small model's throughput at 64 connections (issue 11)."""
+LOGGED_THROUGHPUT = 0.90
+"""Metrics and logging every request may cost at most 10 % of it (issue 11)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,36 @@ CHECKS = (
         _vs("auth-cost", DOCKYARD_AUTH, "auth-cost", DOCKYARD_NO_AUTH, 1, 1, "p50_ms"),
         LATENCY_NOISE,
         False,
+    ),
+    Check(
+        f"Monitoring cost, small, 64 conn, 1 worker: req/s with metrics on >= "
+        f"{METRICS_THROUGHPUT} x the same server with metrics off",
+        _vs(
+            "monitoring-cost",
+            DOCKYARD_METRICS,
+            "monitoring-cost",
+            DOCKYARD_UNMONITORED,
+            1,
+            64,
+            "rps",
+        ),
+        METRICS_THROUGHPUT,
+        True,
+    ),
+    Check(
+        f"Monitoring cost, small, 64 conn, 1 worker: req/s with metrics on and every request "
+        f"logged >= {LOGGED_THROUGHPUT} x the same server with metrics off",
+        _vs(
+            "monitoring-cost",
+            DOCKYARD_LOGGED,
+            "monitoring-cost",
+            DOCKYARD_UNMONITORED,
+            1,
+            64,
+            "rps",
+        ),
+        LOGGED_THROUGHPUT,
+        True,
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
     Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),

@@ -320,6 +320,12 @@ class Client:
         result: list[dict[str, Any]] = self._call("GET", "/api/security/events", params=params)
         return result
 
+    def alerts(self, everything: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+        """The open alerts (``everything``: resolved ones too), newest first."""
+        params: dict[str, str | int] = {"state": "all" if everything else "open", "limit": limit}
+        result: list[dict[str, Any]] = self._call("GET", "/api/alerts", params=params)
+        return result
+
 
 def _api_model(name: str) -> str:
     return f"/api/models/{quote(name, safe='')}"

@@ -129,9 +129,9 @@ class Settings:
     """The claim holding the caller's role (predictor, deployer, approver, auditor, admin)."""
     jwt_models_claim: str = "dockyard_models"
     """The claim listing the models the caller may use (absent: all)."""
-    metrics: bool = False
+    metrics: bool = True
     """Count requests, latency, batches, errors and more per worker for ``/metrics``."""
-    prediction_log: bool = False
+    prediction_log: bool = True
     """Append every request (or the ``log_sample`` share) to the prediction log, off the hot
     path."""
     log_sample: float = 1.0

@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from dockyard.cli import config, deps, keys, models, monitor, predict, security, serve
+from dockyard.cli import config, deps, keys, models, monitor, predict, retrain, security, serve
 from dockyard.errors import DockyardError
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.add_typer(deps.app, name="deps")
 app.add_typer(monitor.app, name="monitor")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
+app.command("retrain")(retrain.retrain)
 
 logger = logging.getLogger("dockyard")
 USAGE_EXIT = 2

@@ -282,9 +282,66 @@ def show_command(
                 str(spec["allow_nan"]),
             )
     console.print(table)
+    if data.get("profile"):
+        _print_profile(console, data["profile"])
     for title in ("metrics", "params", "tags", "lineage"):
         if data[title]:
             console.print(f"{title}: {json.dumps(data[title])}", markup=False)
+
+
+PROFILE_ROWS_SHOWN = 50
+CATEGORIES_SHOWN = 3
+
+
+def _print_profile(console: Console, profile: dict[str, Any]) -> None:
+    """The reference profile, one row per feature and output (the first ``PROFILE_ROWS_SHOWN``;
+    ``--json`` has them all, with bins, counts and the sample)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    columns = [*profile["features"].items(), *profile["outputs"].items()]
+    table = Table(
+        "column",
+        "kind",
+        "missing",
+        "min",
+        "median",
+        "max",
+        "summary",
+        title=f"reference profile: {profile['rows']} rows, predictions on "
+        f"{profile['prediction_rows']}",
+    )
+    for name, entry in columns[:PROFILE_ROWS_SHOWN]:
+        missing = f"{entry['missing']:.1%}"
+        if entry["kind"] == "numeric":
+            median = (entry.get("quantiles") or {}).get("0.5")
+            table.add_row(
+                Text(name),
+                "numeric",
+                missing,
+                _number(entry["min"]),
+                _number(median),
+                _number(entry["max"]),
+                f"mean {_number(entry.get('mean'))}, std {_number(entry.get('std'))}",
+            )
+            continue
+        present = sum(entry["counts"]) + entry["other"]
+        top = [
+            f"{value} {count / present:.0%}"
+            for value, count in zip(entry["values"], entry["counts"], strict=True)
+        ][:CATEGORIES_SHOWN]
+        if entry["distinct"] > len(top):
+            top.append(f"+{entry['distinct'] - len(top)} more")
+        table.add_row(Text(name), "categorical", missing, "", "", "", Text(", ".join(top)))
+    console.print(table)
+    if len(columns) > PROFILE_ROWS_SHOWN:
+        console.print(f"… {len(columns) - PROFILE_ROWS_SHOWN} more columns (--json has them all)")
+    for name, reason in profile["skipped"].items():
+        console.print(f"not profiled: {name}: {reason}", markup=False)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @app.command("update")

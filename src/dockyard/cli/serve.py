@@ -136,6 +136,7 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
+    from dockyard.monitoring.alerts import check_alerting
     from dockyard.reliability.supervisor import ServerOptions, bind_socket
 
     settings = settings_from(
@@ -159,6 +160,7 @@ def serve(
     )
     _check_no_auth(settings)
     _check_auth_sources(settings)
+    check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     sock = bind_socket(settings.host, settings.port)
     try:

@@ -46,6 +46,7 @@ def capture_lineage(
     reference_data: object | None,
     cwd: Path | None = None,
     names: Sequence[str] | None = None,
+    parent: str | None = None,
 ) -> Lineage:
     """Describe where a version comes from.
 
@@ -53,7 +54,7 @@ def capture_lineage(
     mapping of tensor name to array, or None. ``cwd``: the folder whose git commit is recorded
     (default: the current one); the commit is None outside a repository or without git, and ends in
     "-dirty" when ``git status --porcelain`` shows changes. ``names``: what an array's columns are
-    called (see ``fingerprint``).
+    called (see ``fingerprint``). ``parent``: the version this one was retrained from.
     """
     data_sha256: str | None = None
     rows: int | None = None
@@ -67,6 +68,7 @@ def capture_lineage(
         git_commit=git_commit(Path.cwd() if cwd is None else cwd),
         python_version=platform.python_version(),
         packages=package_versions(),
+        parent=parent,
     )
 
 

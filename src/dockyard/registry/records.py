@@ -77,6 +77,8 @@ class Lineage:
     git_commit: str | None
     python_version: str
     packages: Mapping[str, str]
+    parent: str | None = None
+    """The version this one was retrained from (``fraud:3``), if it was."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class Lineage:
             "git_commit": self.git_commit,
             "python_version": self.python_version,
             "packages": dict(self.packages),
+            "parent": self.parent,
         }
 
     @classmethod
@@ -97,6 +100,7 @@ class Lineage:
             git_commit=data.get("git_commit"),
             python_version=str(data.get("python_version", "")),
             packages=dict(data.get("packages") or {}),
+            parent=data.get("parent"),
         )
 
 
@@ -129,6 +133,9 @@ class ModelVersion:
     created_at: datetime | None = None
     archived: bool = False
     aliases: tuple[str, ...] = ()
+    profile: Mapping[str, Any] | None = None
+    """The reference profile captured at registration (``dockyard.monitoring.profile``); None
+    for a version registered without reference data or before profiles existed."""
 
     @property
     def ref(self) -> str:
@@ -157,6 +164,7 @@ class ModelVersion:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "archived": self.archived,
             "aliases": list(self.aliases),
+            "profile": self.profile,
         }
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.errors import Conflict, InvalidInput, NotFound
@@ -85,10 +85,12 @@ class RegistryStore:
         tags: Mapping[str, str] | None = None,
         description: str = "",
         created_by: str = "",
+        profile: Mapping[str, Any] | None = None,
         in_transaction: InTransaction | None = None,
     ) -> ModelVersion:
         """Store a new version numbered one above the model's highest, creating the model if new.
 
+        ``profile``: the reference profile (JSON), stored with the version.
         One transaction: ``in_transaction(connection, version)`` runs inside it before the commit
         (to append an audit entry); if it raises, nothing is stored. Safe under concurrent calls
         for the same model from threads or processes: each gets its own number.
@@ -114,6 +116,7 @@ class RegistryStore:
             tags=_string_map("tags", tags or {}),
             description=description,
             created_by=created_by,
+            profile=None if profile is None else _json_value("profile", profile),
         )
         with database_errors(self._engine):
             for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -448,6 +451,7 @@ def _version(model_name: str, row: Row[Any], alias_names: tuple[str, ...]) -> Mo
         created_at=row.created_at,
         archived=row.archived,
         aliases=alias_names,
+        profile=row.profile,
     )
 
 
@@ -469,6 +473,8 @@ def _version_values(version: ModelVersion, number: int, now: datetime) -> dict[s
         "created_by": version.created_by,
         "created_at": now,
         "archived": False,
+        # SQL NULL, not the JSON value null, for a version without a profile.
+        "profile": null() if version.profile is None else dict(version.profile),
     }
 
 

@@ -31,6 +31,18 @@ logger = logging.getLogger(__name__)
 AppFactory = Callable[[], Any]
 RESTART_BACKOFF_S = 0.5
 STOP_TIMEOUT_S = 15.0
+_server: str | None = None
+
+
+def server_token() -> str:
+    """``<pid>-<start>`` of the process that serves on the socket: the supervisor's in every
+    worker it forks (restarted ones too), else this process's own; new on every start. Workers
+    name what they share with it (the metrics folder: ``<pid>-…`` under the home's ``tmp``, swept
+    once that process is gone)."""
+    global _server
+    if _server is None:
+        _server = f"{os.getpid()}-{time.time_ns():x}"
+    return _server
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -114,6 +126,7 @@ class Supervisor:
 
     def run(self) -> None:
         sock = self._sock
+        server_token()  # fixed here, before the fork, so every worker shares it
         previous = {
             sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }

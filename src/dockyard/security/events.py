@@ -79,10 +79,14 @@ class EventLog:
         self._queue: dict[tuple[str, str, str, str, int], SecurityEvent] = {}
         self._pruned: datetime | None = None
         self.dropped = 0
+        self.listener: Callable[[str], object] | None = None
+        """Told the kind of every event recorded, before any coalescing (the worker's metrics)."""
 
     def record(self, event: SecurityEvent) -> None:
         """Queue ``event`` for the table, logging it when it is the first of its kind in this
         batch; one alike is already queued, count it there."""
+        if self.listener is not None:
+            self.listener(event.kind)
         queued = self._queue.get(event.group)
         if queued is not None:
             self._queue[event.group] = dataclasses.replace(queued, count=queued.count + 1)

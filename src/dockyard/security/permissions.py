@@ -3,7 +3,8 @@
 A route is written as its method and path template, exactly as the web app declares it; a test
 fails when the app has a route this table does not name. ``PUBLIC`` routes need no credentials
 (the health probes, so load balancers and orchestrators can probe without a key; the docs pages'
-packaged scripts and styles, which a browser fetches without the page's key).
+packaged scripts and styles, which a browser fetches without the page's key; the dashboard's page
+and assets, which hold no data: the page asks for a key for its data call).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ PUBLIC = None
 ROUTES: dict[tuple[str, str], Action | None] = {
     ("GET", "/v2/health/live"): PUBLIC,
     ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/metrics"): Action.READ_METRICS,
     ("GET", "/v2"): Action.READ_SERVER,
     ("GET", "/v2/"): Action.READ_SERVER,
     ("GET", "/docs"): Action.READ_SERVER,
@@ -26,6 +28,10 @@ ROUTES: dict[tuple[str, str], Action | None] = {
     ("GET", "/docs/assets/swagger-ui.css"): PUBLIC,
     ("GET", "/docs/assets/redoc.standalone.js"): PUBLIC,
     ("GET", "/docs/assets/favicon.png"): PUBLIC,
+    ("GET", "/dashboard"): PUBLIC,
+    ("GET", "/dashboard/assets/dashboard.js"): PUBLIC,
+    ("GET", "/dashboard/assets/dashboard.css"): PUBLIC,
+    ("GET", "/api/monitoring/overview"): Action.READ_METRICS,
     ("GET", "/v2/models/{name}"): Action.READ_MODEL,
     ("GET", "/v2/models/{name}/versions/{model_version}"): Action.READ_MODEL,
     ("GET", "/v2/models/{name}/ready"): Action.READ_MODEL,
@@ -48,6 +54,10 @@ ROUTES: dict[tuple[str, str], Action | None] = {
     ("DELETE", "/api/keys/{key_id}"): Action.MANAGE_KEYS,
     ("POST", "/api/keys/{key_id}/rotate"): Action.MANAGE_KEYS,
     ("GET", "/api/security/events"): Action.READ_SECURITY,
+    ("GET", "/api/models/{name}/predictions"): Action.READ_PREDICTIONS,
+    ("POST", "/v2/models/{name}/feedback"): Action.SEND_FEEDBACK,
+    ("GET", "/api/alerts"): Action.READ_METRICS,
+    ("GET", "/api/models/{name}/drift"): Action.READ_MODEL,
 }
 """Method and path template → the action it takes (``PUBLIC``: none). A route whose template has
 ``{name}`` acts on that model: a principal scoped to other models is refused (403)."""
@@ -66,5 +76,6 @@ SERVICES: dict[str, Action] = {
     "rotate_key": Action.MANAGE_KEYS,
     "rotate_encryption": Action.MANAGE_KEYS,
     "create_signing_key": Action.MANAGE_KEYS,
+    "send_feedback": Action.SEND_FEEDBACK,
 }
 """State-changing use case → the action its caller needs; each checks it with ``require``."""

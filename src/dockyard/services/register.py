@@ -2,10 +2,11 @@
 ``dockyard.register_model``.
 
 Detect the framework, save in a safe format, store the artifact content-addressed, infer the
-signature, record lineage, load the stored artifact back and predict reference rows, and only then
-commit the version in one transaction. A failure before the commit deletes the blob it stored
-unless something else uses it; a killed registration's leftovers go at the next start
-(``staging.sweep``).
+signature, record lineage, load the stored artifact back and predict reference rows, profile the
+reference data and the predictions on it (``monitoring.profile``: what live drift compares with),
+and only then commit the version in one transaction. A failure before the commit deletes the
+blob it stored unless something else uses it; a killed registration's leftovers go at the next
+start (``staging.sweep``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import InvalidInput
+from dockyard.monitoring.profile import capture_profile
 from dockyard.registry.artifacts import file_sha256
 from dockyard.registry.lineage import capture_lineage
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature
@@ -37,6 +39,9 @@ from dockyard.services.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 REFERENCE_ROWS = 5
+PROFILE_ROWS = 10_000
+"""The most reference rows predicted for the profile of the outputs (evenly spaced)."""
+PROFILE_BATCH = 1_000
 UNNAMED_INPUT = "input-0"
 """The name a signature gives a tensor model's one input when nothing names it."""
 
@@ -60,6 +65,8 @@ class Registration:
     feature_names: Sequence[str] | None = None
     alias: str | None = None
     cwd: Path | None = None
+    parent: str | None = None
+    """The version this one was retrained from; recorded in its lineage."""
 
 
 def register(
@@ -127,13 +134,22 @@ def _store_and_commit(
         framework, artifact, request.allow_pickle, tuple(request.trusted_types)
     )
     signature = _checked_signature(runtime, request, tabular)
+    reference = request.reference_data
+    profile = None
+    if reference is not None:
+        profile = capture_profile(
+            reference, signature, _reference_predictions(runtime, signature, reference)
+        )
     return workspace.store.create_version(
         model=request.name,
         framework=framework,
         artifact=artifact,
         signature=signature,
         lineage=capture_lineage(
-            request.reference_data, request.cwd, _reference_names(request, runtime, signature)
+            request.reference_data,
+            request.cwd,
+            _reference_names(request, runtime, signature),
+            request.parent,
         ),
         allow_pickle=request.allow_pickle,
         trusted_types=tuple(request.trusted_types),
@@ -142,7 +158,42 @@ def _store_and_commit(
         tags=dict(request.tags),
         description=request.description,
         created_by=actor,
+        profile=profile,
     )
+
+
+def _reference_predictions(
+    runtime: Runtime, signature: Signature, reference: Any
+) -> dict[str, np.ndarray]:
+    """The model's outputs on up to ``PROFILE_ROWS`` reference rows, evenly spaced (a reference
+    sorted by time is sampled across its span), predicted ``PROFILE_BATCH`` rows at a time
+    through the same validation a request gets: a row the model cannot answer fails the
+    registration, as one of the first rows does."""
+    step = max(1, -(-_row_total(reference) // PROFILE_ROWS))
+    sample = _rows(reference, slice(None, None, step))
+    parts = [
+        runtime.predict(
+            reference_input(
+                signature, _rows(sample, slice(start, start + PROFILE_BATCH)), PROFILE_BATCH
+            ),
+            (),
+        )
+        for start in range(0, _row_total(sample), PROFILE_BATCH)
+    ]
+    return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
+
+
+def _row_total(reference: Any) -> int:
+    if isinstance(reference, Mapping):
+        return len(np.asarray(next(iter(reference.values()))))
+    return len(reference) if hasattr(reference, "iloc") else len(np.asarray(reference))
+
+
+def _rows(reference: Any, rows: slice) -> Any:
+    """Some rows of reference data: a DataFrame's, an array's, or each array of a dict's."""
+    if isinstance(reference, Mapping):
+        return {name: np.asarray(values)[rows] for name, values in reference.items()}
+    return reference.iloc[rows] if hasattr(reference, "iloc") else np.asarray(reference)[rows]
 
 
 def _reference_names(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
@@ -16,10 +17,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import __version__
 from dockyard.config import Settings
-from dockyard.errors import DockyardError
+from dockyard.errors import DockyardError, NotFound
+from dockyard.home import Home
+from dockyard.monitoring.metrics import CONTENT_TYPE, Served
+from dockyard.monitoring.monitor import Monitor
+from dockyard.monitoring.scheduler import MonitorScheduler
+from dockyard.registry.records import ModelVersion
+from dockyard.reliability.supervisor import server_token
 from dockyard.services.workspace import Workspace
-from dockyard.serving import management, v1, v2
+from dockyard.serving import alerts_api, drift_api, management, monitoring_api, v1, v2
 from dockyard.serving.auth import AccessGuard, Authenticator
+from dockyard.serving.dashboard import add_dashboard
 from dockyard.serving.docs_pages import add_docs
 from dockyard.serving.failures import error_answer, hide_paths, send_error
 from dockyard.serving.gateway import Gateway
@@ -82,6 +90,39 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _served(gateway: Gateway) -> list[ModelVersion]:
+    """The versions ``gateway`` serves: what the monitoring jobs compute drift and accuracy of."""
+    return [d.version for name in gateway.model_names() for d in gateway.deployments(name)]
+
+
+def _monitor(
+    settings: Settings, gateway: Gateway, auth: Authenticator, workspace: Workspace | None
+) -> Monitor:
+    """This worker's monitoring: its metrics follow every served version's batcher and the
+    security events; they read drift and evaluations from the registry when there is one."""
+    engine = workspace.store.engine if workspace is not None else None
+    monitor = Monitor.for_worker(settings, Home(settings.home), server_token(), engine)
+    metrics = monitor.metrics
+    if metrics is not None:
+        for name in gateway.model_names():
+            for deployment in gateway.deployments(name):
+                served = Served(deployment.version, deployment.load_seconds)
+                metrics.watch(served, deployment.batcher)
+        if auth.events is not None:
+            auth.events.listener = metrics.security_event
+    return monitor
+
+
+async def _metrics(request: Request) -> Response:
+    """The Prometheus text format: counts summed over every worker of this server, queue gauges
+    of the live ones, the served versions' load time and age, the newest drift scores and live
+    metrics."""
+    metrics = request.app.state.monitor.metrics
+    if metrics is None:
+        raise NotFound("metrics are off on this server: set metrics = true (DOCKYARD_METRICS)")
+    return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
+
+
 def create_app(
     settings: Settings,
     gateway: Gateway,
@@ -97,10 +138,26 @@ def create_app(
     middleware, metadata, management, docs).
     """
 
+    monitor = _monitor(settings, gateway, auth, workspace)
+    scheduler = None
+    if workspace is not None:
+        metrics = None if monitor.metrics is None else monitor.metrics.folder
+        scheduler = MonitorScheduler(
+            workspace.home, workspace.store, settings, lambda: _served(gateway), metrics
+        )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with auth.running():
-            yield
+            await monitor.start()
+            if scheduler is not None:
+                scheduler.start()
+            try:
+                yield
+            finally:
+                if scheduler is not None:
+                    await asyncio.to_thread(scheduler.close)
+                await monitor.close()
 
     app = FastAPI(
         title="Dockyard",
@@ -118,6 +175,15 @@ def create_app(
     add_docs(app)
     app.state.gateway = gateway
     app.state.auth = auth
+    app.state.monitor = monitor
+    app.add_api_route(
+        "/metrics",
+        _metrics,
+        methods=["GET"],
+        response_class=Response,
+        summary="Prometheus metrics",
+        tags=["Monitoring"],
+    )
     home = settings.home
     hidden = {str(home): HOME_SHOWN, str(home.resolve()): HOME_SHOWN, sys.prefix: "$PYTHON"}
     hide_paths(hidden)
@@ -127,7 +193,11 @@ def create_app(
         app.state.workspace = workspace
         app.state.settings = settings
         app.include_router(management.build_router(settings.max_upload_bytes))
+        app.include_router(alerts_api.build_router())
+        app.include_router(drift_api.build_router())
+        app.include_router(monitoring_api.build_router())
+        add_dashboard(app)
     app.add_middleware(RequestIdMiddleware)
     hosts = HostPolicy(settings.host, settings.allowed_hosts)
     guarded = SecurityHeaders(CrossSiteGuard(AccessGuard(app, auth), hosts))
-    return HotPath(guarded, gateway, settings.max_body_bytes, hosts, auth)
+    return HotPath(guarded, gateway, settings.max_body_bytes, hosts, auth, monitor)

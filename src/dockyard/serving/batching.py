@@ -131,6 +131,20 @@ class Batcher:
         self.overruns = 0
         """Inline batches interrupted past the limit and moved to the model's thread."""
         self._overrun_logged = -OVERRUN_LOG_EVERY_S
+        self.on_batch: Callable[[int], object] | None = None
+        """Called with each batch's row count (the worker's metrics), on the thread that runs it;
+        one batch of a model runs at a time, so it needs no lock."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Rows submitted and not yet answered (a lone request predicted at once never counts:
+        it is answered before the event loop does anything else)."""
+        return self._outstanding
 
     async def submit(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Predict ``x`` (one request's rows); raise PredictionTimeout past the deadline.
@@ -365,6 +379,8 @@ class Batcher:
         self.batches_run += 1
         x = parts[0][0] if len(parts) == 1 else concat_inputs([part for part, _ in parts])
         total = sum(rows for _, rows in parts)
+        if self.on_batch is not None:
+            self.on_batch(total)
         started = time.perf_counter()
         result = self._predict(x, outputs)
         elapsed = time.perf_counter() - started

@@ -41,6 +41,8 @@ class Deployment:
     batcher: Batcher
     max_rows: int | None = None
     """Most rows one request may carry (the ``max_rows`` setting); None: no limit."""
+    load_seconds: float = 0.0
+    """How long loading the artifact took (read, verified, deserialized): a metric."""
     input_plan: InputPlan = field(init=False, repr=False, compare=False)
     _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -49,7 +51,9 @@ class Deployment:
         self._output_names = tuple(spec.name for spec in self.version.signature.outputs)
 
     @classmethod
-    def create(cls, version: ModelVersion, runtime: Runtime, settings: Settings) -> Deployment:
+    def create(
+        cls, version: ModelVersion, runtime: Runtime, settings: Settings, load_seconds: float = 0.0
+    ) -> Deployment:
         options = settings.model_options(version.model)
         if options.isolate:
             runtime = IsolatedRuntime(
@@ -71,7 +75,13 @@ class Deployment:
             # not reach the model's own, which would otherwise spin one OpenMP thread per core.
             thread_setup=partial(threadpool_limits, limits=settings.effective_model_threads()),
         )
-        return cls(version=version, runtime=runtime, batcher=batcher, max_rows=settings.max_rows)
+        return cls(
+            version=version,
+            runtime=runtime,
+            batcher=batcher,
+            max_rows=settings.max_rows,
+            load_seconds=load_seconds,
+        )
 
     @property
     def name(self) -> str:

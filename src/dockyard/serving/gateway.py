@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -193,8 +194,10 @@ def build_local_gateway(workspace: Workspace, refs: Sequence[ModelRef]) -> Local
         version: ModelVersion | None = None
         try:
             version = workspace.store.resolve(ref)
+            started = time.perf_counter()
             runtime = load_for_serving(workspace, version)
-            deployments.append(Deployment.create(version, runtime, workspace.settings))
+            seconds = time.perf_counter() - started
+            deployments.append(Deployment.create(version, runtime, workspace.settings, seconds))
         except Exception as exc:
             failures.append(LoadFailure(ref, exc, version))
             continue

@@ -13,11 +13,14 @@ import itertools
 import os
 from collections.abc import Mapping
 from functools import partial
+from time import perf_counter
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.errors import DockyardError, NotReady, Unauthenticated
-from dockyard.security.principals import Action
+from dockyard.monitoring.monitor import Monitor
+from dockyard.registry.records import ModelVersion
+from dockyard.security.principals import OPEN, Action, Principal
 from dockyard.serving.auth import Authenticator, client_of, credential
 from dockyard.serving.bodies import receive_body
 from dockyard.serving.failures import error_answer, send_error
@@ -87,7 +90,9 @@ class HotPath:
         max_body_bytes: int,
         hosts: HostPolicy,
         auth: Authenticator,
+        monitor: Monitor | None = None,
     ) -> None:
+        """``monitor`` is told of every inference request once it is answered."""
         self.app = app
         self.auth = auth
         self.gateway = gateway
@@ -99,6 +104,11 @@ class HotPath:
         self._id_prefix = f"{os.getpid():x}-".encode()
         self._v2_targets: dict[str, tuple[str, str | None]] = {}
         """Parsed V2 paths: one dict lookup instead of five string operations per request."""
+        self._logs = monitor is not None and monitor.log is not None
+        """Whether the prediction log is on: only then are the request id, the principal and
+        the tensors handed to the monitor."""
+        measures = monitor is not None and monitor.metrics is not None
+        self._monitor = monitor if measures or self._logs else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,6 +159,7 @@ class HotPath:
         v2: tuple[str, str | None] | None,
         v1: str | None,
     ) -> None:
+        started = perf_counter()
         headers: dict[str, str] = {}
         request_id = b""
         host = None
@@ -166,26 +177,30 @@ class HotPath:
             and host not in self._hosts_known
             and not self.hosts.allows(host)
         ):
-            await send_error(send, refused_host(host), close=True)
+            refusal = refused_host(host)
+            await send_error(send, refusal, close=True)
+            self._failed(v2, v1, refusal.http_status, started, refusal)
             return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
+        principal = OPEN
         if self.auth.enabled:
             token = credential(headers.get("authorization"), headers.get("x-api-key"))
             model = v2[0] if v2 is not None else v1
             try:
                 try:
-                    self.auth.authorize(token, Action.INFER, model)
+                    principal = self.auth.authorize(token, Action.INFER, model)
                 except Unauthenticated:
                     if not await self.auth.reloaded_for(token):
                         raise
-                    self.auth.authorize(token, Action.INFER, model)
+                    principal = self.auth.authorize(token, Action.INFER, model)
             except DockyardError as exc:
                 self.auth.refused(exc, token, "POST", scope["path"], client_of(scope))
                 status, extra, body = error_answer(exc, request_id.decode("latin-1"))
                 # The body is never read: close rather than let a refused client stream it.
                 extra["Connection"] = "close"
                 await _respond(send, status, JSON, body, extra, request_id)
+                self._failed(v2, v1, status, started, exc)
                 return
         read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
@@ -197,8 +212,64 @@ class HotPath:
         except Exception as exc:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
             await _respond(send, status, JSON, body, extra, request_id)
+            self._failed(v2, v1, status, started, exc)
             return
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
+        if self._monitor is not None:
+            self._answered(v2, v1, answer, started, request_id, principal)
+
+    def _answered(
+        self,
+        v2: tuple[str, str | None] | None,
+        v1: str | None,
+        answer: Answer,
+        started: float,
+        request_id: bytes,
+        principal: Principal,
+    ) -> None:
+        """Tell the monitor of a request answered with predictions (the request id, the
+        principal and the tensors only when they are logged)."""
+        assert self._monitor is not None
+        route, name = ("v2", v2[0]) if v2 is not None else ("v1", v1 or "")
+        seconds = perf_counter() - started
+        if self._logs:
+            self._monitor.observe(
+                route,
+                name,
+                answer.version,
+                200,
+                seconds,
+                None,
+                request_id.decode("latin-1"),
+                principal.actor,
+                answer.inputs,
+                answer.outputs,
+            )
+        else:
+            version = answer.version
+            self._monitor.observe(route, name, version, 200, seconds, None, "", "", None, None)
+
+    def _failed(
+        self,
+        v2: tuple[str, str | None] | None,
+        v1: str | None,
+        status: int,
+        started: float,
+        error: Exception,
+    ) -> None:
+        """Tell the monitor of a request answered with an error, under the version that would
+        have answered it (none for a model or version not served here)."""
+        if self._monitor is None:
+            return
+        route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
+        version: ModelVersion | None
+        try:
+            version = self.gateway.deployment(name, number).version
+        except DockyardError:
+            version = None
+        seconds = perf_counter() - started
+        kind = type(error).__name__
+        self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)
 
 
 async def _respond(

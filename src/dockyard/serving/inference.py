@@ -14,6 +14,7 @@ import numpy as np
 
 from dockyard.errors import InvalidInput
 from dockyard.registry.plans import no_rows
+from dockyard.registry.records import ModelVersion
 from dockyard.serving.bodies import BodyReader
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
@@ -28,11 +29,17 @@ HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 @dataclass(slots=True)
 class Answer:
     """A successful response: body, content type, extra headers (not frozen: built per request,
-    and a frozen dataclass's ``__init__`` costs ~2.5x the instructions). Never mutated."""
+    and a frozen dataclass's ``__init__`` costs ~2.5x the instructions). Never mutated.
+
+    For the worker's monitoring (``Monitor.observe``) it also carries the version that answered,
+    the request's tensors as decoded and the model's outputs: references, no copies."""
 
     body: bytes
     content_type: str = JSON
     headers: Mapping[str, str] | None = None
+    version: ModelVersion | None = None
+    inputs: Mapping[str, np.ndarray] | None = None
+    outputs: Mapping[str, np.ndarray] | None = None
 
 
 async def infer_v2(
@@ -78,8 +85,9 @@ async def infer_v2(
         binary=binary,
     )
     if json_length is None:
-        return Answer(payload)
-    return Answer(payload, BINARY, {HEADER_LENGTH: str(json_length)})
+        return Answer(payload, JSON, None, deployment.version, decoded.inputs, result)
+    length = {HEADER_LENGTH: str(json_length)}
+    return Answer(payload, BINARY, length, deployment.version, decoded.inputs, result)
 
 
 async def predict_v1(gateway: Gateway, name: str, read_body: BodyReader) -> Answer:
@@ -93,7 +101,8 @@ async def predict_v1(gateway: Gateway, name: str, read_body: BodyReader) -> Answ
         result = _no_rows(deployment, ())
     else:
         result = await deployment.infer(x, ())
-    return Answer(encode_v1(result, signature.outputs[0].name))
+    body = encode_v1(result, signature.outputs[0].name)
+    return Answer(body, JSON, None, deployment.version, tensors, result)
 
 
 def _no_rows(deployment: Deployment, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:

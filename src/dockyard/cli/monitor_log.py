@@ -1,0 +1,214 @@
+"""``dockyard monitor log``, ``monitor feedback`` and ``monitor evaluate``: the prediction log as
+CSV, JSON or Parquet; ground-truth labels from a CSV file; each version's live metrics on its
+labelled traffic beside those recorded at registration.
+
+``log`` and ``feedback`` act on the local home, or (``--url``) on a server through
+``GET /api/models/{m}/predictions`` and ``POST /v2/models/{m}/feedback``. Heavy modules (pyarrow,
+the registry, scikit-learn) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.remote import UrlOption, remote_client
+from dockyard.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import httpx
+
+    from dockyard.client import Client
+
+LABELS_PER_REQUEST = 10_000
+"""Labels sent to a server in one request: well under its body limit for ids of usual length."""
+
+
+def log(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    since: Annotated[
+        str, typer.Option(help="How far back: 30m, 1h, 7d (rows answered since then).")
+    ] = "1h",
+    version: Annotated[int | None, typer.Option(help="Only this version's rows.")] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="csv, json (an array of rows) or parquet.")
+    ] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Only the newest N rows (default: all locally; with --url the server's most, "
+            "100000)."
+        ),
+    ] = None,
+    home: HomeOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Export the prediction log of MODEL: one row per predicted row, with its request id, time,
+    caller, version, latency, inputs and outputs, in time order."""
+    from dockyard.monitoring.predlog import FORMATS
+
+    if output_format not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    if output_format == "parquet" and output is None and sys.stdout.isatty():
+        raise typer.BadParameter("parquet is binary: give --output FILE (or redirect stdout)")
+    if limit is not None and limit < 1:
+        raise typer.BadParameter("--limit must be at least 1")
+    if url:
+        data = _remote_log(url, home, model, since, version, output_format, limit)
+    else:
+        data = _local_log(home, model, since, version, output_format, limit)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror}") from None
+    typer.echo(f"wrote {output}", err=True)
+
+
+def _local_log(
+    home: Path | None, model: str, since: str, version: int | None, fmt: str, limit: int | None
+) -> bytes:
+    from dockyard.monitoring.predlog import encode_table, log_cipher, read_predictions
+    from dockyard.registry.store import utc_now
+    from dockyard.security.keystore import parse_duration
+
+    start = utc_now() - parse_duration(since)
+    workspace = open_workspace(home)
+    workspace.store.get_model(model)
+    table = read_predictions(
+        workspace.home,
+        model,
+        since=start,
+        version=version,
+        cipher=log_cipher(workspace.settings, workspace.home),
+        limit=limit,
+    )
+    return encode_table(table, fmt)
+
+
+def _remote_log(
+    url: str,
+    home: Path | None,
+    model: str,
+    since: str,
+    version: int | None,
+    fmt: str,
+    limit: int | None,
+) -> bytes:
+    from dockyard.monitoring.predlog import EXPORT_LIMIT
+
+    params: dict[str, str | int] = {"since": since, "format": fmt, "limit": limit or EXPORT_LIMIT}
+    if version is not None:
+        params["version"] = version
+    with remote_client(url, home) as client:
+        return _checked(client, "GET", f"{_model_path(model)}/predictions", params=params).content
+
+
+def feedback(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    labels: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV file with columns request_id, label and optionally row (default 0)."
+        ),
+    ],
+    home: HomeOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Attach ground truth to MODEL's logged predictions: each label names the request by the
+    X-Request-ID its answer carried (and the row within it)."""
+    from dockyard.monitoring.feedback import labels_from_csv
+
+    table = labels_from_csv(labels)
+    if url:
+        sent = _send_labels(url, home, model, table.select(["request_id", "row", "label"]))
+    else:
+        from dockyard.monitoring.feedback import store_labels
+        from dockyard.monitoring.predlog import log_cipher
+        from dockyard.security.principals import local_user
+
+        workspace = open_workspace(home)
+        workspace.store.get_model(model)
+        cipher = log_cipher(workspace.settings, workspace.home)
+        sent = store_labels(workspace.home, model, table, local_user(), cipher)
+    typer.echo(f"stored {sent} labels for {model}")
+
+
+def _send_labels(url: str, home: Path | None, model: str, table: Any) -> int:
+    rows = table.to_pylist()
+    sent = 0
+    with remote_client(url, home) as client:
+        for start in range(0, len(rows), LABELS_PER_REQUEST):
+            chunk = rows[start : start + LABELS_PER_REQUEST]
+            path = f"{_model_path(model, '/v2/models')}/feedback"
+            answer = _checked(client, "POST", path, json={"labels": chunk}).json()
+            sent += int(answer["labels"])
+    return sent
+
+
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    window: Annotated[
+        str, typer.Option(help="Traffic to score: a time (24h, 7d) or the newest rows (10000rows).")
+    ] = "24h",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON list instead of a table.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Score each version of MODEL on its labelled predictions of the window: accuracy,
+    precision, recall, F1 and AUC (classifiers) or MAE and RMSE (regressors), beside the metrics
+    recorded at registration. The results are stored for the dashboard and the alert rules."""
+    import json
+
+    from dockyard.monitoring.feedback import evaluate as run
+    from dockyard.monitoring.predlog import log_cipher
+
+    workspace = open_workspace(home)
+    workspace.store.get_model(model)
+    cipher = log_cipher(workspace.settings, workspace.home)
+    results = run(workspace.home, workspace.store, model, window, cipher=cipher)
+    if as_json:
+        typer.echo(json.dumps([result.to_dict() for result in results], indent=2))
+        return
+    if not results:
+        typer.echo(f"no labelled predictions of {model} in the window {window}", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = Table()
+    for column in ("version", "metric", "live", "registered", "rows"):
+        shown.add_column(column, no_wrap=True)
+    for result in results:
+        registered = "-" if result.registered is None else f"{result.registered:.4g}"
+        shown.add_row(
+            str(result.version), result.metric, f"{result.value:.4g}", registered, str(result.rows)
+        )
+    Console().print(shown)
+
+
+def _model_path(model: str, prefix: str = "/api/models") -> str:
+    from urllib.parse import quote
+
+    return f"{prefix}/{quote(model, safe='')}"
+
+
+def _checked(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request through ``client``; the Dockyard error its status maps to unless 200."""
+    from dockyard.client import _error_for
+
+    response = client._send(method, path, **kwargs)
+    if response.status_code != 200:
+        raise _error_for(response)
+    return response

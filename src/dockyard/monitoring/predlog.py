@@ -1,0 +1,654 @@
+"""The prediction log: every answered request (or a sampled share), one row per predicted row, in
+Parquet segments that DuckDB, pandas or pyarrow read as they are.
+
+Layout: ``$DOCKYARD_HOME/predictions/<model>/<YYYY-MM-DD>/<pid>-<seq>.parquet`` (UTC days). A
+worker writes one segment per flush for each version and day it logged; ``seq`` is at least the
+newest row's time in milliseconds (and unique in the process), so a reader skips a segment older
+than its window by its name alone. Segments are written beside their final name and linked into
+place, never overwriting one: a reader never sees half a file.
+
+Columns: ``request_id``, ``row`` (index within the request), ``time`` (when the answer was sent),
+``principal``, ``model``, ``version``, ``latency_ms``, then ``input.<name>`` and ``output.<name>``
+per tensor of the signature. A tabular model's ``[N, F]`` tensor is split into its features; a
+tensor of one value per row is a scalar column, a wider one a list column (a classifier's
+probabilities: ``list<double>``).
+
+Encryption: when the ``encryption_key`` setting is set, segments are sealed with it
+(``.parquet.sealed``: AES-256-GCM over the whole file, bound to its name) and readers need the same
+key. Without the setting they are plain Parquet (mode 0600, in 0700 folders): analysis tools can
+read them, which is the point of the format.
+
+The hot path only appends a reference to the request's arrays to a queue (``append``); a thread
+builds and writes the segments every ``log_flush_s``. Past ``log_queue_rows`` rows waiting (queued
+or being written), new rows are shed and counted (``shed_rows``) rather than held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dockyard.config import Settings
+from dockyard.datatypes import numpy_dtype
+from dockyard.encryption import Cipher, open_cipher, unseal_file
+from dockyard.errors import DockyardError, InvalidInput
+from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
+from dockyard.registry.records import ModelVersion, TensorSpec
+from dockyard.registry.refs import check_name
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+INPUT = "input."
+OUTPUT = "output."
+PARQUET = ".parquet"
+SEALED = ".sealed"
+SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)\.parquet(\.sealed)?$")
+DAY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY_S = 86_400
+TIME = pa.timestamp("us", tz="UTC")
+BASE_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("time", TIME),
+        ("principal", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.int32()),
+        ("latency_ms", pa.float32()),
+    ]
+)
+FORMATS = ("csv", "json", "parquet")
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+EXPORT_LIMIT = 100_000
+"""Most rows one read of the log over HTTP answers with (``GET /api/models/{m}/predictions``)."""
+ERROR_LOG_EVERY_S = 60.0
+"""A writer that keeps failing (a full disk) logs the failure at most this often."""
+LIST_OFFSETS_MAX = 2**31 - 1
+
+VERSION_OF, TIME_OF, ROWS = itemgetter(0), itemgetter(4), itemgetter(5)
+INPUTS_OF, OUTPUTS_OF = itemgetter(6), itemgetter(7)
+LOW_CARDINALITY = ["principal", "model"]
+"""Columns dictionary-encoded in segments (dictionaries on numbers cost 8x the write time)."""
+STATISTICS = ["time", "version"]
+"""Columns with statistics in segments: what readers filter on."""
+
+Entry = tuple[
+    ModelVersion, str, str, float, float, int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]
+]
+"""What ``append`` queues: version, request id, principal, seconds, time, rows, inputs, outputs."""
+
+
+def predictions_folder(home: Home, model: str) -> Path:
+    """Where ``model``'s segments live (the name checked: it becomes a path)."""
+    return home.root / PREDICTIONS / check_name(model)
+
+
+def log_cipher(settings: Settings, home: Home) -> Cipher | None:
+    """The cipher segments are sealed with: the ``encryption_key`` setting's, else None (plain)."""
+    return open_cipher(home.secrets, settings.encryption_key) if settings.encryption_key else None
+
+
+class PredictionLog:
+    """One worker's prediction log: ``append`` on the hot path, a writer thread off it."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        flush_s: float = 1.0,
+        queue_rows: int = 100_000,
+        sample: float = 1.0,
+        samples: Mapping[str, float] | None = None,
+        cipher: Cipher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``root`` is the home's ``predictions`` folder; ``sample`` the share of requests kept,
+        ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC)."""
+        self._root = root
+        self._flush_s = flush_s
+        self._limit = queue_rows
+        self._sample = sample
+        self._samples = dict(samples or {})
+        self._cipher = cipher
+        self._clock = clock
+        self._random = random.random
+        self._queue: deque[Entry] = deque()
+        # Each counter has one writer thread, so none needs a lock: rows queued and shed by the
+        # hot path; rows written (or failed) by the writer.
+        self._queued = 0
+        self._shed_full = 0
+        self._done = 0
+        self._shed_failed = 0
+        self.written_rows = 0
+        """Rows written to segments so far."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error_log = -math.inf
+
+    @classmethod
+    def for_worker(cls, settings: Settings, home: Home) -> PredictionLog:
+        """The log ``settings`` describe, writing under ``home`` (call it in the worker process:
+        segment names carry its process id)."""
+        samples = {name: settings.model_options(name).log_sample for name in settings.models}
+        return cls(
+            home.root / PREDICTIONS,
+            flush_s=settings.log_flush_s,
+            queue_rows=settings.log_queue_rows,
+            sample=settings.log_sample,
+            samples=samples,
+            cipher=log_cipher(settings, home),
+        )
+
+    @property
+    def shed_rows(self) -> int:
+        """Rows not logged: the queue was full, or writing them failed (logged as a warning)."""
+        return self._shed_full + self._shed_failed
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows appended and not yet written (queued or being written)."""
+        return self._queued - self._done
+
+    def append(
+        self,
+        version: ModelVersion,
+        request_id: str,
+        principal: str,
+        seconds: float,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Queue one answered request (a reference to its arrays, nothing copied), unless the
+        sample leaves it out or the queue is full (then its rows are counted as shed)."""
+        rate = self._samples.get(version.model, self._sample) if self._samples else self._sample
+        if rate < 1.0 and self._random() >= rate:
+            return
+        first = next(iter(outputs.values()))
+        rows: int = first.shape[0] if first.ndim else 1
+        if not rows:
+            return
+        if self._queued - self._done + rows > self._limit:
+            self._shed_full += rows
+            return
+        self._queued += rows
+        self._queue.append(
+            (version, request_id, principal, seconds, self._clock(), rows, inputs, outputs)
+        )
+
+    async def start(self) -> None:
+        """Start the writer thread (in the worker, after any fork)."""
+        self._thread = threading.Thread(
+            target=self._run, name="dockyard-prediction-log", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Stop the writer and write everything still queued: a graceful stop loses nothing."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.to_thread(self.flush)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_s):
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is queued now, one segment per model version and day; the rows written.
+        Called by the writer thread (and by ``close`` once it has stopped), never concurrently."""
+        count = len(self._queue)
+        if not count:
+            return 0
+        entries = [self._queue.popleft() for _ in range(count)]
+        written = 0
+        for group in _by_version(entries):
+            version = group[0][0]
+            for day, part in _by_day(group):
+                rows = sum(map(ROWS, part))
+                try:
+                    table = _segment_table(part)
+                    folder = self._root / version.model / day
+                    write_segment(folder, table, self._cipher, max(map(TIME_OF, part)))
+                except Exception:
+                    self._shed_failed += rows
+                    self._log_failure(version, rows)
+                else:
+                    written += rows
+                self._done += rows
+        self.written_rows += written
+        return written
+
+    def _log_failure(self, version: ModelVersion, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_EVERY_S:
+            self._last_error_log = now
+            logger.exception(
+                "prediction log: %d rows of %s could not be written and are shed (further "
+                "failures are logged at most every %g s)",
+                rows,
+                version.ref,
+                ERROR_LOG_EVERY_S,
+            )
+
+
+def _by_version(entries: list[Entry]) -> list[list[Entry]]:
+    """``entries`` grouped by the version that answered them (usually all one)."""
+    versions = list(map(VERSION_OF, entries))
+    if versions.count(versions[0]) == len(versions):
+        return [entries]
+    groups: dict[tuple[str, int], list[Entry]] = {}
+    for version, entry in zip(versions, entries, strict=True):
+        groups.setdefault((version.model, version.version), []).append(entry)
+    return list(groups.values())
+
+
+def _by_day(group: list[Entry]) -> list[tuple[str, list[Entry]]]:
+    """``group`` split by the UTC day of each entry's time (one part, unless it spans midnight)."""
+    days = [int(entry[4] // DAY_S) for entry in (group[0], group[-1])]
+    if days[0] == days[1]:
+        return [(_day_name(days[0]), group)]
+    parts: dict[int, list[Entry]] = {}
+    for entry in group:
+        parts.setdefault(int(entry[4] // DAY_S), []).append(entry)
+    return [(_day_name(day), part) for day, part in sorted(parts.items())]
+
+
+def _day_name(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S))
+
+
+def _segment_table(entries: list[Entry]) -> pa.Table:
+    """The rows of ``entries`` (one version) as a table; entries whose requests named different
+    tensors (outputs asked for, one matrix or a tensor per feature) are built apart and joined,
+    the columns one lacks left null."""
+    inputs = map(tuple, map(INPUTS_OF, entries))
+    keys = list(zip(inputs, map(tuple, map(OUTPUTS_OF, entries)), strict=True))
+    if keys.count(keys[0]) == len(keys):
+        return _table(entries)
+    layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Entry]] = {}
+    for key, entry in zip(keys, entries, strict=True):
+        layouts.setdefault(key, []).append(entry)
+    tables = [_table(part) for part in layouts.values()]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _table(entries: list[Entry]) -> pa.Table:
+    versions, ids, principals, seconds, times, rows, inputs, outputs = zip(*entries, strict=True)
+    version: ModelVersion = versions[0]
+    counts = np.asarray(rows, dtype=np.int64)
+    total = int(counts.sum())
+    index = None if total == len(entries) else np.repeat(np.arange(len(entries)), counts)
+
+    def per_row(values: np.ndarray) -> np.ndarray:
+        return values if index is None else values[index]
+
+    def strings(values: Sequence[str]) -> pa.Array:
+        array = pa.array(values, pa.string())
+        return array if index is None else array.take(index)
+
+    if index is None:
+        row = np.zeros(total, dtype=np.int32)
+    else:
+        row = (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+    stamps = (np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
+    latency = np.asarray(seconds, dtype=np.float64) * 1000.0
+    columns: dict[str, pa.Array] = {
+        "request_id": strings(ids),
+        "row": pa.array(row),
+        "time": pa.array(per_row(stamps), TIME),
+        "principal": strings(principals),
+        "model": pa.repeat(pa.scalar(version.model, pa.string()), total),
+        "version": pa.array(np.full(total, version.version, dtype=np.int32)),
+        "latency_ms": pa.array(per_row(latency).astype(np.float32)),
+    }
+    signature = version.signature
+    columns.update(_input_columns(signature.inputs, signature.tabular, inputs, counts))
+    specs = {spec.name: spec for spec in signature.outputs}
+    for name in outputs[0]:
+        pieces = list(map(itemgetter(name), outputs))
+        column = _column(pieces, counts, specs.get(name), scalar=False)
+        if column is not None:
+            columns[OUTPUT + name] = column
+    return pa.table(columns)
+
+
+def _input_columns(
+    specs: Sequence[TensorSpec],
+    tabular: bool,
+    inputs: Sequence[Mapping[str, np.ndarray]],
+    counts: np.ndarray,
+) -> dict[str, pa.Array]:
+    """``input.<name>`` columns: a tabular model's features (from one ``[N, F]`` tensor or one
+    tensor per feature), else one column per named tensor."""
+    names = list(inputs[0])
+    by_name = {spec.name: spec for spec in specs}
+    if tabular and len(names) == 1 and names[0] not in by_name:
+        pieces = list(map(itemgetter(names[0]), inputs))
+        matrix = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        if matrix.shape != (counts.sum(), len(specs)):
+            return {}
+        return {INPUT + spec.name: _values(matrix[:, j], spec) for j, spec in enumerate(specs)}
+    result = {}
+    for name in names:
+        pieces = list(map(itemgetter(name), inputs))
+        column = _column(pieces, counts, by_name.get(name), scalar=tabular)
+        if column is not None:
+            result[INPUT + name] = column
+    return result
+
+
+def _column(
+    pieces: Sequence[np.ndarray], counts: np.ndarray, spec: TensorSpec | None, *, scalar: bool
+) -> pa.Array | None:
+    """One tensor of each request as a column: a value per row when each row holds one (or
+    ``scalar``: a tabular feature sent as ``[N, 1]``), else a list per row. None when a tensor
+    does not have one entry per row (``counts``), so it cannot be split into rows."""
+    try:
+        lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    except TypeError:  # a tensor of no dimension
+        return None
+    if not np.array_equal(lengths, counts):
+        return None
+    shapes = {piece.shape[1:] for piece in pieces}
+    if len(shapes) == 1:
+        values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        width = math.prod(shapes.pop())
+        if scalar or values.ndim == 1:
+            return _values(values.reshape(len(values)), spec)
+        offsets = np.arange(0, (len(values) + 1) * width, width, dtype=np.int64)
+        return _lists(offsets, _values(values.reshape(-1), spec))
+    if scalar:  # features sent as [N] by some requests and [N, 1] by others
+        return _values(np.concatenate([piece.reshape(len(piece)) for piece in pieces]), spec)
+    matrices = [piece.reshape(len(piece), -1) for piece in pieces]
+    widths = np.repeat([matrix.shape[1] for matrix in matrices], counts)
+    offsets = np.zeros(len(widths) + 1, dtype=np.int64)
+    np.cumsum(widths, out=offsets[1:])
+    values = np.concatenate([matrix.reshape(-1) for matrix in matrices])
+    return _lists(offsets, _values(values, spec))
+
+
+def _lists(offsets: np.ndarray, items: pa.Array) -> pa.Array:
+    """A list per row: row ``i`` holds ``items[offsets[i]:offsets[i + 1]]``."""
+    if offsets[-1] > LIST_OFFSETS_MAX:
+        return pa.LargeListArray.from_arrays(pa.array(offsets), items)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), items)
+
+
+def _values(values: np.ndarray, spec: TensorSpec | None) -> pa.Array:
+    """A flat numpy array as an Arrow array: numbers in the signature's type where they convert
+    without changing kind, text as strings."""
+    if values.dtype.kind in "OSU":
+        try:
+            return pa.array(values, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pa.array([_text(value) for value in values.tolist()], pa.string())
+    if spec is not None and spec.datatype != "BYTES":
+        target = numpy_dtype(spec.datatype)
+        if values.dtype != target and np.can_cast(values.dtype, target, "same_kind"):
+            values = values.astype(target)
+    return pa.array(np.ascontiguousarray(values))
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
+
+
+# Segments: written beside their final name, linked into place; read one at a time.
+
+
+def write_segment(folder: Path, table: pa.Table, cipher: Cipher | None, newest: float) -> Path:
+    """Write ``table`` as a new segment ``<pid>-<seq>.parquet[.sealed]`` in ``folder`` (created,
+    mode 0700), where ``seq`` is ``newest`` (the table's newest time, in seconds) in milliseconds,
+    or the next number free: an existing file (written in the same millisecond, or by an earlier
+    process with the same id) is never replaced. Returns its path."""
+    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, use_dictionary=LOW_CARDINALITY, write_statistics=STATISTICS)
+    data = sink.getvalue().to_pybytes()
+    pid = os.getpid()
+    seq = math.ceil(newest * 1000)
+    while True:
+        name = f"{pid}-{seq}{PARQUET}{SEALED if cipher else ''}"
+        path = folder / name
+        temp = folder / f".{name}.{threading.get_ident()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(cipher.encrypt(data, name.encode()) if cipher else data)
+            os.link(temp, path)
+        except FileExistsError:
+            seq += 1
+            continue
+        finally:
+            temp.unlink(missing_ok=True)
+        return path
+
+
+def segments(folder: Path) -> list[tuple[int, Path]]:
+    """The segments in ``folder`` as (seq, path), oldest first (none when it does not exist)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = SEGMENT_NAME.match(name)
+        if match is not None:
+            found.append((int(match[2]), folder / name))
+    found.sort()
+    return found
+
+
+def read_segment(
+    path: Path,
+    columns: Sequence[str] | None,
+    where: pc.Expression | None,
+    cipher: Cipher | None,
+) -> pa.Table:
+    """One segment's rows matching ``where``, only ``columns`` (those it has; None: all)."""
+    file_format = pads.ParquetFileFormat()
+    if path.name.endswith(SEALED):
+        if cipher is None:
+            raise DockyardError(
+                f"{path.name} is encrypted: set encryption_key (DOCKYARD_ENCRYPTION_KEY) to the "
+                "key it was written with to read it"
+            )
+        fragment = file_format.make_fragment(pa.BufferReader(unseal_file(path, cipher)))
+    else:
+        fragment = file_format.make_fragment(str(path), filesystem=pafs.LocalFileSystem())
+    if columns is not None:
+        present = set(fragment.physical_schema.names)
+        columns = [name for name in columns if name in present]
+    table: pa.Table = fragment.to_table(columns=columns, filter=where)
+    return table
+
+
+def concat(tables: Sequence[pa.Table], empty: pa.Schema) -> pa.Table:
+    """Tables of segments as one, columns one lacks filled with nulls (``empty``: the schema of
+    a result with no segments)."""
+    if not tables:
+        return empty.empty_table()
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+# The reader.
+
+
+def read_predictions(
+    home: Home,
+    model: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: int | None = None,
+    columns: Sequence[str] | None = None,
+    cipher: Cipher | None = None,
+    limit: int | None = None,
+) -> pa.Table:
+    """``model``'s logged rows with ``since <= time < until`` (naive datetimes are UTC), of one
+    ``version`` if given, in time order; only ``columns`` (None: all; a column no segment has
+    is left out). Reads only the day folders and segments that can hold such rows, and only the
+    columns asked for. ``limit``: the newest ``limit`` rows only (read newest segment first, and
+    no further than needed). ``cipher`` reads sealed segments (``log_cipher``)."""
+    start, end = _aware(since), _aware(until)
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    reads = wanted
+    if wanted is not None and limit is not None and "time" not in wanted:
+        reads = [*wanted, "time"]
+    where = _where(start, end, version)
+    found = _segments_between(predictions_folder(home, model), start, end)
+    if limit is None:
+        tables = [read_segment(path, reads, where, cipher) for _, path in found]
+        table = concat([t for t in tables if t.num_rows], _empty(wanted))
+    else:
+        table = _newest(found, reads, where, cipher, limit, _empty(reads))
+    if "time" in table.column_names and table.num_rows > 1:
+        table = table.sort_by("time")
+    if wanted is not None and reads != wanted:
+        table = table.drop_columns(["time"])
+    return table
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _where(
+    since: datetime | None, until: datetime | None, version: int | None
+) -> pc.Expression | None:
+    parts = []
+    if since is not None:
+        parts.append(pc.field("time") >= pa.scalar(since, TIME))
+    if until is not None:
+        parts.append(pc.field("time") < pa.scalar(until, TIME))
+    if version is not None:
+        parts.append(pc.field("version") == pa.scalar(version, pa.int32()))
+    if not parts:
+        return None
+    where = parts[0]
+    for part in parts[1:]:
+        where = where & part
+    return where
+
+
+def _segments_between(
+    folder: Path, since: datetime | None, until: datetime | None
+) -> list[tuple[int, Path]]:
+    """The segments of the day folders from ``since``'s day to ``until``'s, oldest first, less
+    those whose rows are all older than ``since`` (by the number in their name)."""
+    try:
+        days = sorted(name for name in os.listdir(folder) if DAY_NAME.match(name))
+    except FileNotFoundError:
+        return []
+    first = since.astimezone(UTC).strftime("%Y-%m-%d") if since is not None else ""
+    last = until.astimezone(UTC).strftime("%Y-%m-%d") if until is not None else "9999"
+    oldest = math.floor(since.timestamp() * 1000) if since is not None else -1
+    found = itertools.chain.from_iterable(
+        segments(folder / day) for day in days if first <= day <= last
+    )
+    return sorted(item for item in found if item[0] >= oldest)
+
+
+def _newest(
+    found: Sequence[tuple[int, Path]],
+    columns: Sequence[str] | None,
+    where: pc.Expression | None,
+    cipher: Cipher | None,
+    limit: int,
+    empty: pa.Schema,
+) -> pa.Table:
+    """The newest ``limit`` rows of ``found``: segments are read newest first until the next
+    one's rows (no newer than its number) are all older than the ``limit`` kept."""
+    kept: list[pa.Table] = []
+    rows = 0
+    oldest_kept: int | None = None  # microseconds
+    for seq, path in reversed(found):
+        if oldest_kept is not None and seq * 1000 < oldest_kept:
+            break
+        table = read_segment(path, columns, where, cipher)
+        if not table.num_rows:
+            continue
+        kept.append(table)
+        rows += table.num_rows
+        if rows >= limit:
+            merged = concat(kept, empty).sort_by("time").slice(rows - limit)
+            kept, rows = [merged], limit
+            oldest_kept = merged["time"][0].value
+    return concat(kept, empty).sort_by("time").slice(max(0, rows - limit))
+
+
+def _empty(columns: Sequence[str] | None) -> pa.Schema:
+    """The schema of a result with no rows: the fixed columns asked for."""
+    if columns is None:
+        return BASE_SCHEMA
+    return pa.schema([field for field in BASE_SCHEMA if field.name in columns])
+
+
+# Export.
+
+
+def encode_table(table: pa.Table, format: str) -> bytes:
+    """``table`` as a file in ``format``: ``parquet``, ``csv`` (list values as JSON arrays) or
+    ``json`` (an array of objects, times in ISO 8601)."""
+    if format == "parquet":
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return bytes(sink.getvalue().to_pybytes())
+    if format == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(_flat(table), sink)
+        return bytes(sink.getvalue().to_pybytes())
+    if format == "json":
+        return orjson.dumps(table.to_pylist())
+    raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """``table`` with each list column as text (JSON arrays), which CSV can hold."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            text = pa.array(_json_texts(table.column(index).to_pylist()), pa.string())
+            table = table.set_column(index, field.name, text)
+    return table
+
+
+def _json_texts(values: Iterable[Any]) -> list[str | None]:
+    return [None if value is None else orjson.dumps(value).decode() for value in values]

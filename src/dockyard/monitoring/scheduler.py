@@ -1,0 +1,145 @@
+"""The server's periodic monitoring jobs: drift, live evaluations, then the alert rules, every
+``drift_interval_s`` seconds, in ONE process per home.
+
+Every worker of every server on a home runs a scheduler, but only the one holding an exclusive
+lock on ``$DOCKYARD_HOME/run/monitor.lock`` (``flock``, non-blocking) runs the jobs; the others
+try to take the lock at each interval, so when its holder dies (the kernel releases the lock with
+the process) another takes over within one interval. The jobs run on a thread of their own, never
+on the event loop; a job that fails is logged and the next one still runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from dockyard.config import Settings
+from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
+from dockyard.monitoring.alert_rules import traffic_of
+from dockyard.monitoring.alerts import AlertEngine, check_alerting
+from dockyard.monitoring.drift import run_drift_once
+from dockyard.monitoring.feedback import evaluate
+from dockyard.monitoring.metrics import read_totals
+from dockyard.monitoring.predlog import log_cipher
+from dockyard.monitoring.webhook import Webhook
+from dockyard.registry.records import ModelVersion
+from dockyard.registry.store import RegistryStore
+
+logger = logging.getLogger("dockyard.monitoring")
+T = TypeVar("T")
+
+RUN_FOLDER = "run"
+LOCK_FILE = "monitor.lock"
+CLOSE_WAIT_S = 10.0
+"""How long closing waits for a round in progress (and queued notifications) to finish."""
+
+
+def lock_path(home: Home) -> Path:
+    """The file whose holder runs a home's monitoring jobs."""
+    return home.root / RUN_FOLDER / LOCK_FILE
+
+
+class MonitorScheduler:
+    """Runs drift, evaluations and alert rules periodically while this process holds the lock.
+
+    ``versions`` gives the versions the server serves now (drift and evaluations are computed for
+    them); ``metrics`` is the folder where the server's workers write their request counts
+    (``monitoring.metrics``), read for the error-rate and latency rules (None: metrics off).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        store: RegistryStore,
+        settings: Settings,
+        versions: Callable[[], Sequence[ModelVersion]],
+        metrics: Path | None = None,
+    ) -> None:
+        self._home = home
+        self._store = store
+        self._settings = settings
+        self._versions = versions
+        self._webhook = (
+            Webhook(settings.alert_webhook, settings.alert_webhook_secret)
+            if settings.alert_webhook
+            else None
+        )
+        traffic = None if metrics is None else lambda: traffic_of(read_totals(metrics))
+        self.alerts = AlertEngine(check_alerting(settings), store, self._webhook, traffic)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock: int | None = None
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._lock is not None
+
+    def start(self) -> None:
+        """Start the jobs' thread (in the serving process, after any fork: the lock is taken by
+        this process's own open file)."""
+        self._thread = threading.Thread(target=self._run, name="dockyard-monitor", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop after the round in progress, deliver queued notifications, release the lock.
+        Blocks up to ``CLOSE_WAIT_S`` (call it off the event loop)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(CLOSE_WAIT_S)
+            self._thread = None
+        if self._webhook is not None:
+            self._webhook.close(CLOSE_WAIT_S)
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.drift_interval_s):
+            self._job("run the monitoring jobs", self.run_once)
+
+    def run_once(self) -> bool:
+        """One round, if this process holds (or now takes) the lock; whether it ran."""
+        if not self._take_lock():
+            return False
+        versions = self._job("list the served versions", self._versions) or []
+        self._job("compute drift", self._drift, versions)
+        for model in sorted({version.model for version in versions}):
+            self._job(f"evaluate {model}", self._evaluate, model)
+        self._job("evaluate the alert rules", self.alerts.run_once)
+        return True
+
+    def _job(self, what: str, job: Callable[..., T], *args: object) -> T | None:
+        try:
+            return job(*args)
+        except Exception:
+            logger.exception("monitoring: could not %s", what)
+            return None
+
+    def _drift(self, versions: Sequence[ModelVersion]) -> None:
+        run_drift_once(self._home, self._store, self._settings, versions)
+
+    def _evaluate(self, model: str) -> None:
+        cipher = log_cipher(self._settings, self._home)
+        evaluate(self._home, self._store, model, self._settings.drift_window, cipher=cipher)
+
+    def _take_lock(self) -> bool:
+        if self._lock is not None:
+            return True
+        path = lock_path(self._home)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SECRET_FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        if self._webhook is not None:
+            self._webhook.start()
+        logger.info("monitoring jobs run in process %d (holder of %s)", os.getpid(), path)
+        return True
