@@ -27,7 +27,9 @@ def show(home: HomeOption = None) -> None:
 
 @app.command("set-secret")
 def set_secret(
-    name: Annotated[str, typer.Argument(help="database_url or api_key_secret.")],
+    name: Annotated[
+        str, typer.Argument(help="database_url, api_key_secret or alert_webhook_secret.")
+    ],
     home: HomeOption = None,
 ) -> None:
     """Store a secret setting encrypted in the home (read from stdin or a hidden prompt)."""
