@@ -1,5 +1,6 @@
 """``dockyard.Client``: a small HTTP client (httpx) for a Dockyard server: Open Inference Protocol
-V2 inference, and the management API (models, aliases, API keys, security events) with a key.
+V2 inference, and the management API (models, aliases, API keys, security events, alerts) and
+monitoring (the prediction log, delayed labels, drift) with a key.
 
 Users call models and manage a remote registry with it; so do the CLI's ``--url`` commands, the
 load test and the end-to-end tests.
@@ -52,6 +53,8 @@ def _error_for(response: httpx.Response) -> DockyardError:
 
 UPLOAD_TIMEOUT_S = 300.0
 """At least this long for a registration: the server stores, loads and checks the model."""
+LABELS_PER_REQUEST = 10_000
+"""Labels sent to a server in one request: well under its body limit for ids of usual length."""
 
 
 class Client:
@@ -324,6 +327,61 @@ class Client:
         """The open alerts (``everything``: resolved ones too), newest first."""
         params: dict[str, str | int] = {"state": "all" if everything else "open", "limit": limit}
         result: list[dict[str, Any]] = self._call("GET", "/api/alerts", params=params)
+        return result
+
+    # Monitoring: the prediction log, delayed labels and drift of a served model.
+
+    def predictions(
+        self,
+        model: str,
+        *,
+        since: str | timedelta | None = None,
+        version: int | None = None,
+        limit: int = 1000,
+        format: str = "json",
+    ) -> bytes:
+        """The prediction log of ``model``: the newest ``limit`` rows logged in the last ``since``
+        (``"30m"``, ``"1h"``, ``"7d"`` or a timedelta; default: the server's, 1 hour), in time
+        order, of one ``version`` if given, as the server encodes them in ``format``: ``"json"``
+        (an array of rows), ``"csv"`` or ``"parquet"``. Needs a key that may read predictions."""
+        params: dict[str, str | int] = {"limit": limit, "format": format}
+        if since is not None:
+            params["since"] = _duration(since)
+        if version is not None:
+            params["version"] = int(version)
+        response = self._send("GET", f"{_api_model(model)}/predictions", params=params)
+        if response.status_code != 200:
+            raise _error_for(response)
+        return response.content
+
+    def send_feedback(self, model: str, labels: Sequence[Mapping[str, Any]]) -> int:
+        """Attach ground truth to logged predictions of ``model``: each label a mapping with
+        ``request_id`` (the ``X-Request-ID`` of the answer), ``label`` and optionally ``row``
+        (default 0). Sent in requests of at most ``LABELS_PER_REQUEST`` labels (none for no
+        labels); the number stored."""
+        items = [dict(label) for label in labels]
+        path = f"/v2/models/{quote(model, safe='')}/feedback"
+        stored = 0
+        for start in range(0, len(items), LABELS_PER_REQUEST):
+            chunk = items[start : start + LABELS_PER_REQUEST]
+            answer: dict[str, Any] = self._call("POST", path, json={"labels": chunk})
+            stored += int(answer["labels"])
+        return stored
+
+    def drift(
+        self, model: str, *, window: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Drift of ``model``'s logged traffic from its reference profile, computed now: per
+        feature and output the PSI, KS or chi-square p-value, whether it drifted, and data
+        quality. ``window``: the newest traffic to compare (``"24h"``, ``"100000rows"``; default:
+        the server's ``drift_window``); ``version``: that one (default: the production alias,
+        else the latest)."""
+        params: dict[str, str | int] = {}
+        if window is not None:
+            params["window"] = window
+        if version is not None:
+            params["version"] = int(version)
+        result: dict[str, Any] = self._call("GET", f"{_api_model(model)}/drift", params=params)
         return result
 
 

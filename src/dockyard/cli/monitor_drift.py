@@ -33,15 +33,11 @@ def drift(
     """Compare a model's logged traffic with its reference: per feature and output, PSI and the
     KS (numbers) or chi-square (categories) p-value, drifted or not, and data quality."""
     if url:
-        from urllib.parse import quote
-
         with remote_client(url, home) as client:
             version = resolve(client, model)
-            params: dict[str, str | int] = {"version": version["version"]}
-            if window:
-                params["window"] = window
-            path = f"/api/models/{quote(version['model'], safe='')}/drift"
-            report: dict[str, Any] = client._call("GET", path, params=params)
+            report = client.drift(
+                version["model"], window=window or None, version=version["version"]
+            )
     else:
         from dockyard.monitoring.drift import drift_now
 

@@ -11,21 +11,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from dockyard.cli.options import HomeOption, open_workspace
 from dockyard.cli.remote import UrlOption, remote_client
 from dockyard.errors import InvalidInput
-
-if TYPE_CHECKING:
-    import httpx
-
-    from dockyard.client import Client
-
-LABELS_PER_REQUEST = 10_000
-"""Labels sent to a server in one request: well under its body limit for ids of usual length."""
 
 
 def log(
@@ -107,11 +99,10 @@ def _remote_log(
 ) -> bytes:
     from dockyard.monitoring.predlog import EXPORT_LIMIT
 
-    params: dict[str, str | int] = {"since": since, "format": fmt, "limit": limit or EXPORT_LIMIT}
-    if version is not None:
-        params["version"] = version
     with remote_client(url, home) as client:
-        return _checked(client, "GET", f"{_model_path(model)}/predictions", params=params).content
+        return client.predictions(
+            model, since=since, version=version, limit=limit or EXPORT_LIMIT, format=fmt
+        )
 
 
 def feedback(
@@ -145,15 +136,8 @@ def feedback(
 
 
 def _send_labels(url: str, home: Path | None, model: str, table: Any) -> int:
-    rows = table.to_pylist()
-    sent = 0
     with remote_client(url, home) as client:
-        for start in range(0, len(rows), LABELS_PER_REQUEST):
-            chunk = rows[start : start + LABELS_PER_REQUEST]
-            path = f"{_model_path(model, '/v2/models')}/feedback"
-            answer = _checked(client, "POST", path, json={"labels": chunk}).json()
-            sent += int(answer["labels"])
-    return sent
+        return client.send_feedback(model, table.to_pylist())
 
 
 def evaluate(
@@ -196,19 +180,3 @@ def evaluate(
             str(result.version), result.metric, f"{result.value:.4g}", registered, str(result.rows)
         )
     Console().print(shown)
-
-
-def _model_path(model: str, prefix: str = "/api/models") -> str:
-    from urllib.parse import quote
-
-    return f"{prefix}/{quote(model, safe='')}"
-
-
-def _checked(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request through ``client``; the Dockyard error its status maps to unless 200."""
-    from dockyard.client import _error_for
-
-    response = client._send(method, path, **kwargs)
-    if response.status_code != 200:
-        raise _error_for(response)
-    return response
