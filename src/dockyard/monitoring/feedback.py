@@ -6,12 +6,19 @@ Labels are Parquet segments under ``$DOCKYARD_HOME/labels/<model>/`` (one per ca
 some; sealed like the prediction log when ``encryption_key`` is set), columns ``request_id``,
 ``row``, ``label`` (double, or string for named classes) and ``time`` (when received). A request
 labelled twice keeps its latest label.
+
+A model's label segments are merged into one when a call leaves more than ``LABEL_SEGMENTS_MAX``
+(under the folder's compaction lock; a busy lock: the next call does it). The merged segment
+holds each request id and row's latest label, written and linked before the segments it replaces
+are deleted: a reader may meet both for a moment, which changes nothing since it keeps the latest
+label of each, and lists the folder again after reading (see ``read_settled``) so it never misses
+both. A merge killed before the deletion leaves the same duplicates, merged away by the next.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +38,11 @@ from dockyard.monitoring.drift import Window
 from dockyard.monitoring.predlog import (
     OUTPUT,
     TIME,
+    compaction_lock,
     concat,
     read_predictions,
     read_segment,
+    read_settled,
     segments,
     write_segment,
 )
@@ -51,6 +60,8 @@ MAX_LABELS = 100_000
 MAX_TEXT = 1024
 """Longest request id or text label accepted."""
 MAX_ROW = 2**31 - 1
+LABEL_SEGMENTS_MAX = 64
+"""Label segments of a model past which ``store_labels`` merges them into one."""
 LABEL_FIELDS = ("request_id", "row", "label")
 SHAPE = '{"labels": [{"request_id": "...", "row": 0, "label": 1}, ...]}'
 PROBABILITIES = "predict_proba"
@@ -182,14 +193,53 @@ def store_labels(
     """Store ``labels`` (from ``labels_from_json`` or ``labels_from_csv``) for ``model`` as
     ``principal`` (who must be allowed to send feedback on it); how many were stored."""
     require(principal, SERVICES["send_feedback"], model)
-    write_segment(labels_folder(home, model), labels, cipher, time.time())
+    folder = labels_folder(home, model)
+    write_segment(folder, labels, cipher, time.time())
+    if len(segments(folder)) > LABEL_SEGMENTS_MAX:
+        compact_labels(folder, cipher)
     return int(labels.num_rows)
+
+
+def compact_labels(folder: Path, cipher: Cipher | None) -> int:
+    """Merge the label segments in ``folder`` into one holding the latest label of each request
+    id and row (see the module docstring); the segments deleted (0 when another process holds
+    the lock)."""
+    with compaction_lock(folder) as locked:
+        if not locked:
+            return 0
+        merged: list[tuple[int, Path]] = []
+
+        def merge(found: list[tuple[int, Path]], read: Callable[[Path], pa.Table]) -> pa.Table:
+            merged[:] = found
+            return _latest([read(path) for _, path in found])
+
+        table = read_settled(
+            lambda: segments(folder),
+            merge,
+            lambda path: read_segment(path, None, None, cipher),
+            exact=True,
+        )
+        if len(merged) < 2:
+            return 0
+        write_segment(folder, table, cipher, time.time(), durable=True)
+        for _, path in merged:
+            path.unlink(missing_ok=True)
+        return len(merged)
 
 
 def read_labels(home: Home, model: str, *, cipher: Cipher | None = None) -> pa.Table:
     """``model``'s labels, the latest one for each request id and row."""
     folder = labels_folder(home, model)
-    tables = [read_segment(path, None, None, cipher) for _, path in segments(folder)]
+    return read_settled(
+        lambda: segments(folder),
+        lambda found, read: _latest([read(path) for _, path in found]),
+        lambda path: read_segment(path, None, None, cipher),
+        exact=True,
+    )
+
+
+def _latest(tables: list[pa.Table]) -> pa.Table:
+    """The labels of ``tables`` (segments), the latest one for each request id and row."""
     if len({table.schema.field("label").type for table in tables}) > 1:
         tables = [_text_labels(table) for table in tables]
     table = concat(tables, LABEL_SCHEMA)

@@ -21,11 +21,43 @@ read them, which is the point of the format.
 The hot path only appends a reference to the request's arrays to a queue (``append``); a thread
 builds and writes the segments every ``log_flush_s``. Past ``log_queue_rows`` rows waiting (queued
 or being written), new rows are shed and counted (``shed_rows``) rather than held.
+
+Compaction: a busy server would leave one small segment per worker per second (86,400 a day), and
+readers pay for each file they open. So the writer thread, after a flush and at most every
+``COMPACT_EVERY_S``, merges its own segments older than ``COMPACT_AGE_S`` into merged segments
+named ``<pid>-<first>-<last>.parquet[.sealed]``: they hold exactly the rows of that pid's segments
+with ``first <= seq <= last`` in the folder when they were merged (``last`` is the newest
+``seq``: readers still skip by name alone). Merges stay within an hour of ``seq``; in the current
+hour only the new small segments are merged (one file a minute), once the hour is over all its
+segments are merged into one (files kept under ``COMPACT_MAX_BYTES`` each): a day ends as about 24
+files per worker. The steps are ordered so that no state loses or duplicates a row:
+
+1. the merged file is written beside its final name (fsynced) and linked into place, never
+   replacing a file: a name that exists means another compactor did the same work, and nothing
+   is deleted;
+2. only then are the merged originals deleted. A reader ignores any segment whose ``seq`` range
+   lies within a merged segment's range of the same pid, so a worker killed between 1 and 2
+   leaves originals that are never read twice, and the next compaction deletes them.
+3. A reader lists the folders, reads, and lists again: if a segment it read has gone or a new
+   merged segment appeared meanwhile, it reads what changed (files already read are kept) until
+   two listings agree. Deleting a file it has open does not disturb it.
+
+A worker never writes a new segment into a range it has merged (``seq`` is raised past it, which
+keeps it an upper bound of the rows' times), so a late flush is never hidden. Segments of a pid
+that is no longer alive on this host (a killed or replaced worker) are compacted by any worker
+once older than ``ORPHAN_AGE_S``, under a lock file per model folder (``.compact.lock``) so only
+one does it at a time. Sealed segments are read with the key and merged sealed; a compactor without
+the key leaves them as they are. External tools reading the raw folders (DuckDB on ``*.parquet``)
+may see a merged segment and its originals together for the instant between steps 1 and 2, or
+after a crash there; ``dockyard monitor log export`` never does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
+import fcntl
 import itertools
 import logging
 import math
@@ -35,11 +67,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -47,25 +79,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dockyard.config import Settings
 from dockyard.datatypes import numpy_dtype
-from dockyard.encryption import Cipher, open_cipher, unseal_file
+from dockyard.encryption import Cipher, open_cipher
 from dockyard.errors import DockyardError, InvalidInput
 from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
 from dockyard.registry.records import ModelVersion, TensorSpec
 from dockyard.registry.refs import check_name
 
 logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 PREDICTIONS = "predictions"
 INPUT = "input."
 OUTPUT = "output."
 PARQUET = ".parquet"
 SEALED = ".sealed"
-SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)\.parquet(\.sealed)?$")
+SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)(?:-(\d+))?\.parquet(\.sealed)?$")
+"""``<pid>-<seq>``, or a merged segment ``<pid>-<first>-<last>``."""
 DAY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DAY_S = 86_400
 TIME = pa.timestamp("us", tz="UTC")
@@ -91,6 +124,24 @@ EXPORT_LIMIT = 100_000
 ERROR_LOG_EVERY_S = 60.0
 """A writer that keeps failing (a full disk) logs the failure at most this often."""
 LIST_OFFSETS_MAX = 2**31 - 1
+HOUR_MS = 3_600_000
+COMPACT_EVERY_S = 60.0
+"""How often a worker's writer thread compacts (after a flush)."""
+COMPACT_AGE_S = 300.0
+"""A worker merges its own segments once their ``seq`` is this old: well past any flush delay."""
+ORPHAN_AGE_S = 3600.0
+"""Segments of a pid not alive on this host are merged by another worker once this old."""
+ORPHAN_SWEEP_S = 3600.0
+"""How often a worker looks through every day folder for such segments."""
+COMPACT_MAX_BYTES = 32 * 2**20
+"""Largest input (bytes on disk) merged into one segment: bounds the compactor's memory."""
+MERGED_ROW_GROUP = 65_536
+"""Rows per row group of a merged segment: small enough for time filters to skip groups."""
+STALE_TEMP_S = 3600.0
+"""A temporary file this old was left by a killed writer: compaction removes it."""
+READ_ATTEMPTS = 20
+"""Listings a read tries before giving up on a folder that never stops changing."""
+LOCK_NAME = ".compact.lock"
 
 VERSION_OF, TIME_OF, ROWS = itemgetter(0), itemgetter(4), itemgetter(5)
 INPUTS_OF, OUTPUTS_OF = itemgetter(6), itemgetter(7)
@@ -128,9 +179,13 @@ class PredictionLog:
         samples: Mapping[str, float] | None = None,
         cipher: Cipher | None = None,
         clock: Callable[[], float] = time.time,
+        compact_every_s: float | None = COMPACT_EVERY_S,
+        compact_age_s: float = COMPACT_AGE_S,
     ) -> None:
         """``root`` is the home's ``predictions`` folder; ``sample`` the share of requests kept,
-        ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC)."""
+        ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC), and
+        the time compaction measures ages by; ``compact_every_s`` None: the writer thread does
+        not compact (``compact`` still does)."""
         self._root = root
         self._flush_s = flush_s
         self._limit = queue_rows
@@ -151,6 +206,14 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_error_log = -math.inf
+        self._compact_every_s = compact_every_s
+        self._compact_age_s = compact_age_s
+        self._next_compact = time.monotonic() + (compact_every_s or 0.0)
+        self._next_sweep = -math.inf
+        self._folders: set[Path] = set()
+        """Day folders this worker wrote to, compacted until their day is over."""
+        self._floors: dict[Path, int] = {}
+        """Per day folder, the newest ``seq`` this worker merged: new segments go past it."""
 
     @classmethod
     def for_worker(cls, settings: Settings, home: Home) -> PredictionLog:
@@ -220,6 +283,37 @@ class PredictionLog:
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):
             self.flush()
+            if self._compact_every_s and time.monotonic() >= self._next_compact:
+                self._next_compact = time.monotonic() + self._compact_every_s
+                self.compact()
+
+    def compact(self, *, sweep: bool | None = None) -> int:
+        """Merge this worker's old segments in the folders it wrote to and, on a ``sweep``
+        (None: when ``ORPHAN_SWEEP_S`` has passed), those of dead pids in every day folder; the
+        segments removed. Called by the writer thread (never during a flush); failures are
+        logged, never raised: compaction is an optimisation."""
+        if sweep is None:
+            sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + ORPHAN_SWEEP_S
+        now = self._clock()
+        folders = set(self._folders)
+        if sweep:
+            folders.update(_day_folders(self._root))
+        removed = 0
+        for folder in sorted(folders):
+            try:
+                result = compact_folder(folder, self._cipher, now=now, age_s=self._compact_age_s)
+            except Exception:
+                logger.exception("prediction log: compacting %s failed", folder)
+                continue
+            removed += result.removed
+            if result.newest:
+                self._floors[folder] = max(self._floors.get(folder, 0), result.newest)
+            if folder.name < _day_name(int(now // DAY_S) - 1):
+                self._folders.discard(folder)  # over for two days: nothing of ours is left
+                self._floors.pop(folder, None)
+        return removed
 
     def flush(self) -> int:
         """Write what is queued now, one segment per model version and day; the rows written.
@@ -236,7 +330,12 @@ class PredictionLog:
                 try:
                     table = _segment_table(part)
                     folder = self._root / version.model / day
-                    write_segment(folder, table, self._cipher, max(map(TIME_OF, part)))
+                    newest = max(map(TIME_OF, part))
+                    floor = self._floors.get(folder)
+                    if floor is not None:  # the name goes past what this worker merged
+                        newest = max(newest, (floor + 1) / 1000)
+                    write_segment(folder, table, self._cipher, newest)
+                    self._folders.add(folder)
                 except Exception:
                     self._shed_failed += rows
                     self._log_failure(version, rows)
@@ -430,36 +529,88 @@ def _text(value: object) -> str | None:
 # Segments: written beside their final name, linked into place; read one at a time.
 
 
-def write_segment(folder: Path, table: pa.Table, cipher: Cipher | None, newest: float) -> Path:
+def write_segment(
+    folder: Path,
+    table: pa.Table,
+    cipher: Cipher | None,
+    newest: float,
+    *,
+    durable: bool = False,
+) -> Path:
     """Write ``table`` as a new segment ``<pid>-<seq>.parquet[.sealed]`` in ``folder`` (created,
     mode 0700), where ``seq`` is ``newest`` (the table's newest time, in seconds) in milliseconds,
-    or the next number free: an existing file (written in the same millisecond, or by an earlier
-    process with the same id) is never replaced. Returns its path."""
+    or the next number free: an
+    existing file (written in the same millisecond, or by an earlier process with the same id) is
+    never replaced. ``durable``: on disk (file and folder entry) before this returns. Returns
+    its path."""
     folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, use_dictionary=LOW_CARDINALITY, write_statistics=STATISTICS)
-    data = sink.getvalue().to_pybytes()
+    data = _parquet(table)
     pid = os.getpid()
     seq = math.ceil(newest * 1000)
     while True:
         name = f"{pid}-{seq}{PARQUET}{SEALED if cipher else ''}"
-        path = folder / name
-        temp = folder / f".{name}.{threading.get_ident()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(cipher.encrypt(data, name.encode()) if cipher else data)
-            os.link(temp, path)
-        except FileExistsError:
-            seq += 1
-            continue
-        finally:
-            temp.unlink(missing_ok=True)
-        return path
+        if _publish(folder, name, data, cipher, durable=durable):
+            return folder / name
+        seq += 1
 
 
-def segments(folder: Path) -> list[tuple[int, Path]]:
-    """The segments in ``folder`` as (seq, path), oldest first (none when it does not exist)."""
+def _parquet(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=row_group_size,
+        use_dictionary=LOW_CARDINALITY,
+        write_statistics=STATISTICS,
+    )
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _publish(folder: Path, name: str, data: bytes, cipher: Cipher | None, *, durable: bool) -> bool:
+    """Write ``data`` (sealed to ``name`` with ``cipher``) beside ``folder / name`` and link it
+    into place; False, writing nothing, when that name exists. ``durable``: the file and the
+    folder entry are on disk before this returns (a merge deletes its originals next)."""
+    path = folder / name
+    temp = folder / f".{name}.{threading.get_ident()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cipher.encrypt(data, name.encode()) if cipher else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.link(temp, path)
+    except FileExistsError:
+        return False
+    finally:
+        temp.unlink(missing_ok=True)
+    if durable:
+        _sync_folder(folder)
+    return True
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Segment(NamedTuple):
+    """A segment file: ``last`` is its ``seq`` (no row is newer, in milliseconds); a merged
+    segment holds its pid's segments from ``first`` to ``last``, an original has ``first ==
+    last``."""
+
+    last: int
+    first: int
+    pid: int
+    path: Path
+    merged: bool
+
+
+def _listing(folder: Path) -> list[Segment]:
+    """Every segment file in ``folder``, covered ones included, oldest first."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -468,9 +619,299 @@ def segments(folder: Path) -> list[tuple[int, Path]]:
     for name in names:
         match = SEGMENT_NAME.match(name)
         if match is not None:
-            found.append((int(match[2]), folder / name))
+            pid, first = int(match[1]), int(match[2])
+            last = first if match[3] is None else int(match[3])
+            found.append(Segment(last, first, pid, folder / name, match[3] is not None))
     found.sort()
     return found
+
+
+def _visible(found: Sequence[Segment]) -> list[Segment]:
+    """``found`` less the segments a merged segment of the same pid covers (a range within its
+    own, not the same): left by a compaction between linking the merged file and deleting them,
+    their rows are in the merged one."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for segment in found:
+        if segment.merged:
+            spans.setdefault(segment.pid, []).append((segment.first, -segment.last))
+    if not spans:
+        return list(found)
+    widest: dict[int, tuple[list[int], list[int]]] = {}
+    for pid, ranges in spans.items():
+        starts: list[int] = []
+        ends: list[int] = []
+        for first, minus_last in sorted(ranges):
+            if ends and -minus_last <= ends[-1] and first >= starts[-1]:
+                continue  # within the previous range
+            starts.append(first)
+            ends.append(-minus_last)
+        widest[pid] = (starts, ends)
+    visible = []
+    for segment in found:
+        ranges_of = widest.get(segment.pid)
+        if ranges_of is not None:
+            starts, ends = ranges_of
+            index = bisect.bisect_right(starts, segment.first) - 1
+            if (
+                index >= 0
+                and segment.last <= ends[index]
+                and (starts[index], ends[index]) != (segment.first, segment.last)
+            ):
+                continue
+        visible.append(segment)
+    return visible
+
+
+def segments(folder: Path) -> list[tuple[int, Path]]:
+    """The segments in ``folder`` to read as (seq, path), oldest first (none when it does not
+    exist): those a merged segment covers are left out."""
+    return [(segment.last, segment.path) for segment in _visible(_listing(folder))]
+
+
+def _unseal(path: Path, cipher: Cipher) -> bytes:
+    try:
+        token = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DockyardError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return cipher.decrypt(token, path.name.encode())
+    except DockyardError as exc:
+        raise DockyardError(f"{path}: {exc.message}") from None
+
+
+def read_settled(
+    listing: Callable[[], list[tuple[int, Path]]],
+    compute: Callable[[list[tuple[int, Path]], Callable[[Path], pa.Table]], Result],
+    read: Callable[[Path], pa.Table],
+    *,
+    exact: bool = False,
+) -> Result:
+    """``compute(found, read)`` over a listing that did not change in a way that matters while
+    it ran: listed again afterwards, no segment read may have gone and no merged segment may have
+    appeared (``exact``: nothing may have changed); else computed again on the new listing,
+    segments already read kept (``read`` is cached). A listing is not atomic: one made while a
+    merged file is linked and its originals deleted may see neither, which the second listing
+    (where the merged file is) detects."""
+    cache: dict[Path, pa.Table] = {}
+
+    def cached(path: Path) -> pa.Table:
+        table = cache.get(path)
+        if table is None:
+            table = cache[path] = read(path)
+        return table
+
+    found = listing()
+    for _ in range(READ_ATTEMPTS):
+        try:
+            result = compute(found, cached)
+        except FileNotFoundError:
+            found = listing()
+            continue
+        again = listing()
+        if _settled(found, again, exact):
+            return result
+        found = again
+    raise DockyardError("the prediction log kept changing while it was read: try again")
+
+
+def _settled(found: list[tuple[int, Path]], again: list[tuple[int, Path]], exact: bool) -> bool:
+    before = {path for _, path in found}
+    after = {path for _, path in again}
+    if exact:
+        return before == after
+    if not before <= after:
+        return False
+    return not any(_is_merged(path) for path in after - before)
+
+
+def _is_merged(path: Path) -> bool:
+    match = SEGMENT_NAME.match(path.name)
+    return match is not None and match[3] is not None
+
+
+# Compaction (see the module docstring).
+
+
+class Compacted(NamedTuple):
+    removed: int
+    """Segment files deleted (merged, or covered by a merged one)."""
+    newest: int
+    """The newest ``seq`` merged of the calling process's segments (0: none)."""
+
+
+def compact_folder(
+    folder: Path,
+    cipher: Cipher | None,
+    *,
+    now: float,
+    pid: int | None = None,
+    age_s: float = COMPACT_AGE_S,
+    orphan_age_s: float = ORPHAN_AGE_S,
+    max_bytes: int = COMPACT_MAX_BYTES,
+) -> Compacted:
+    """Compact one day folder: ``pid``'s segments (None: this process's) with ``seq`` older than
+    ``age_s`` before ``now`` (seconds), and, when the model folder's lock is free, those of pids
+    not alive on this host older than ``orphan_age_s``. Segments of other live pids are never
+    touched: only their writer knows what it is about to write."""
+    own = os.getpid() if pid is None else pid
+    found = _listing(folder)
+    pids = sorted({segment.pid for segment in found})
+    dead = [other for other in pids if other != own and not _alive(other)]
+    removed = newest = 0
+    with contextlib.ExitStack() as stack:
+        if dead and not stack.enter_context(compaction_lock(folder.parent)):
+            dead = []  # another worker is compacting them
+        owners = [(own, age_s)] if own in pids else []
+        owners += [(other, orphan_age_s) for other in dead]
+        for owner, age in owners:
+            mine = [segment for segment in found if segment.pid == owner]
+            removed += _drop_covered(mine)
+            cut = math.floor((now - age) * 1000)
+            for run in _runs(_visible(mine), cut, max_bytes, cipher):
+                try:
+                    merged = merge_segments(folder, run, cipher)
+                except FileNotFoundError:
+                    continue  # compacted by someone else meanwhile
+                except Exception:
+                    logger.exception("prediction log: merging %d segments failed", len(run))
+                    continue
+                if merged is None:
+                    continue
+                removed += _delete(run)
+                if owner == own:
+                    newest = max(newest, run[-1].last)
+    _remove_stale_temps(folder)
+    return Compacted(removed, newest)
+
+
+def _runs(
+    visible: Sequence[Segment], cut: int, max_bytes: int, cipher: Cipher | None
+) -> list[list[Segment]]:
+    """Runs of consecutive segments (one pid's, oldest first) to merge: ``seq`` before ``cut``,
+    within one hour, under ``max_bytes``; in an hour not over by ``cut``, small segments only
+    (merged ones are kept until the hour is over, then merged together). Sealed segments only
+    with a ``cipher``. A run of one segment is left as it is."""
+    runs: list[list[Segment]] = []
+    run: list[Segment] = []
+    size = 0
+    hour = -1
+
+    def close() -> None:
+        if len(run) >= 2:
+            runs.append(run)
+
+    for segment in visible:
+        if segment.last >= cut:
+            break
+        this_hour = segment.last // HOUR_MS
+        over = (this_hour + 1) * HOUR_MS <= cut
+        usable = (over or not segment.merged) and (
+            cipher is not None or not segment.path.name.endswith(SEALED)
+        )
+        try:
+            bytes_on_disk = segment.path.stat().st_size
+        except FileNotFoundError:
+            usable = False
+            bytes_on_disk = 0
+        if not usable or this_hour != hour or (run and size + bytes_on_disk > max_bytes):
+            close()
+            run, size, hour = [], 0, this_hour
+        if usable:
+            run.append(segment)
+            size += bytes_on_disk
+    close()
+    return runs
+
+
+def merge_segments(folder: Path, run: Sequence[Segment], cipher: Cipher | None) -> Path | None:
+    """Step 1 of a merge: the rows of ``run`` (consecutive segments of one pid) written as the
+    merged segment ``<pid>-<first>-<last>`` (sealed with a ``cipher``), on disk before this
+    returns; None when that name exists (nothing written). The originals are left: ``_delete``
+    is step 2."""
+    tables = [read_segment(segment.path, None, None, cipher) for segment in run]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    name = f"{run[0].pid}-{run[0].first}-{run[-1].last}{PARQUET}{SEALED if cipher else ''}"
+    data = _parquet(table, MERGED_ROW_GROUP)
+    return folder / name if _publish(folder, name, data, cipher, durable=True) else None
+
+
+def _delete(found: Iterable[Segment]) -> int:
+    count = 0
+    for segment in found:
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+            count += 1
+    return count
+
+
+def _drop_covered(found: Sequence[Segment]) -> int:
+    """Delete the segments a merged segment covers (a compaction killed before deleting them):
+    readers already skip them."""
+    visible = set(_visible(found))
+    return _delete(segment for segment in found if segment not in visible)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (unsure: alive)."""
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def compaction_lock(folder: Path) -> Iterator[bool]:
+    """Yields whether this process got the exclusive compaction lock of ``folder`` (not
+    waiting for it); released on exit (and by the system when the process dies)."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, SECRET_FILE_MODE)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete temporary files a killed writer or compactor left (older than ``STALE_TEMP_S``)."""
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = folder / name
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < time.time() - STALE_TEMP_S:
+                path.unlink()
+
+
+def _day_folders(root: Path) -> list[Path]:
+    """Every day folder of every model under ``root``."""
+    try:
+        models = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    folders = []
+    for model in models:
+        with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+            folders += [
+                root / model / day for day in os.listdir(root / model) if DAY_NAME.match(day)
+            ]
+    return folders
 
 
 def read_segment(
@@ -487,9 +928,11 @@ def read_segment(
                 f"{path.name} is encrypted: set encryption_key (DOCKYARD_ENCRYPTION_KEY) to the "
                 "key it was written with to read it"
             )
-        fragment = file_format.make_fragment(pa.BufferReader(unseal_file(path, cipher)))
+        fragment = file_format.make_fragment(pa.BufferReader(_unseal(path, cipher)))
     else:
-        fragment = file_format.make_fragment(str(path), filesystem=pafs.LocalFileSystem())
+        # Opened here: a missing file raises FileNotFoundError (the reader lists again), and
+        # one deleted by a compaction while open still reads.
+        fragment = file_format.make_fragment(pa.OSFile(str(path)))
     if columns is not None:
         present = set(fragment.physical_schema.names)
         columns = [name for name in columns if name in present]
@@ -532,12 +975,21 @@ def read_predictions(
     if wanted is not None and limit is not None and "time" not in wanted:
         reads = [*wanted, "time"]
     where = _where(start, end, version)
-    found = _segments_between(predictions_folder(home, model), start, end)
-    if limit is None:
-        tables = [read_segment(path, reads, where, cipher) for _, path in found]
-        table = concat([t for t in tables if t.num_rows], _empty(wanted))
-    else:
-        table = _newest(found, reads, where, cipher, limit, _empty(reads))
+    folder = predictions_folder(home, model)
+
+    def listing() -> list[tuple[int, Path]]:
+        return _segments_between(folder, start, end)
+
+    def read_all(found: list[tuple[int, Path]], read: Callable[[Path], pa.Table]) -> pa.Table:
+        if limit is not None:
+            return _newest(found, read, limit, _empty(reads))
+        tables = [read(path) for _, path in found]
+        return concat([t for t in tables if t.num_rows], _empty(wanted))
+
+    def read_one(path: Path) -> pa.Table:
+        return read_segment(path, reads, where, cipher)
+
+    table = read_settled(listing, read_all, read_one)
     if "time" in table.column_names and table.num_rows > 1:
         table = table.sort_by("time")
     if wanted is not None and reads != wanted:
@@ -572,8 +1024,8 @@ def _where(
 def _segments_between(
     folder: Path, since: datetime | None, until: datetime | None
 ) -> list[tuple[int, Path]]:
-    """The segments of the day folders from ``since``'s day to ``until``'s, oldest first, less
-    those whose rows are all older than ``since`` (by the number in their name)."""
+    """The segments to read of the day folders from ``since``'s day to ``until``'s, oldest
+    first, less those whose rows are all older than ``since`` (by the number in their name)."""
     try:
         days = sorted(name for name in os.listdir(folder) if DAY_NAME.match(name))
     except FileNotFoundError:
@@ -589,9 +1041,7 @@ def _segments_between(
 
 def _newest(
     found: Sequence[tuple[int, Path]],
-    columns: Sequence[str] | None,
-    where: pc.Expression | None,
-    cipher: Cipher | None,
+    read: Callable[[Path], pa.Table],
     limit: int,
     empty: pa.Schema,
 ) -> pa.Table:
@@ -603,7 +1053,7 @@ def _newest(
     for seq, path in reversed(found):
         if oldest_kept is not None and seq * 1000 < oldest_kept:
             break
-        table = read_segment(path, columns, where, cipher)
+        table = read(path)
         if not table.num_rows:
             continue
         kept.append(table)
