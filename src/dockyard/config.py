@@ -80,6 +80,11 @@ class Settings:
     isolate: bool = False
     """Run each worker's predictions in a child process of its own (crash isolation, own GIL)."""
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` (one line a record, for a terminal) or ``json`` (JSON lines)."""
+    access_log: bool = False
+    """One log record per request (method, path, status, duration, request id, client,
+    principal), written off the event loop."""
     allowed_hosts: tuple[str, ...] = ()
     """Host names (besides IP literals, ``localhost`` and ``host``) the server answers to;
     ``*.example.com`` allows subdomains, ``*`` every name. Any other ``Host`` header is refused
@@ -387,6 +392,8 @@ def _validate(settings: Settings) -> None:
         raise InvalidInput(
             f"model_threads must be 0 (automatic) or more, got {settings.model_threads}"
         )
+    if settings.log_format not in ("text", "json"):
+        raise InvalidInput(f"log_format must be text or json, got {settings.log_format!r}")
     if settings.workers < 0:
         raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
     for name in ("max_body_bytes", "max_upload_bytes", "max_header_bytes", "max_headers"):

@@ -73,8 +73,11 @@ def _blobs(home: Path) -> set[str]:
 
 
 def _leftovers(home: Path) -> list[Path]:
-    """Staging folders and unfinished blob writes (anything but the staging lock)."""
-    staging = [p for p in (home / "tmp").glob("*") if p.name != ".lock"]
+    """Staging folders and unfinished blob writes (anything but the staging lock and the running
+    server's metrics folder, which lives there until the server is gone)."""
+    staging = [
+        p for p in (home / "tmp").glob("*") if p.name != ".lock" and not p.name.endswith("-metrics")
+    ]
     return [*staging, *(home / "artifacts").glob("??/.tmp*")]
 
 

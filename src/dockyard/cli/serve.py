@@ -62,6 +62,15 @@ def _check_auth_sources(settings: Settings) -> None:
         JwtVerifier.from_settings(settings, refresh_in_background=False)
 
 
+def _say(settings: Settings, text: str) -> None:
+    """A line for the user: printed, or a log record when the logs are JSON lines (so that every
+    line the server writes is one)."""
+    if settings.log_format == "json":
+        logger.info("%s", text)
+    else:
+        typer.echo(text)
+
+
 def _announce_keys(workspace: Workspace) -> None:
     """On the first secured run, create the admin key and say where it is."""
     from dockyard.services.bootstrap import admin_key_path, ensure_admin_key
@@ -70,12 +79,14 @@ def _announce_keys(workspace: Workspace) -> None:
         return
     created = ensure_admin_key(workspace)
     if created is not None:
-        typer.echo(
+        _say(
+            workspace.settings,
             f"created the first admin API key in {created} (mode 0600); use it with: "
-            f"export DOCKYARD_API_KEY=$(cat {created})"
+            f"export DOCKYARD_API_KEY=$(cat {created})",
         )
     elif admin_key_path(workspace).is_file():
-        typer.echo(f"API keys required; the first admin key is in {admin_key_path(workspace)}")
+        path = admin_key_path(workspace)
+        _say(workspace.settings, f"API keys required; the first admin key is in {path}")
 
 
 def serve(
@@ -133,10 +144,22 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="text (a line a record) or json (JSON lines), uvicorn's records too."),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one record per request (method, path, status, duration, request id).",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
     from dockyard.monitoring.alerts import check_alerting
+    from dockyard.reliability import logs
     from dockyard.reliability.supervisor import ServerOptions, bind_socket
 
     settings = settings_from(
@@ -156,8 +179,11 @@ def serve(
         tls_client_ca=tls_client_ca,
         require_signed=require_signed,
         log_level=log_level,
+        log_format=log_format,
+        access_log=access_log,
         model_options=model_option,
     )
+    logs.configure(settings.log_level, settings.log_format)
     _check_no_auth(settings)
     _check_auth_sources(settings)
     check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
@@ -197,9 +223,10 @@ def _serve_on(
             "serve them with --workers 1"
         )
     _announce_keys(workspace)
-    typer.echo(
+    _say(
+        settings,
         f"serving {served} on {options.scheme}://{settings.host}:{settings.port} with {workers} "
-        f"worker{'s' if workers > 1 else ''} (docs at /docs)"
+        f"worker{'s' if workers > 1 else ''} (docs at /docs)",
     )
     # Models and imports are loaded for good: move them out of the garbage collector's sight, so
     # its full passes stay short (tail latency) and do not touch pages forked workers share.
@@ -210,6 +237,11 @@ def _serve_on(
     threadpool_limits(limits=settings.effective_model_threads())
     try:
         if workers == 1:
+            import signal
+
+            from dockyard.reliability.logs import flush_on
+
+            flush_on(signal.SIGTERM)  # the shutdown's last records are written before it exits
             gateway.start()
             config = uvicorn_config(
                 create_app(settings, gateway, authenticator_for(settings, workspace), workspace),
@@ -236,6 +268,7 @@ def _serve_on(
                 workers,
                 settings.log_level,
                 options,
+                log_format=settings.log_format,
             ).run()
     finally:
         gateway.close()

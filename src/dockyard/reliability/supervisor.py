@@ -23,6 +23,7 @@ import uvicorn
 
 from dockyard.config import Settings
 from dockyard.errors import Unavailable
+from dockyard.reliability import logs
 from dockyard.reliability.http_limits import HttpLimits, limited_protocol
 from dockyard.reliability.tls import TlsFiles, server_context
 
@@ -84,7 +85,8 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """The one uvicorn configuration: uvloop, httptools with head limits, request deadlines and a
     connection cap (``http_limits``), TLS when set, no WebSocket (no route takes one), no access
-    log on the hot path."""
+    log of uvicorn's (Dockyard writes its own, ``access_log``), and no logging configuration of
+    uvicorn's: its records go through ``reliability.logs``."""
     options = options or ServerOptions()
     tls = options.tls
     return uvicorn.Config(
@@ -95,6 +97,7 @@ def uvicorn_config(
         http=limited_protocol(options.limits),
         ws="none",
         log_level=log_level,
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         ssl_context_factory=None if tls is None else (lambda config, default: tls),
@@ -113,6 +116,8 @@ class Supervisor:
         workers: int,
         log_level: str,
         options: ServerOptions | None = None,
+        *,
+        log_format: str = "text",
     ) -> None:
         self._factory = factory
         self._sock = sock
@@ -121,6 +126,7 @@ class Supervisor:
         self._count = workers
         self._log_level = log_level
         self._options = options
+        self._log_format = log_format
         self._children: dict[int, int] = {}
         self._stopping = False
 
@@ -147,8 +153,8 @@ class Supervisor:
         if pid == 0:
             code = 0
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                logs.configure(self._log_level, self._log_format)  # the listener thread is new
+                logs.flush_on(signal.SIGTERM, signal.SIGINT)  # else: the default, dying at once
                 config = uvicorn_config(
                     self._factory(), self._host, self._port, self._log_level, self._options
                 )
@@ -157,6 +163,7 @@ class Supervisor:
                 logger.exception("worker %d crashed", slot)
                 code = 1
             finally:
+                logs.shutdown()  # what is queued is written: os._exit runs no atexit hooks
                 os._exit(code)
         self._children[pid] = slot
         logger.info("worker %d started (pid %d)", slot, pid)

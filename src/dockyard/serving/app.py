@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from time import perf_counter
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,10 +24,12 @@ from dockyard.monitoring.metrics import CONTENT_TYPE, Served
 from dockyard.monitoring.monitor import Monitor
 from dockyard.monitoring.scheduler import MonitorScheduler
 from dockyard.registry.records import ModelVersion
+from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
+from dockyard.reliability.logs import access
 from dockyard.reliability.supervisor import server_token
 from dockyard.services.workspace import Workspace
 from dockyard.serving import alerts_api, drift_api, management, monitoring_api, v1, v2
-from dockyard.serving.auth import AccessGuard, Authenticator
+from dockyard.serving.auth import AccessGuard, Authenticator, client_of
 from dockyard.serving.dashboard import add_dashboard
 from dockyard.serving.docs_pages import add_docs
 from dockyard.serving.failures import error_answer, hide_paths, send_error
@@ -42,10 +45,12 @@ HOME_SHOWN = "$DOCKYARD_HOME"
 
 class RequestIdMiddleware:
     """Gives every request an id (the caller's ``X-Request-ID`` if sent) and echoes it back; an
-    unexpected error is answered here, a 500 naming only that id."""
+    unexpected error is answered here, a 500 naming only that id. The id goes into the logging
+    context; with ``access_log``, the request is logged once answered."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,14 +60,18 @@ class RequestIdMiddleware:
             next((value for key, value in scope["headers"] if key == REQUEST_ID_HEADER), None)
             or uuid.uuid4().hex.encode()
         )
-        scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
-
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode("latin-1")
+        CURRENT_REQUEST_ID.set(request_id)
+        began = perf_counter()
         started = False
+        status = 500
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 message.setdefault("headers", []).append((REQUEST_ID_HEADER, request_id))
             await send(message)
 
@@ -74,6 +83,12 @@ class RequestIdMiddleware:
             if started:
                 raise
             await send_error(send_with_id, exc, request_id.decode("latin-1"))
+        finally:
+            if self.access_log:
+                principal = state.get("principal")
+                actor = principal.actor if principal is not None else ""
+                seconds = perf_counter() - began
+                access(scope["method"], scope["path"], status, seconds, client_of(scope), actor)
 
 
 async def _dockyard_error(request: Request, exc: Exception) -> Response:
@@ -197,7 +212,9 @@ def create_app(
         app.include_router(drift_api.build_router())
         app.include_router(monitoring_api.build_router())
         add_dashboard(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
     hosts = HostPolicy(settings.host, settings.allowed_hosts)
     guarded = SecurityHeaders(CrossSiteGuard(AccessGuard(app, auth), hosts))
-    return HotPath(guarded, gateway, settings.max_body_bytes, hosts, auth, monitor)
+    return HotPath(
+        guarded, gateway, settings.max_body_bytes, hosts, auth, monitor, settings.access_log
+    )

@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.monitoring.monitor import Monitor
 from dockyard.registry.records import ModelVersion
+from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
+from dockyard.reliability.logs import access
 from dockyard.security.principals import OPEN, Action, Principal
 from dockyard.serving.auth import Authenticator, client_of, credential
 from dockyard.serving.bodies import receive_body
@@ -91,8 +93,10 @@ class HotPath:
         hosts: HostPolicy,
         auth: Authenticator,
         monitor: Monitor | None = None,
+        access_log: bool = False,
     ) -> None:
-        """``monitor`` is told of every inference request once it is answered."""
+        """``monitor`` is told of every inference request once it is answered; with
+        ``access_log``, each one is logged (``reliability.logs.access``) once answered."""
         self.app = app
         self.auth = auth
         self.gateway = gateway
@@ -109,6 +113,7 @@ class HotPath:
         the tensors handed to the monitor."""
         measures = monitor is not None and monitor.metrics is not None
         self._monitor = monitor if measures or self._logs else None
+        self._access = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,9 +185,12 @@ class HotPath:
             refusal = refused_host(host)
             await send_error(send, refusal, close=True)
             self._failed(v2, v1, refusal.http_status, started, refusal)
+            if self._access:
+                _access(scope, refusal.http_status, started, OPEN)
             return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
+        CURRENT_REQUEST_ID.set(request_id)
         principal = OPEN
         if self.auth.enabled:
             token = credential(headers.get("authorization"), headers.get("x-api-key"))
@@ -201,6 +209,8 @@ class HotPath:
                 extra["Connection"] = "close"
                 await _respond(send, status, JSON, body, extra, request_id)
                 self._failed(v2, v1, status, started, exc)
+                if self._access:
+                    _access(scope, status, started, principal)
                 return
         read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
@@ -213,10 +223,14 @@ class HotPath:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
             await _respond(send, status, JSON, body, extra, request_id)
             self._failed(v2, v1, status, started, exc)
+            if self._access:
+                _access(scope, status, started, principal)
             return
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
         if self._monitor is not None:
             self._answered(v2, v1, answer, started, request_id, principal)
+        if self._access:
+            _access(scope, 200, started, principal)
 
     def _answered(
         self,
@@ -270,6 +284,12 @@ class HotPath:
         seconds = perf_counter() - started
         kind = type(error).__name__
         self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)
+
+
+def _access(scope: Scope, status: int, started: float, principal: Principal) -> None:
+    """The access record of an inference request (its id is in the context)."""
+    seconds = perf_counter() - started
+    access(scope["method"], scope["path"], status, seconds, client_of(scope), principal.actor)
 
 
 async def _respond(
