@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,8 +11,28 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from dockyard.config import load_settings
+from dockyard.reliability import logs
 from dockyard.services.workspace import Workspace
 from servers import Server
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo what an in-process ``dockyard serve`` (one that stops before serving) does to this
+    process's logging: its queue, its level, uvicorn's loggers, captured warnings."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    if root.handlers == handlers:
+        return
+    logs.shutdown()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+    logging.captureWarnings(False)
 
 
 @pytest.fixture

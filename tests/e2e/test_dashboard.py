@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import insert
 
+from browsers import ASSET_URL, RENDER_TIMEOUT_MS, chromium
 from dockyard.config import load_settings
 from dockyard.errors import InvalidInput
 from dockyard.monitoring.drift import DriftReport, FeatureDrift, Thresholds, Window, store_report
@@ -51,19 +52,6 @@ from registry.conftest import (  # noqa: F401 (the registry tests' database fixt
 )
 from servers import Server
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-RENDER_TIMEOUT_MS = 30_000
-ASSET_URL = re.compile(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]*)"')
 OVERVIEW = "/api/monitoring/overview"
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
 FEATURES = 30
@@ -503,11 +491,8 @@ def history(
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"no {CHROMIUM}: apt-get install chromium (CI's .ci/run does)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as opened:
+        yield opened
 
 
 @dataclass

@@ -9,14 +9,14 @@ not skip.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route
 
+from browsers import ASSET_URL, RENDER_TIMEOUT_MS, chromium
 from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
 from dockyard.serving.auth import Authenticator
@@ -24,19 +24,6 @@ from dockyard.serving.docs_pages import ASSETS, ASSETS_URL, PAGE_POLICY
 from dockyard.serving.gateway import build_local_gateway
 from servers import Server
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-RENDER_TIMEOUT_MS = 30_000
-ASSET_URL = re.compile(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]*)"')
 INFER = "/v2/models/{name}/infer"
 REGISTER = "/api/models"
 
@@ -95,11 +82,8 @@ async def test_nothing_else_is_served_from_the_assets(client: httpx.AsyncClient,
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"no {CHROMIUM}: apt-get install chromium (CI's .ci/run does)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as opened:
+        yield opened
 
 
 def _render_offline(

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clocks import Clock
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, InvalidInput
 from dockyard.home import Home
@@ -55,19 +56,6 @@ def version_of(model: str, number: int, signature: Signature = TABULAR) -> Model
     )
 
 
-class Clock:
-    """The time ``append`` stamps rows with: set by the test."""
-
-    def __init__(self, start: datetime = DAY) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, moment: datetime) -> None:
-        self.now = moment.timestamp()
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     return Home(tmp_path / "home").ensure()
@@ -75,7 +63,7 @@ def home(tmp_path: Path) -> Home:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(DAY)
 
 
 @pytest.fixture

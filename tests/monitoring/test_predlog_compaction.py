@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clocks import Clock
 from dockyard.config import Settings
 from dockyard.encryption import Cipher
 from dockyard.home import Home
@@ -52,17 +53,6 @@ SIGNATURE = Signature(
 VERSION = ModelVersion("fraud", 1, "sklearn", ArtifactRef(DIGEST, "skops"), SIGNATURE, LINEAGE)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = HOUR.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, moment: datetime) -> None:
-        self.now = moment.timestamp()
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     return Home(tmp_path / "home").ensure()
@@ -70,7 +60,7 @@ def home(tmp_path: Path) -> Home:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(HOUR)
 
 
 def make_log(home: Home, clock: Clock, cipher: Cipher | None = None) -> PredictionLog:

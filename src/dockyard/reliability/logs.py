@@ -105,11 +105,21 @@ def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is written, not as it was when logging was
+    configured: whatever replaced it since (a test's capture, a redirect) gets the records, and a
+    closed replaced stream is never written to."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure(level: str = "info", log_format: str = "text", stream: IO[str] | None = None) -> None:
     """Route every record (Dockyard's, uvicorn's, warnings) through one queue to one formatter
     writing to ``stream`` (stderr); ``uvicorn.access`` stays off (Dockyard writes its own)."""
     shutdown()
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(formatter(log_format))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     queued = _Queued(records)
@@ -128,6 +138,8 @@ def configure(level: str = "info", log_format: str = "text", stream: IO[str] | N
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+    # Alembic narrates every migration step at INFO; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)
     listener.start()
     if not _state.get("registered"):
