@@ -95,3 +95,18 @@ def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
     finally:
         temp.unlink(missing_ok=True)
     return path.read_bytes()
+
+
+def process_is_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host: what is named after a process (staging folders,
+    metrics snapshots, log segments) is swept or merged only once it is gone. Unsure (another
+    user's process, a number no process can have) counts as alive."""
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

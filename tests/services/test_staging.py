@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.home import process_is_alive
 from dockyard.registry.artifacts import LocalArtifactStore
 from dockyard.services.staging import (
     claim,
     discard_if_unused,
     owner_of,
-    process_is_alive,
     staging_folder,
     sweep,
 )

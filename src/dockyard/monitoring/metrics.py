@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from dockyard.home import DIR_MODE, Home
+from dockyard.home import DIR_MODE, Home, process_is_alive
 from dockyard.registry.records import ModelVersion
 
 if TYPE_CHECKING:
@@ -180,16 +180,6 @@ class Snapshot:
             raise ValueError(f"not a metrics snapshot: {exc}") from exc
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_totals(folder: Path, skip: str = "") -> Snapshot:
     """The counts of every worker that wrote to ``folder`` (but the file named ``skip``), summed;
     gauges of live ones only."""
@@ -203,7 +193,7 @@ def read_totals(folder: Path, skip: str = "") -> Snapshot:
             logger.warning("skipping metrics file %s: %s", path.name, exc)
             continue
         pid = path.name.partition("-")[0]
-        totals.add(snapshot, gauges=pid.isdigit() and _alive(int(pid)))
+        totals.add(snapshot, gauges=pid.isdigit() and process_is_alive(int(pid)))
     return totals
 
 

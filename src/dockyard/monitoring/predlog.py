@@ -85,7 +85,7 @@ from dockyard.config import Settings
 from dockyard.datatypes import numpy_dtype
 from dockyard.encryption import Cipher, open_cipher
 from dockyard.errors import DockyardError, InvalidInput
-from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
+from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home, process_is_alive
 from dockyard.registry.records import ModelVersion, TensorSpec
 from dockyard.registry.refs import check_name
 
@@ -758,7 +758,7 @@ def compact_folder(
     own = os.getpid() if pid is None else pid
     found = _listing(folder)
     pids = sorted({segment.pid for segment in found})
-    dead = [other for other in pids if other != own and not _alive(other)]
+    dead = [other for other in pids if other != own and not process_is_alive(other)]
     removed = newest = 0
     with contextlib.ExitStack() as stack:
         if dead and not stack.enter_context(compaction_lock(folder.parent)):
@@ -851,19 +851,6 @@ def _drop_covered(found: Sequence[Segment]) -> int:
     readers already skip them."""
     visible = set(_visible(found))
     return _delete(segment for segment in found if segment not in visible)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (unsure: alive)."""
-    if pid <= 0 or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from dockyard.home import DIR_MODE
+from dockyard.home import DIR_MODE, process_is_alive
 from dockyard.registry.artifacts import ArtifactStore, check_digest
 
 logger = logging.getLogger(__name__)
@@ -30,17 +30,6 @@ LOCK_FILE = ".lock"
 
 IsUsed = Callable[[str], bool]
 """Whether a committed version uses the artifact with this digest (the registry's answer)."""
-
-
-def process_is_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a process of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def owner_of(folder: Path) -> int | None:

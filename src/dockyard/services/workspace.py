@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dockyard.config import Settings
-from dockyard.home import Home
+from dockyard.home import Home, process_is_alive
 from dockyard.registry.artifacts import ArtifactStore, LocalArtifactStore
 from dockyard.registry.records import ArtifactRef, ModelVersion
 from dockyard.registry.refs import parse_ref
@@ -20,7 +20,7 @@ from dockyard.runtimes.detect import load_runtime
 from dockyard.security.apikeys import KeyHasher
 from dockyard.security.events import EventLog
 from dockyard.security.keystore import KeyStore
-from dockyard.services.staging import process_is_alive, sweep
+from dockyard.services.staging import sweep
 
 
 @dataclass
