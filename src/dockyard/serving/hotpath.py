@@ -184,9 +184,7 @@ class HotPath:
         ):
             refusal = refused_host(host)
             await send_error(send, refusal, close=True)
-            self._failed(v2, v1, refusal.http_status, started, refusal)
-            if self._access:
-                _access(scope, refusal.http_status, started, OPEN)
+            self._failed(scope, v2, v1, refusal.http_status, started, refusal, OPEN)
             return
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
@@ -208,9 +206,7 @@ class HotPath:
                 # The body is never read: close rather than let a refused client stream it.
                 extra["Connection"] = "close"
                 await _respond(send, status, JSON, body, extra, request_id)
-                self._failed(v2, v1, status, started, exc)
-                if self._access:
-                    _access(scope, status, started, principal)
+                self._failed(scope, v2, v1, status, started, exc, principal)
                 return
         read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
@@ -222,9 +218,7 @@ class HotPath:
         except Exception as exc:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
             await _respond(send, status, JSON, body, extra, request_id)
-            self._failed(v2, v1, status, started, exc)
-            if self._access:
-                _access(scope, status, started, principal)
+            self._failed(scope, v2, v1, status, started, exc, principal)
             return
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
         if self._monitor is not None:
@@ -265,14 +259,19 @@ class HotPath:
 
     def _failed(
         self,
+        scope: Scope,
         v2: tuple[str, str | None] | None,
         v1: str | None,
         status: int,
         started: float,
         error: Exception,
+        principal: Principal,
     ) -> None:
-        """Tell the monitor of a request answered with an error, under the version that would
-        have answered it (none for a model or version not served here)."""
+        """Write the access record of a request answered with an error (when the access log is
+        on) and tell the monitor of it, under the version that would have answered it (none for
+        a model or version not served here)."""
+        if self._access:
+            _access(scope, status, started, principal)
         if self._monitor is None:
             return
         route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
