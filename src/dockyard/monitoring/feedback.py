@@ -18,7 +18,7 @@ both. A merge killed before the deletion leaves the same duplicates, merged away
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -334,22 +334,31 @@ def evaluate(
         for metric, value in version_metrics(version, part).items():
             registered = version.metrics.get(metric)
             results.append(Evaluation(model, number, metric, value, part.num_rows, registered))
-    if results:
-        rows = [
-            {
-                "model": result.model,
-                "version": result.version,
-                "computed_at": now,
-                "window": window,
-                "metric": result.metric,
-                "value": result.value,
-                "rows": result.rows,
-            }
-            for result in results
-        ]
-        with database_errors(store.engine), write_transaction(store.engine) as connection:
-            connection.execute(insert(evaluations), rows)
+    store_evaluations(store, results, window, now)
     return results
+
+
+def store_evaluations(
+    store: RegistryStore, results: Sequence[Evaluation], window: str, at: datetime
+) -> None:
+    """Write ``results`` to the ``evaluations`` table in one transaction, under ``window`` (what
+    traffic they were measured on) and the time ``at``."""
+    if not results:
+        return
+    rows = [
+        {
+            "model": result.model,
+            "version": result.version,
+            "computed_at": at,
+            "window": window,
+            "metric": result.metric,
+            "value": result.value,
+            "rows": result.rows,
+        }
+        for result in results
+    ]
+    with database_errors(store.engine), write_transaction(store.engine) as connection:
+        connection.execute(insert(evaluations), rows)
 
 
 def _predicted(version: ModelVersion, table: pa.Table) -> pa.Table:

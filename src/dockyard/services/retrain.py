@@ -21,15 +21,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import insert
 
 from dockyard.errors import InvalidInput
-from dockyard.monitoring.feedback import read_labelled, version_metrics
+from dockyard.monitoring.feedback import (
+    Evaluation,
+    read_labelled,
+    store_evaluations,
+    version_metrics,
+)
 from dockyard.monitoring.predlog import INPUT, OUTPUT, log_cipher
-from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.store import utc_now
-from dockyard.registry.tables import evaluations
 from dockyard.security.permissions import SERVICES
 from dockyard.security.principals import Principal, require
 from dockyard.services.datafiles import as_reference
@@ -171,23 +173,8 @@ def _record(
     metrics: dict[str, float],
 ) -> None:
     """Write ``version``'s holdout metrics to ``evaluations``, beside those of live traffic."""
-    if not metrics:
-        return
-    engine = workspace.store.engine
-    now = utc_now()
-    with database_errors(engine), write_transaction(engine) as connection:
-        connection.execute(
-            insert(evaluations),
-            [
-                {
-                    "model": version.model,
-                    "version": version.version,
-                    "computed_at": now,
-                    "window": window,
-                    "metric": metric,
-                    "value": value,
-                    "rows": rows,
-                }
-                for metric, value in metrics.items()
-            ],
-        )
+    results = [
+        Evaluation(version.model, version.version, metric, value, rows, version.metrics.get(metric))
+        for metric, value in metrics.items()
+    ]
+    store_evaluations(workspace.store, results, window, utc_now())
