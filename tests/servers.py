@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,18 @@ from pathlib import Path
 import httpx
 
 STARTUP_TIMEOUT_S = 60.0
+MONITORING_STARTED = re.compile(r"monitoring process started \(pid (\d+)\)")
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` forked, from any of its threads."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return found
 
 
 def free_port() -> int:
@@ -84,6 +97,16 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def monitoring(self) -> list[int]:
+        """Every monitoring process the server said it started, the newest last."""
+        return [int(pid) for pid in MONITORING_STARTED.findall(self.output())]
+
+    def workers(self) -> list[int]:
+        """The serving workers: the children of ``serve`` but its monitoring process (a worker
+        forks no further children here unless a model is isolated)."""
+        monitoring = set(self.monitoring())
+        return [pid for pid in children(self.process.pid) if pid not in monitoring]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -13,7 +13,7 @@ import pytest
 from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
-from servers import Server
+from servers import Server, children
 
 pytestmark = pytest.mark.e2e
 
@@ -32,10 +32,6 @@ def score(x):
         time.sleep(3600)
     return {"score": x.sum(axis=1), "pid": np.full(len(x), os.getpid())}
 """
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _alive(pid: int) -> bool:
@@ -86,7 +82,7 @@ def test_a_crashing_or_hanging_model_fails_alone_and_its_process_is_replaced(
         return int(response.json()["outputs"][0]["data"][0])
 
     first = pid_of_model()
-    assert first in _children(server.process.pid)
+    assert first in children(server.process.pid)
 
     crashed = httpx.post(url, json=_body(-1.0))
     assert crashed.status_code == 500

@@ -40,10 +40,6 @@ WAIT_S = 10.0
 METRIC_NAME = re.compile(r"\bdockyard_[a-z0-9_]+")
 
 
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -82,7 +78,7 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
     served: Path, start_server: Callable[..., Server]
 ) -> None:
     server = start_server(served, "--workers", "2")
-    _wait_for(lambda: len(_children(server.process.pid)) == 2, "two workers")
+    _wait_for(lambda: len(server.workers()) == 2, "two workers")
     sent: Counter[str] = Counter()
 
     def send(count: int, path: str, body: object) -> None:
@@ -106,10 +102,10 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
     for file in files:  # both took requests: the sums above add up two workers' counts
         assert Snapshot.from_bytes(file.read_bytes()).requests, f"{file.name} counted none"
 
-    victim = _children(server.process.pid)[0]
+    victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
     _wait_for(
-        lambda: victim not in (children := _children(server.process.pid)) and len(children) == 2,
+        lambda: victim not in (workers := server.workers()) and len(workers) == 2,
         "the killed worker replaced",
     )
     _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200, "ready")

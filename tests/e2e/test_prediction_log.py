@@ -106,10 +106,6 @@ def logged_rows(home: Path) -> list[tuple[str, int]]:
     return list(zip(table["request_id"].to_pylist(), table["row"].to_pylist(), strict=True))
 
 
-def children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -132,7 +128,7 @@ def test_a_graceful_stop_under_traffic_logs_exactly_what_was_answered(
 ) -> None:
     monkeypatch.setenv("DOCKYARD_LOG_FLUSH_S", "600")  # nothing is written before the stop
     server = start_server(served, "--workers", "2")
-    wait_for(lambda: len(children(server.process.pid)) == 2)
+    wait_for(lambda: len(server.workers()) == 2)
     traffic = Traffic(server.url, tabular_data[0])
     try:
         wait_for(lambda: len(traffic.answered) >= 300)
@@ -155,10 +151,10 @@ def test_a_killed_worker_loses_at_most_its_last_flush_interval(
     logging_on: None,
 ) -> None:
     server = start_server(served, "--workers", "2")
-    wait_for(lambda: len(children(server.process.pid)) == 2)
+    wait_for(lambda: len(server.workers()) == 2)
     traffic = Traffic(server.url, tabular_data[0])
     try:
-        victim = children(server.process.pid)[0]
+        victim = server.workers()[0]
         prefix = f"{victim:x}-"
 
         def logged_before_the_last_interval() -> int:
@@ -174,8 +170,8 @@ def test_a_killed_worker_loses_at_most_its_last_flush_interval(
         wait_for(lambda: logged_before_the_last_interval() > 100, timeout=60)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in children(server.process.pid))
-        wait_for(lambda: len(children(server.process.pid)) == 2)  # its replacement
+        wait_for(lambda: victim not in server.workers())
+        wait_for(lambda: len(server.workers()) == 2)  # its replacement
         time.sleep(FLUSH_S)
         server.stop()
     finally:

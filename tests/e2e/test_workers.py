@@ -22,11 +22,6 @@ pytestmark = pytest.mark.e2e
 WEIGHT_BYTES = 200_000 * 30 * 8  # the training matrix a brute-force KNN keeps: 48 MB
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()]
-
-
 def _shared_bytes(pid: int) -> int:
     fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
@@ -53,7 +48,7 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
     register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
 
     server = start_server(home, "--workers", "2")
-    _wait_for(lambda: len(_children(server.process.pid)) == 2)
+    _wait_for(lambda: len(server.workers()) == 2)
     body = {
         "inputs": [
             {"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[:1].tolist()}
@@ -63,17 +58,13 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
         response = httpx.post(f"{server.url}/v2/models/knn/infer", json=body)
         assert response.status_code == 200, response.text
 
-    for worker in _children(server.process.pid):
+    for worker in server.workers():
         # The model's weights were loaded once in the parent and are shared copy-on-write.
         assert _shared_bytes(worker) > WEIGHT_BYTES
 
-    victim = _children(server.process.pid)[0]
+    victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
-    _wait_for(
-        lambda: (
-            victim not in _children(server.process.pid) and len(_children(server.process.pid)) == 2
-        )
-    )
+    _wait_for(lambda: victim not in server.workers() and len(server.workers()) == 2)
     _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
     for _ in range(20):
         assert httpx.post(f"{server.url}/v2/models/knn/infer", json=body).status_code == 200

@@ -202,8 +202,11 @@ def _serve_on(
     import uvicorn
     from threadpoolctl import threadpool_limits
 
+    from dockyard.monitoring.metrics import metrics_folder
+    from dockyard.monitoring.scheduler import MonitorScheduler
     from dockyard.registry.refs import parse_ref
-    from dockyard.reliability.supervisor import Supervisor, uvicorn_config
+    from dockyard.reliability.monitor_process import MonitorProcess
+    from dockyard.reliability.supervisor import Supervisor, server_token, uvicorn_config
     from dockyard.services.workspace import Workspace
     from dockyard.serving.app import create_app
     from dockyard.serving.auth import authenticator_for
@@ -235,6 +238,18 @@ def _serve_on(
     # OpenMP and BLAS default to one thread per core in every process; N workers would then run
     # N x cores threads that spin against each other (tree ensembles collapse under it).
     threadpool_limits(limits=settings.effective_model_threads())
+    served_versions = gateway.served_versions()
+    metrics = metrics_folder(workspace.home, server_token()) if settings.metrics else None
+
+    def monitoring_jobs() -> MonitorScheduler:
+        sock.close()  # it serves no request: the socket stays the workers' alone
+        workspace.after_fork()
+        return MonitorScheduler(
+            workspace.home, workspace.store, settings, lambda: served_versions, metrics
+        )
+
+    monitoring = MonitorProcess(monitoring_jobs, settings.log_level, settings.log_format)
+    monitoring.start()
     try:
         if workers == 1:
             import signal
@@ -271,4 +286,5 @@ def _serve_on(
                 log_format=settings.log_format,
             ).run()
     finally:
+        monitoring.stop()
         gateway.close()

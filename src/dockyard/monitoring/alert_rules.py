@@ -106,9 +106,9 @@ class TrafficHistory:
     """Snapshots of ``Traffic`` over time, so a rule can ask what changed over its window.
 
     It starts with no requests at ``start``: the counters of a server start at zero with it, and
-    its scheduler with it, so requests answered before the first snapshot count too. (A worker
-    that takes the scheduler over later counts everything since the server started in its first
-    window.)
+    its scheduler with it, so requests answered before the first snapshot count too. (A
+    monitoring process that takes the jobs over later, or a restarted one, counts everything since
+    the server started in its first window.)
     """
 
     def __init__(self, keep: timedelta, start: datetime) -> None:

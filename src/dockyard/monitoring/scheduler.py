@@ -1,11 +1,12 @@
 """The server's periodic monitoring jobs: drift, live evaluations, then the alert rules, every
 ``drift_interval_s`` seconds, in ONE process per home.
 
-Every worker of every server on a home runs a scheduler, but only the one holding an exclusive
-lock on ``$DOCKYARD_HOME/run/monitor.lock`` (``flock``, non-blocking) runs the jobs; the others
-try to take the lock at each interval, so when its holder dies (the kernel releases the lock with
-the process) another takes over within one interval. The jobs run on a thread of their own, never
-on the event loop; a job that fails is logged and the next one still runs.
+Every server on a home runs a scheduler in its monitoring process (``reliability.monitor_process``,
+never in a serving worker), but only the one holding an exclusive lock on
+``$DOCKYARD_HOME/run/monitor.lock`` (``flock``, non-blocking) runs the jobs; the others try to
+take the lock at each interval, so when its holder dies (the kernel releases the lock with the
+process) another takes over within one interval. A job that fails is logged and the next one still
+runs.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class MonitorScheduler:
         return self._lock is not None
 
     def start(self) -> None:
-        """Start the jobs' thread (in the serving process, after any fork: the lock is taken by
-        this process's own open file)."""
+        """Start the jobs' thread (after any fork: the lock is taken by this process's own open
+        file)."""
         self._thread = threading.Thread(target=self._run, name="dockyard-monitor", daemon=True)
         self._thread.start()
 

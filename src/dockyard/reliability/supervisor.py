@@ -169,22 +169,29 @@ class Supervisor:
         logger.info("worker %d started (pid %d)", slot, pid)
 
     def _watch(self, sock: socket.socket) -> None:
+        """Replace each worker that exits. Only the workers are waited for: ``serve``'s other
+        children (the monitoring process) have a watcher of their own."""
         while not self._stopping:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            if pid == 0:
+            exited = [
+                (pid, status)
+                for pid in list(self._children)
+                if (status := _exited(pid)) is not None
+            ]
+            if not exited:
                 time.sleep(0.1)
                 continue
-            slot = self._children.pop(pid, None)
-            if slot is None or self._stopping:
-                continue
-            logger.warning(
-                "worker %d (pid %d) exited with status %d; starting a new one", slot, pid, status
-            )
-            time.sleep(RESTART_BACKOFF_S)
-            self._spawn(slot, sock)
+            for pid, status in exited:
+                slot = self._children.pop(pid)
+                if self._stopping:
+                    break
+                logger.warning(
+                    "worker %d (pid %d) exited with status %d; starting a new one",
+                    slot,
+                    pid,
+                    status,
+                )
+                time.sleep(RESTART_BACKOFF_S)
+                self._spawn(slot, sock)
 
     def _stop_children(self) -> None:
         for pid in self._children:
@@ -192,14 +199,19 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while self._children and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid:
-                self._children.pop(pid, None)
-            else:
-                time.sleep(0.05)
+            for pid in [pid for pid in self._children if _exited(pid) is not None]:
+                del self._children[pid]
+            time.sleep(0.05)
         for pid in self._children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _exited(pid: int) -> int | None:
+    """The wait status of child ``pid`` once it has exited (reaped here), else None. A child
+    already reaped reads as exited (status -1)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return -1
+    return status if done else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import uuid
@@ -22,8 +21,6 @@ from dockyard.errors import DockyardError, NotFound
 from dockyard.home import Home
 from dockyard.monitoring.metrics import CONTENT_TYPE, Served
 from dockyard.monitoring.monitor import Monitor
-from dockyard.monitoring.scheduler import MonitorScheduler
-from dockyard.registry.records import ModelVersion
 from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.reliability.supervisor import server_token
@@ -105,11 +102,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _served(gateway: Gateway) -> list[ModelVersion]:
-    """The versions ``gateway`` serves: what the monitoring jobs compute drift and accuracy of."""
-    return [d.version for name in gateway.model_names() for d in gateway.deployments(name)]
-
-
 def _monitor(
     settings: Settings, gateway: Gateway, auth: Authenticator, workspace: Workspace | None
 ) -> Monitor:
@@ -154,24 +146,14 @@ def create_app(
     """
 
     monitor = _monitor(settings, gateway, auth, workspace)
-    scheduler = None
-    if workspace is not None:
-        metrics = None if monitor.metrics is None else monitor.metrics.folder
-        scheduler = MonitorScheduler(
-            workspace.home, workspace.store, settings, lambda: _served(gateway), metrics
-        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with auth.running():
             await monitor.start()
-            if scheduler is not None:
-                scheduler.start()
             try:
                 yield
             finally:
-                if scheduler is not None:
-                    await asyncio.to_thread(scheduler.close)
                 await monitor.close()
 
     app = FastAPI(

@@ -137,6 +137,10 @@ class LocalGateway:
         """Versions whose loaded runtime must not be shared by forked workers (CUDA contexts)."""
         return [d.version.ref for d in self._every_deployment() if not d.runtime.fork_safe]
 
+    def served_versions(self) -> list[ModelVersion]:
+        """The versions served: what the monitoring jobs compute drift and accuracy of."""
+        return [d.version for d in self._every_deployment()]
+
     def start(self) -> None:
         """Fork isolated models' children; call it in each serving process before its threads."""
         for deployment in self._every_deployment():
