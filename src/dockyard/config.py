@@ -37,7 +37,7 @@ MODEL_KNOBS = (
     "log_sample",
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
-NOT_SETTINGS = frozenset({"sources", "models", "alerts"})
+NOT_SETTINGS = frozenset({"sources", "models", "alerts", "governance"})
 OMP_THREADS_ENV = "OMP_NUM_THREADS"
 """Read as ``model_threads`` when DOCKYARD_MODEL_THREADS and the flag are not given."""
 
@@ -162,6 +162,10 @@ class Settings:
     alerts: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     """Alert rules, ``[alerts.NAME]`` tables of the config file, as written (checked by
     ``dockyard.monitoring.alerts``)."""
+    governance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``[governance]`` table of the config file, as written (checked by
+    ``dockyard.governance.policy``): protected aliases, card fields, gates, personal data,
+    retention."""
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -277,6 +281,7 @@ def load_settings(
         path = Path(CONFIG_FILE_NAME)
     models: dict[str, dict[str, Any]] = {}
     alerts: dict[str, dict[str, Any]] = {}
+    governance: dict[str, Any] = {}
     if path is not None:
         for key, raw in _read_file(path).items():
             if key == "models":
@@ -284,6 +289,11 @@ def load_settings(
                 continue
             if key == "alerts":
                 alerts = _tables(raw, f"config file {path}: alerts")
+                continue
+            if key == "governance":
+                if not isinstance(raw, Mapping):
+                    raise InvalidInput(f"config file {path}: governance must be a table")
+                governance = dict(raw)
                 continue
             if key not in names:
                 raise InvalidInput(f"config file {path}: unknown setting {key!r}")
@@ -321,7 +331,9 @@ def load_settings(
             sources[name] = f"sealed {Home(values['home']).secrets / SEALED_SETTINGS}"
     for name in names - sources.keys():
         sources[name] = "default"
-    settings = Settings(**values, models=models, alerts=alerts, sources=sources)
+    settings = Settings(
+        **values, models=models, alerts=alerts, governance=governance, sources=sources
+    )
     _validate(settings)
     return settings
 

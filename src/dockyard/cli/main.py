@@ -16,7 +16,21 @@ import sys
 
 import typer
 
-from dockyard.cli import config, deps, keys, models, monitor, predict, retrain, security, serve
+from dockyard.cli import (
+    audit,
+    config,
+    data,
+    deps,
+    governance,
+    keys,
+    models,
+    monitor,
+    predict,
+    report,
+    retrain,
+    security,
+    serve,
+)
 from dockyard.errors import DockyardError
 
 app = typer.Typer(
@@ -35,9 +49,15 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(security.app, name="security")
 app.add_typer(deps.app, name="deps")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(audit.app, name="audit")
+app.add_typer(governance.policy_app, name="policy")
+app.add_typer(governance.approvals_app, name="approvals")
+app.add_typer(data.app, name="data")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 app.command("retrain")(retrain.retrain)
+app.command("promote")(governance.promote)
+app.command("report")(report.report)
 
 logger = logging.getLogger("dockyard")
 USAGE_EXIT = 2

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision in ``migrations/versions``: a database already there is opened without
 importing Alembic (a fifth of a second of every command). Raise it with each new migration;
 ``tests/registry/test_migration_head.py`` checks it against Alembic's own head."""

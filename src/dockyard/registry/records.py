@@ -136,6 +136,11 @@ class ModelVersion:
     profile: Mapping[str, Any] | None = None
     """The reference profile captured at registration (``dockyard.monitoring.profile``); None
     for a version registered without reference data or before profiles existed."""
+    card: Mapping[str, Any] | None = None
+    """The model card (``dockyard.governance.cards``); None until one is set."""
+    personal_data: Mapping[str, Any] | None = None
+    """Columns that looked personal at registration: column → what it looked like (``email``,
+    ``phone``, ...; ``dockyard.governance.privacy``); None when none was checked."""
 
     @property
     def ref(self) -> str:
@@ -165,6 +170,8 @@ class ModelVersion:
             "archived": self.archived,
             "aliases": list(self.aliases),
             "profile": self.profile,
+            "card": self.card,
+            "personal_data": self.personal_data,
         }
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dockyard.errors import Conflict, InvalidInput, NotFound
 from dockyard.registry.artifacts import check_digest
+from dockyard.registry.audit import AuditEntry, append
 from dockyard.registry.db import database_errors, open_engine, write_transaction
 from dockyard.registry.records import ArtifactRef, Lineage, Model, ModelVersion, Signature
 from dockyard.registry.refs import DEFAULT_ALIAS, ModelRef, check_name
@@ -40,8 +41,6 @@ logger = logging.getLogger(__name__)
 CREATE_ATTEMPTS = 5
 MAX_VERSION = 2**63 - 1
 """The largest version number a database integer holds; larger ones are asked for, never stored."""
-
-InTransaction = Callable[[Connection, ModelVersion], None]
 
 
 def utc_now() -> datetime:
@@ -86,14 +85,16 @@ class RegistryStore:
         description: str = "",
         created_by: str = "",
         profile: Mapping[str, Any] | None = None,
-        in_transaction: InTransaction | None = None,
+        card: Mapping[str, Any] | None = None,
+        personal_data: Mapping[str, Any] | None = None,
+        audit: AuditEntry | None = None,
     ) -> ModelVersion:
         """Store a new version numbered one above the model's highest, creating the model if new.
 
-        ``profile``: the reference profile (JSON), stored with the version.
-        One transaction: ``in_transaction(connection, version)`` runs inside it before the commit
-        (to append an audit entry); if it raises, nothing is stored. Safe under concurrent calls
-        for the same model from threads or processes: each gets its own number.
+        ``profile``: the reference profile (JSON), stored with the version; ``card`` and
+        ``personal_data`` likewise. One transaction: ``audit`` is appended in it (its target the
+        new version's ref when left empty); if that fails, nothing is stored. Safe under
+        concurrent calls for the same model from threads or processes: each gets its own number.
         """
         check_name(model)
         check_digest(artifact.digest)
@@ -117,11 +118,15 @@ class RegistryStore:
             description=description,
             created_by=created_by,
             profile=None if profile is None else _json_value("profile", profile),
+            card=None if card is None else _json_value("card", card),
+            personal_data=(
+                None if personal_data is None else _json_value("personal_data", personal_data)
+            ),
         )
         with database_errors(self._engine):
             for attempt in range(1, CREATE_ATTEMPTS + 1):
                 try:
-                    return self._insert_version(draft, in_transaction)
+                    return self._insert_version(draft, audit)
                 except IntegrityError:
                     if attempt == CREATE_ATTEMPTS:
                         raise
@@ -175,10 +180,12 @@ class RegistryStore:
                 row = _default_row(connection, model)
             return _with_aliases(connection, model, row)
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
+    def set_alias(
+        self, name: str, alias: str, version: int, audit: AuditEntry | None = None
+    ) -> ModelVersion:
         """Point ``alias`` at a version, moving it if it exists; an archived version is refused."""
         check_name(alias, "alias")
-        with self._writing() as connection:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             row = _version_row(connection, model, version)
             if row.archived:
@@ -198,8 +205,8 @@ class RegistryStore:
                 )
             return _with_aliases(connection, model, row)
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        with self._writing() as connection:
+    def delete_alias(self, name: str, alias: str, audit: AuditEntry | None = None) -> None:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             deleted = connection.execute(
                 delete(aliases).where(aliases.c.model_id == model.id, aliases.c.name == alias)
@@ -207,10 +214,10 @@ class RegistryStore:
             if deleted.rowcount == 0:
                 raise _no_alias(connection, model, alias)
 
-    def archive(self, name: str, version: int) -> ModelVersion:
+    def archive(self, name: str, version: int, audit: AuditEntry | None = None) -> ModelVersion:
         """Mark a version archived (kept, but never served by default); refused while an alias
         points at it. Archiving an archived version changes nothing."""
-        with self._writing() as connection:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             row = _version_row(connection, model, version)
             pointing = _alias_names_by_version(connection, model.id).get(row.id, ())
@@ -225,10 +232,10 @@ class RegistryStore:
             )
             return _version(model.name, _version_row(connection, model, version), ())
 
-    def unarchive(self, name: str, version: int) -> ModelVersion:
+    def unarchive(self, name: str, version: int, audit: AuditEntry | None = None) -> ModelVersion:
         """Make an archived version live again: a bare model name may resolve to it and aliases
         may point at it. Unarchiving a version that is not archived changes nothing."""
-        with self._writing() as connection:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             row = _version_row(connection, model, version)
             if row.archived:
@@ -238,21 +245,25 @@ class RegistryStore:
                 row = _version_row(connection, model, version)
             return _with_aliases(connection, model, row)
 
-    def set_model_description(self, name: str, description: str) -> Model:
-        with self._writing() as connection:
+    def set_model_description(
+        self, name: str, description: str, audit: AuditEntry | None = None
+    ) -> Model:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             connection.execute(
                 update(models).where(models.c.id == model.id).values(description=description)
             )
             return _models(connection, [_model_row(connection, name)])[0]
 
-    def set_model_tags(self, name: str, tags: Mapping[str, str]) -> Model:
+    def set_model_tags(
+        self, name: str, tags: Mapping[str, str], audit: AuditEntry | None = None
+    ) -> Model:
         """Replace the model's tags with ``tags``."""
         checked = _string_map("tags", tags)
         for key in checked:
             if not key or len(key) > NAME_LENGTH:
                 raise InvalidInput(f"invalid tag key {key!r}: use 1-{NAME_LENGTH} characters")
-        with self._writing() as connection:
+        with self._writing(audit) as connection:
             model = _locked_model_row(connection, name)
             connection.execute(delete(model_tags).where(model_tags.c.model_id == model.id))
             if checked:
@@ -262,9 +273,7 @@ class RegistryStore:
                 )
             return _models(connection, [model])[0]
 
-    def _insert_version(
-        self, draft: ModelVersion, in_transaction: InTransaction | None
-    ) -> ModelVersion:
+    def _insert_version(self, draft: ModelVersion, audit: AuditEntry | None) -> ModelVersion:
         with write_transaction(self._engine) as connection:
             now = self._clock().astimezone(UTC)
             model_id = connection.execute(
@@ -284,8 +293,12 @@ class RegistryStore:
                 insert(versions).values(model_id=model_id, **_version_values(draft, number, now))
             )
             version = dataclasses.replace(draft, version=number, created_at=now)
-            if in_transaction is not None:
-                in_transaction(connection, version)
+            if audit is not None:
+                append(
+                    connection,
+                    dataclasses.replace(audit, target=audit.target or version.ref),
+                    now,
+                )
         return version
 
     @contextmanager
@@ -294,9 +307,13 @@ class RegistryStore:
             yield connection
 
     @contextmanager
-    def _writing(self) -> Iterator[Connection]:
+    def _writing(self, audit: AuditEntry | None = None) -> Iterator[Connection]:
+        """A write transaction; ``audit`` is appended in it once the change succeeded (a change
+        that raises rolls back without its entry)."""
         with database_errors(self._engine), write_transaction(self._engine) as connection:
             yield connection
+            if audit is not None:
+                append(connection, audit, self._clock())
 
 
 def _model_row(connection: Connection, name: str) -> Row[Any]:
@@ -452,6 +469,8 @@ def _version(model_name: str, row: Row[Any], alias_names: tuple[str, ...]) -> Mo
         archived=row.archived,
         aliases=alias_names,
         profile=row.profile,
+        card=row.card,
+        personal_data=row.personal_data,
     )
 
 
@@ -475,6 +494,8 @@ def _version_values(version: ModelVersion, number: int, now: datetime) -> dict[s
         "archived": False,
         # SQL NULL, not the JSON value null, for a version without a profile.
         "profile": null() if version.profile is None else dict(version.profile),
+        "card": null() if version.card is None else dict(version.card),
+        "personal_data": null() if version.personal_data is None else dict(version.personal_data),
     }
 
 

@@ -102,6 +102,8 @@ versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("archived", Boolean, nullable=False, server_default=false()),
     Column("profile", JSON, nullable=True),
+    Column("card", JSON, nullable=True),
+    Column("personal_data", JSON, nullable=True),
     UniqueConstraint("model_id", "version", name="uq_versions_model_id_version"),
     # Garbage collection asks which digests are still referenced.
     Index("ix_versions_artifact_digest", "artifact_digest"),
@@ -226,3 +228,52 @@ alerts = Table(
 )
 """Alerts: one row per firing of a rule (``open`` until its condition clears, then
 ``resolved``)."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("action", String(NAME_LENGTH), nullable=False),
+    Column("target", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("model", String(NAME_LENGTH), nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", String(DIGEST_LENGTH), nullable=False),
+    Column("hash", String(DIGEST_LENGTH), nullable=False),
+    Index("ix_audit_log_model", "model"),
+    Index("ix_audit_log_at", "at"),
+)
+"""The audit trail: one entry per state change, appended in the change's transaction; ``hash`` is
+the SHA-256 of the entry and ``prev_hash``, the previous entry's ``hash`` (``registry.audit``)."""
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(DIGEST_LENGTH), nullable=False),
+)
+"""One row (id 1): the last entry's number and hash. Every append updates it first, which locks
+it (a row lock on PostgreSQL, the write lock on SQLite), so concurrent writers queue and the chain
+never forks; it also shows a deleted last entry."""
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("alias", String(NAME_LENGTH), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("requested_by", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("gates", JSON, nullable=False),
+    Column("decided_by", String(SHORT_TEXT_LENGTH), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("decision_comment", Text, nullable=True),
+    Index("ix_promotions_model_state", "model", "state"),
+)
+"""Requests to move a protected alias (four eyes): ``pending`` until an approver other than the
+registrant and the requester approves (the alias moves) or rejects it."""

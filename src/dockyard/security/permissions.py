@@ -58,6 +58,17 @@ ROUTES: dict[tuple[str, str], Action | None] = {
     ("POST", "/v2/models/{name}/feedback"): Action.SEND_FEEDBACK,
     ("GET", "/api/alerts"): Action.READ_METRICS,
     ("GET", "/api/models/{name}/drift"): Action.READ_MODEL,
+    ("GET", "/api/audit"): Action.READ_AUDIT,
+    ("GET", "/api/audit/verify"): Action.READ_AUDIT,
+    ("GET", "/api/models/{name}/versions/{version}/policy"): Action.READ_MODEL,
+    ("POST", "/api/models/{name}/promotions"): Action.MOVE_ALIAS,
+    ("GET", "/api/promotions"): Action.READ_MODEL,
+    ("POST", "/api/promotions/{promotion_id}/approve"): Action.APPROVE,
+    ("POST", "/api/promotions/{promotion_id}/reject"): Action.APPROVE,
+    ("GET", "/api/models/{name}/versions/{version}/card"): Action.READ_MODEL,
+    ("PUT", "/api/models/{name}/versions/{version}/card"): Action.UPDATE_MODEL,
+    ("GET", "/api/models/{name}/report"): Action.READ_AUDIT,
+    ("POST", "/api/data/erase"): Action.ERASE_DATA,
 }
 """Method and path template → the action it takes (``PUBLIC``: none). A route whose template has
 ``{name}`` acts on that model: a principal scoped to other models is refused (403)."""
@@ -77,5 +88,10 @@ SERVICES: dict[str, Action] = {
     "rotate_encryption": Action.MANAGE_KEYS,
     "create_signing_key": Action.MANAGE_KEYS,
     "send_feedback": Action.SEND_FEEDBACK,
+    "request_promotion": Action.MOVE_ALIAS,
+    "approve_promotion": Action.APPROVE,
+    "reject_promotion": Action.APPROVE,
+    "set_card": Action.UPDATE_MODEL,
+    "erase_subject": Action.ERASE_DATA,
 }
 """State-changing use case → the action its caller needs; each checks it with ``require``."""

@@ -50,6 +50,10 @@ class Action(enum.StrEnum):
     """A model's prediction log: the inputs and outputs of its requests."""
     SEND_FEEDBACK = "send_feedback"
     """Attach ground-truth labels to a model's logged predictions."""
+    READ_AUDIT = "read_audit"
+    """The audit trail, its verification and compliance reports."""
+    ERASE_DATA = "erase_data"
+    """Erase a data subject's logged records (the right to erasure)."""
 
 
 MODEL_ACTIONS = frozenset(
@@ -85,7 +89,13 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
         }
     ),
     Role.APPROVER: frozenset(
-        {Action.READ_SERVER, Action.READ_MODEL, Action.APPROVE, Action.READ_METRICS}
+        {
+            Action.READ_SERVER,
+            Action.READ_MODEL,
+            Action.APPROVE,
+            Action.READ_METRICS,
+            Action.READ_AUDIT,
+        }
     ),
     Role.AUDITOR: frozenset(
         {
@@ -94,14 +104,15 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.READ_SECURITY,
             Action.READ_METRICS,
             Action.READ_PREDICTIONS,
+            Action.READ_AUDIT,
         }
     ),
     Role.ADMIN: frozenset(Action),
 }
 """The roles: predictor (inference and metadata of its models, labels for its predictions),
-deployer (register, move aliases, monitoring, the prediction log), approver (approvals, for the
-governance work; monitoring), auditor (read-only: everything but inference), admin (keys and
-everything)."""
+deployer (register, move aliases, request promotions, monitoring, the prediction log), approver
+(approve or reject promotions; monitoring, the audit trail and reports), auditor (read-only:
+everything but inference), admin (keys, erasure and everything)."""
 
 
 @dataclass(frozen=True, slots=True)

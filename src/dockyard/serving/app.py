@@ -25,7 +25,18 @@ from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.reliability.supervisor import server_token
 from dockyard.services.workspace import Workspace
-from dockyard.serving import alerts_api, drift_api, management, monitoring_api, v1, v2
+from dockyard.serving import (
+    alerts_api,
+    audit_api,
+    cards_api,
+    data_api,
+    drift_api,
+    management,
+    monitoring_api,
+    promotions_api,
+    v1,
+    v2,
+)
 from dockyard.serving.auth import AccessGuard, Authenticator, client_of
 from dockyard.serving.dashboard import add_dashboard
 from dockyard.serving.docs_pages import add_docs
@@ -193,6 +204,10 @@ def create_app(
         app.include_router(alerts_api.build_router())
         app.include_router(drift_api.build_router())
         app.include_router(monitoring_api.build_router())
+        app.include_router(audit_api.build_router())
+        app.include_router(promotions_api.build_router())
+        app.include_router(cards_api.build_router())
+        app.include_router(data_api.build_router())
         add_dashboard(app)
     app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
     hosts = HostPolicy(settings.host, settings.allowed_hosts)
