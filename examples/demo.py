@@ -2,8 +2,8 @@
 
 Trains a scikit-learn logistic regression on the breast-cancer data set that ships with
 scikit-learn (30 numeric features; nothing is downloaded), registers it as ``diagnosis`` with the
-``production`` alias, and prints a curl command and a Python snippet for the server that
-``make demo`` starts next.
+``staging`` alias (``production`` takes an approved promotion), and prints a curl command and a
+Python snippet for the server that ``make demo`` starts next.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def main() -> None:
         reference_data=train_x,
         metrics={"accuracy": accuracy},
         description="Logistic regression on the scikit-learn breast-cancer data set",
-        alias="production",
+        alias="staging",
     )
-    print(f"registered {version.ref} (accuracy {accuracy:.3f}) as {MODEL_NAME}@production")
+    print(f"registered {version.ref} (accuracy {accuracy:.3f}) as {MODEL_NAME}@staging")
 
     row = [round(float(value), 4) for value in test_x[0]]
     body = json.dumps(

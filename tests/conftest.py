@@ -41,6 +41,16 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def unprotected_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file without protected aliases, named by DOCKYARD_CONFIG for the commands and
+    servers the test starts: for tests of other things that move ``production`` directly."""
+    path = tmp_path / "unprotected.toml"
+    path.write_text("[governance]\nprotected_aliases = []\n")
+    monkeypatch.setenv("DOCKYARD_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
 def workspace(home: Path) -> Workspace:
     return Workspace.open(load_settings({"home": home}, env={}))
 

@@ -18,6 +18,8 @@ from clirun import run_cli as _cli
 from servers import dockyard_command
 from tables import write_csv as _write_csv
 
+pytestmark = pytest.mark.usefixtures("unprotected_config")
+
 
 def _register(
     capsys: pytest.CaptureFixture[str], model: Path, name: str, home: Path, *extra: str

@@ -24,6 +24,8 @@ from tables import write_csv
 
 WIDE = "200"
 
+pytestmark = pytest.mark.usefixtures("unprotected_config")
+
 
 @pytest.fixture(autouse=True)
 def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from rawhttp import Raw
 from servers import Server
 
@@ -22,7 +21,7 @@ def served(
     home: Path, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
 ) -> Path:
     """A home with ``lr`` version 1 under the ``production`` alias."""
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         logistic,

@@ -27,6 +27,7 @@ from dockyard.config import load_settings
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command, free_port
 from webhooks import Delivery, webhook_receiver
 
@@ -73,7 +74,7 @@ def test_drift_in_live_traffic_fires_a_signed_alert_that_resolves_when_traffic_i
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reference = tabular_data[0][:500]
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, logistic, Registration("lr", reference_data=reference, alias="production"))
 
     with webhook_receiver() as receiver:

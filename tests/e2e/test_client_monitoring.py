@@ -22,13 +22,12 @@ from sklearn.linear_model import LogisticRegression
 
 from dockyard import Client
 from dockyard import client as client_module
-from dockyard.config import load_settings
 from dockyard.errors import Forbidden, InvalidInput, NotFound
 from dockyard.home import Home
 from dockyard.monitoring.feedback import read_labels
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +72,7 @@ def monitored(
 ) -> Iterator[Monitored]:
     x = tabular_data[0]
     home = tmp_path_factory.mktemp("home")
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, logistic, Registration("lr", reference_data=x, alias="production"))
     keys = {
         role.value: workspace.keys.create(local_user(), f"test-{role.value}", role)[1]

@@ -12,9 +12,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from crafted import datasource_skops
-from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +59,7 @@ def test_the_api_refuses_a_skops_file_that_deletes_a_folder(
     tabular_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     x, _ = tabular_data
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, logistic, Registration("lr", reference_data=x[:20], alias="production"))
     server = start_server(home)
     model = datasource_skops(tmp_path / "model.skops", victim)

@@ -46,6 +46,7 @@ from dockyard.serving.app import create_app
 from dockyard.serving.auth import Authenticator
 from dockyard.serving.dashboard import ASSETS, ASSETS_URL, PAGE_POLICY
 from dockyard.serving.gateway import build_local_gateway
+from homes import open_unprotected
 from registry.conftest import (  # noqa: F401 (the registry tests' database fixtures)
     database_url,
     postgres_admin,
@@ -183,8 +184,7 @@ def seeded(
     """A home with ``lr`` v1 (alias production, accuracy 0.95 at registration) and known
     monitoring data ending at the returned moment (a whole minute), its registry on SQLite or
     PostgreSQL."""
-    flags = {"home": home, "prediction_log": True, "database_url": database_url}
-    workspace = Workspace.open(load_settings(flags, env={}))
+    workspace = open_unprotected(home, prediction_log=True, database_url=database_url)
     version = register(
         workspace,
         logistic,
@@ -441,7 +441,7 @@ def history(
     swell, latency creeping up), drift reports every 15 minutes (``x0`` drifting away), accuracy
     every half hour (v1 slipping below what it scored at registration), an open and a resolved
     alert; and the number of requests logged."""
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     x, y = tabular_data
     v1 = register(
         workspace,

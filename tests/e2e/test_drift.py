@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.config import load_settings
 from dockyard.monitoring.drift import latest_drift
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +56,7 @@ def test_drift_is_flagged_for_exactly_the_moved_features(
     reference = rng.normal(size=(5000, FEATURES))
     labels = (reference[:, 0] - reference[:, 1] + reference[:, 3] > 0).astype(np.int64)
     model = LogisticRegression(max_iter=500).fit(reference, labels)
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, model, Registration("fraud", reference_data=reference, alias="production"))
     workspace.store.engine.dispose()
     monkeypatch.setenv("DOCKYARD_PREDICTION_LOG", "true")

@@ -26,6 +26,7 @@ from dockyard.monitoring.predlog import read_predictions
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +51,7 @@ def test_labels_give_the_metrics_scikit_learn_computes(
     tmp_path: Path,
 ) -> None:
     x, y = tabular_data
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         logistic,

@@ -27,10 +27,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.config import load_settings
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -114,7 +113,7 @@ def target(
     key whose name and id no generated path can guess (so fuzzing cannot revoke or rotate it)."""
     root = tmp_path_factory.mktemp("fuzz")
     home = root / "home"
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         logistic,

@@ -12,13 +12,12 @@ import pytest
 import skops.io
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 from tables import csv_bytes as _csv
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("unprotected_config")]
 
 
 def test_register_inspect_and_alias_over_http(
@@ -29,7 +28,7 @@ def test_register_inspect_and_alias_over_http(
     tabular_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     x, _ = tabular_data
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, logistic, Registration("lr", reference_data=x[:50], alias="production"))
     server = start_server(home)
     model_file = tmp_path / "model.skops"

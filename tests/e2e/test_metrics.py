@@ -29,6 +29,7 @@ from dockyard.registry.tables import drift_reports, evaluations
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command
 
 pytestmark = pytest.mark.e2e
@@ -178,7 +179,7 @@ def test_every_metric_the_grafana_export_names_is_in_a_real_servers_metrics(
     assert len(dashboard["panels"]) >= 9
     assert {"dockyard_drift_detected", "dockyard_security_events_total"} <= named
 
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     version = register(
         workspace,
         logistic,

@@ -17,10 +17,9 @@ import tritonclient.http as triton
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from dockyard.config import load_settings
 from dockyard.errors import ArtifactCorrupt
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command, free_port
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ ROWS = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP64", "dat
 def _home_with_a_broken_model(home: Path) -> Path:
     """Register ``good`` and ``broken`` (both with a production alias), then corrupt the
     artifact of ``broken`` in the store; returns the corrupted file."""
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         LogisticRegression().fit(X, Y),

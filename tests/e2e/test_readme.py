@@ -102,7 +102,7 @@ def test_the_quickstart_runs_as_pasted(tmp_path: Path) -> None:
     assert re.search(r"^iris:1$", output, flags=re.M), output  # register_model printed the ref
     assert '"name":"predict"' in output.replace(" ", ""), output  # curl got a V2 answer
     assert re.search(r"^\[0\]$", output, flags=re.M), output  # the client's prediction
-    assert re.search(r"fraud\s.*production", output), output  # models list shows the alias
+    assert re.search(r"fraud\s.*staging", output), output  # models list shows the alias
     with (work / "scores.csv").open(newline="") as handle:
         scores = list(csv.DictReader(handle))
     assert len(scores) == 5

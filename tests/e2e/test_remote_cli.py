@@ -21,9 +21,8 @@ from sklearn.linear_model import LogisticRegression
 
 import dockyard
 from clirun import run_cli as _cli
-from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +56,7 @@ def remote(
     root = tmp_path_factory.mktemp("remote")
     home = root / "home"
     x = tabular_data[0]
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, logistic, Registration("lr", reference_data=x[:50], alias="production"))
     workspace.store.engine.dispose()
     model = root / "model.skops"

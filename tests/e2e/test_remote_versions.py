@@ -16,10 +16,9 @@ from sklearn.linear_model import LogisticRegression
 
 import dockyard
 from clirun import run_cli as _cli
-from dockyard.config import load_settings
 from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +55,7 @@ def remote(
     root = tmp_path_factory.mktemp("versions")
     home = root / "home"
     x = tabular_data[0][:50]
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         logistic,

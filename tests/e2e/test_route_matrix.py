@@ -24,7 +24,6 @@ import skops.io
 from fastapi import FastAPI
 from sklearn.linear_model import LogisticRegression
 
-from dockyard.config import load_settings
 from dockyard.security.permissions import PUBLIC, ROUTES
 from dockyard.security.principals import ROLE_ACTIONS, Role, local_user
 from dockyard.services.register import Registration, register
@@ -32,6 +31,7 @@ from dockyard.services.workspace import Workspace
 from dockyard.serving.app import create_app
 from dockyard.serving.auth import Authenticator
 from dockyard.serving.gateway import build_local_gateway
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ def matrix(
     and a server requiring keys on it."""
     root = tmp_path_factory.mktemp("matrix")
     home = root / "home"
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(
         workspace,
         logistic,

@@ -23,6 +23,7 @@ from dockyard.config import load_settings
 from dockyard.errors import Forbidden
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server, dockyard_command, free_port
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,7 @@ def _sign(capsys: pytest.CaptureFixture[str], home: Path, *refs: str) -> str:
 
 
 def _register(home: Path, name: str, x: np.ndarray, y: np.ndarray) -> None:
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     model = DecisionTreeClassifier(max_depth=3).fit(x, y)
     register(workspace, model, Registration(name, reference_data=x[:50], alias="production"))
 

@@ -15,10 +15,9 @@ import tritonclient.http as triton
 from sklearn.linear_model import LogisticRegression
 
 from dockyard.client import Client
-from dockyard.config import load_settings
 from dockyard.errors import InvalidInput, NotFound
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ def server(
     tabular_data: tuple[np.ndarray, np.ndarray],
 ) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home")
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     x, _ = tabular_data
     register(
         workspace, logistic, Registration(name="lr", reference_data=x[:200], alias="production")

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
-from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +43,7 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
     x = rng.normal(size=(200_000, 30))
     y = (x[:, 0] > 0).astype(np.int64)
     model = KNeighborsClassifier(n_neighbors=3, algorithm="brute").fit(x, y)
-    workspace = Workspace.open(load_settings({"home": home}, env={}))
+    workspace = open_unprotected(home)
     register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
 
     server = start_server(home, "--workers", "2")

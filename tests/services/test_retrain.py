@@ -24,6 +24,7 @@ from dockyard.services.predict import load_model
 from dockyard.services.register import Registration, register
 from dockyard.services.retrain import import_fit, retrain
 from dockyard.services.workspace import Workspace
+from homes import open_unprotected
 from servers import dockyard_command
 
 FEATURES = ["a", "b", "c", "d"]
@@ -49,7 +50,8 @@ def _traffic(workspace: Workspace, rows: int, seed: int = 1) -> tuple[np.ndarray
 
 
 @pytest.fixture
-def champion(workspace: Workspace) -> Workspace:
+def champion(home: Path) -> Workspace:
+    workspace = open_unprotected(home)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, len(FEATURES)))
     model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(np.int64))
