@@ -10,7 +10,8 @@ Auth is on in every Dockyard row (its default): each carries the bench home's pr
 sends it with every request. ``auth-cost`` measures what that costs: the small model with auth and
 a rate limit checked on every request, against the same server with ``--no-auth``.
 ``monitoring-cost`` does the same for monitoring: metrics off, metrics on, and metrics on with
-every request written to the prediction log.
+every request written to the prediction log. ``privacy-cost`` logs every request twice over: as
+it came, and through personal-data rules (a feature hashed, one generalized).
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ MONITORING_COST_NOTE = (
     )
     + ". Logged requests are written to Parquet segments in the bench home by each worker's "
     "background writer."
+)
+
+
+DOCKYARD_ANONYMIZED = "dockyard (metrics on, every request logged, personal-data rules)"
+PRIVACY_COST_CONNECTIONS = (1, 64)
+PRIVACY_CONFIG = "privacy.toml"
+PRIVACY_RULES = '[governance.personal_data.small]\nx0 = "hash"\nx1 = "generalize:0.5"\n'
+"""The rules of the anonymized server: the small model's first feature (of 30) hashed with the
+home's key, its second bucketed to 0.5, in every logged row."""
+PRIVACY_COST_NOTE = (
+    f"Both serve the small model with 1 worker, auth on and every request logged "
+    f"({' '.join(f'{k}={v}' for k, v in MONITORING_ENV[DOCKYARD_LOGGED].items())}); "
+    f"'{DOCKYARD_ANONYMIZED}' adds DOCKYARD_CONFIG naming a dockyard.toml with "
+    + PRIVACY_RULES.replace("\n", " ").strip()
+    + ": each worker's log writer hashes x0 (HMAC-SHA256 under the home's pseudonym key) and "
+    "buckets x1 in every segment before it is written."
 )
 
 
@@ -227,4 +244,23 @@ def monitoring_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
             connections=MONITORING_COST_CONNECTIONS,
         )
         for label, env in MONITORING_ENV.items()
+    ]
+
+
+def privacy_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
+    """The small model (1 worker) with every request logged, as it came and through
+    ``PRIVACY_RULES``, side by side at 1 and 64 connections (``PRIVACY_COST_NOTE``)."""
+    config = built.folder / PRIVACY_CONFIG
+    config.write_text(PRIVACY_RULES)
+    logged = MONITORING_ENV[DOCKYARD_LOGGED]
+    anonymized = {**logged, "DOCKYARD_CONFIG": str(config)}
+    envs = {DOCKYARD_LOGGED: logged, DOCKYARD_ANONYMIZED: anonymized}
+    return [
+        Entry(
+            label,
+            _dockyard(built, "small:1", label=label, env=env),
+            bodies.tabular,
+            connections=PRIVACY_COST_CONNECTIONS,
+        )
+        for label, env in envs.items()
     ]

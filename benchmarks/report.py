@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import cli_timings
-from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE
+from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE, PRIVACY_COST_NOTE
 
-SCENARIO_NOTES = {"auth-cost": AUTH_COST_NOTE, "monitoring-cost": MONITORING_COST_NOTE}
+SCENARIO_NOTES = {
+    "auth-cost": AUTH_COST_NOTE,
+    "monitoring-cost": MONITORING_COST_NOTE,
+    "privacy-cost": PRIVACY_COST_NOTE,
+}
 """A sentence under a scenario's tables: what differs between its servers."""
 
 ISSUE_FIGURES = (

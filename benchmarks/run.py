@@ -91,7 +91,9 @@ METHOD = [
     "(the targets resolve 5 %; runs of one server spread 10-15 % on this machine).",
     "Scenario 'monitoring-cost' serves the small model (1 worker) three times, side by side:",
     "metrics off, metrics on, and metrics on with every request written to the prediction log,",
-    "with the same 3 x repeats as 'auth-cost'.",
+    "with the same 3 x repeats as 'auth-cost'. Scenario 'privacy-cost' serves it twice with",
+    "every request logged: as it came, and through personal-data rules (x0 hashed, x1",
+    "generalized), with the same repeats.",
 ]
 
 
@@ -209,6 +211,13 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
             auth_plan,
             closed,
             logs,
+        ),
+    )
+    _section(
+        results,
+        "privacy-cost",
+        lambda: _scenario(
+            results, "privacy-cost", lineup.privacy_cost(built, bodies), auth_plan, closed, logs
         ),
     )
     _section(

@@ -1,6 +1,7 @@
-"""The targets of issues 3 and 8, the cost of auth (auth + rate limits against ``--no-auth``) and
-of monitoring (issue 11: metrics, and metrics with every request logged, against neither), checked
-against one run's results: measured value, pass/fail, margin."""
+"""The targets of issues 3 and 8, the cost of auth (auth + rate limits against ``--no-auth``), of
+monitoring (issue 11: metrics, and metrics with every request logged, against neither) and of
+personal-data rules (issue 12: every request logged through them, against logged as it came),
+checked against one run's results: measured value, pass/fail, margin."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lineup import (
     BARE,
     DEFAULTS_CONNECTIONS,
     DOCKYARD,
+    DOCKYARD_ANONYMIZED,
     DOCKYARD_AUTH,
     DOCKYARD_DEFAULTS,
     DOCKYARD_ISOLATED,
@@ -36,6 +38,8 @@ METRICS_THROUGHPUT = 0.97
 """Metrics may cost at most 3 % of the small model's throughput at 64 connections (issue 11)."""
 LOGGED_THROUGHPUT = 0.90
 """Metrics and logging every request may cost at most 10 % of it (issue 11)."""
+ANONYMIZED_THROUGHPUT = 0.95
+"""Personal-data rules on every logged request may cost at most 5 % of logging it (issue 12)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,13 @@ CHECKS = (
             "rps",
         ),
         LOGGED_THROUGHPUT,
+        True,
+    ),
+    Check(
+        f"Privacy cost, small, 64 conn, 1 worker: req/s with every request logged through "
+        f"personal-data rules >= {ANONYMIZED_THROUGHPUT} x the same server logging it as it came",
+        _vs("privacy-cost", DOCKYARD_ANONYMIZED, "privacy-cost", DOCKYARD_LOGGED, 1, 64, "rps"),
+        ANONYMIZED_THROUGHPUT,
         True,
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),

@@ -384,6 +384,48 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"{_api_model(model)}/drift", params=params)
         return result
 
+    # Governance: the policy's gates and four-eyes promotion of a protected alias.
+
+    def check_policy(self, model: str, version: int, alias: str | None = None) -> dict[str, Any]:
+        """Every gate of the server's policy for pointing ``alias`` (default: its first protected
+        alias) at ``model:version``: ``passed``, and ``gates`` (``name``, ``passed``,
+        ``detail``)."""
+        params = {} if alias is None else {"alias": alias}
+        path = f"{_api_model(model)}/versions/{int(version)}/policy"
+        result: dict[str, Any] = self._call("GET", path, params=params)
+        return result
+
+    def request_promotion(
+        self, model: str, version: int, alias: str, comment: str = ""
+    ) -> dict[str, Any]:
+        """Request pointing the protected ``alias`` at ``model:version`` (the key needs
+        ``move_alias``); Conflict naming each failing gate. The pending request."""
+        body = {"version": int(version), "alias": alias, "comment": comment}
+        result: dict[str, Any] = self._call("POST", f"{_api_model(model)}/promotions", json=body)
+        return result
+
+    def promotions(
+        self, model: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Promotion requests, newest first, of ``model`` and in ``state`` (``pending``,
+        ``approved``, ``rejected``) when given."""
+        params = {key: value for key, value in (("model", model), ("state", state)) if value}
+        result: list[dict[str, Any]] = self._call("GET", "/api/promotions", params=params)
+        return result
+
+    def approve_promotion(self, promotion_id: int, comment: str = "") -> dict[str, Any]:
+        """Approve a pending request (the key needs ``approve`` and must be neither the version's
+        registrant nor the requester): the alias moves. The decided request."""
+        path = f"/api/promotions/{int(promotion_id)}/approve"
+        result: dict[str, Any] = self._call("POST", path, json={"comment": comment})
+        return result
+
+    def reject_promotion(self, promotion_id: int, comment: str) -> dict[str, Any]:
+        """Reject a pending request, saying why; the decided request."""
+        path = f"/api/promotions/{int(promotion_id)}/reject"
+        result: dict[str, Any] = self._call("POST", path, json={"comment": comment})
+        return result
+
 
 def _api_model(name: str) -> str:
     return f"/api/models/{quote(name, safe='')}"

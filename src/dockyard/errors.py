@@ -146,8 +146,17 @@ class MissingExtra(DockyardError):
         self.extra = extra
 
 
+class AuditTampered(DockyardError):
+    """The audit trail's hash chain is broken: an entry was edited, deleted, inserted or moved
+    (``dockyard audit verify`` names each)."""
+
+    http_status = 500
+    exit_code = 12
+
+
 __all__ = [
     "ArtifactCorrupt",
+    "AuditTampered",
     "Conflict",
     "DockyardError",
     "Forbidden",

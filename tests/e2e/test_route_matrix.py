@@ -50,7 +50,15 @@ CALLERS = [
 """Who calls: no credentials, a well-formed unknown key, one key per role, a predictor scoped to
 another model, an expired and a revoked deployer key."""
 NOT_AUTHENTICATED = {"no key", "bad key", "expired", "revoked"}
-PATH_PARAMS = {"name": "lr", "model_version": "1", "version": "1", "alias": "staging"}
+PATH_PARAMS = {
+    "name": "lr",
+    "model_version": "1",
+    "version": "1",
+    "alias": "staging",
+    "promotion_id": "1",
+}
+"""``promotion_id`` 1 is never created (``lr`` lacks the card the default policy's gate asks
+for): an allowed caller's decision is a 404, and ``production`` stays on ``lr:1``."""
 
 
 @dataclass
@@ -122,6 +130,10 @@ def _request(matrix: Matrix, method: str, template: str, caller: str) -> tuple[s
         name = f"scratch-{caller.replace(' ', '-')}"
         kwargs["data"] = {"name": name}
         kwargs["files"] = {"model": ("model.skops", matrix.model_file.read_bytes())}
+    elif (method, template) == ("POST", "/api/models/{name}/promotions"):
+        kwargs["json"] = {"version": 1, "alias": "production", "comment": f"by {caller}"}
+    elif template.startswith("/api/promotions/"):
+        kwargs["json"] = {"comment": f"decided by {caller}"}
     elif method == "PATCH":
         kwargs["json"] = {"description": f"touched by {caller}"}
     elif method == "PUT":

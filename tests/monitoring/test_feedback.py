@@ -181,13 +181,20 @@ def test_labels_from_json_and_csv(tmp_path: Path) -> None:
         labels_from_csv(tmp_path / "missing.csv")
 
 
-def test_the_latest_label_wins_and_predictions_join_their_labels(home: Home) -> None:
+def test_the_latest_label_wins_and_predictions_join_their_labels(
+    home: Home, store: RegistryStore
+) -> None:
     version = ModelVersion("fraud", 1, "sklearn", ArtifactRef(DIGEST, "skops"), CLASSIFIER, LINEAGE)
     answers = binary_answers(np.random.default_rng(0), 3)
     answers[1] = {key: np.repeat(value[:1], 2, axis=0) for key, value in answers[1].items()}
     log_requests(home, version, answers)
     store_labels(
-        home, "fraud", labels_table([{"request_id": "r1", "row": 1, "label": 0}]), ADMIN, None
+        home,
+        store,
+        "fraud",
+        labels_table([{"request_id": "r1", "row": 1, "label": 0}]),
+        ADMIN,
+        None,
     )
     later = [
         {"request_id": "r1", "row": 1, "label": 1},  # replaces the first label
@@ -195,7 +202,7 @@ def test_the_latest_label_wins_and_predictions_join_their_labels(home: Home) -> 
         {"request_id": "r0", "label": 1},  # the later item of one call wins too
         {"request_id": "unlogged", "label": 1},
     ]
-    store_labels(home, "fraud", labels_table(later), ADMIN, None)
+    store_labels(home, store, "fraud", labels_table(later), ADMIN, None)
     labels = read_labels(home, "fraud").sort_by([("request_id", "ascending")])
     assert labels.select(["request_id", "row", "label"]).to_pylist() == [
         {"request_id": "r0", "row": 0, "label": 1.0},
@@ -213,33 +220,35 @@ def test_the_latest_label_wins_and_predictions_join_their_labels(home: Home) -> 
     assert joined.schema.field("output.predict_proba").type == pa.list_(pa.float64())
 
 
-def test_text_and_number_labels_read_together(home: Home) -> None:
-    store_labels(home, "fraud", labels_table([{"request_id": "a", "label": 1}]), ADMIN, None)
-    store_labels(home, "fraud", labels_table([{"request_id": "b", "label": "x"}]), ADMIN, None)
+def test_text_and_number_labels_read_together(home: Home, store: RegistryStore) -> None:
+    store_labels(home, store, "fraud", labels_table([{"request_id": "a", "label": 1}]), ADMIN, None)
+    store_labels(
+        home, store, "fraud", labels_table([{"request_id": "b", "label": "x"}]), ADMIN, None
+    )
     labels = read_labels(home, "fraud").sort_by("request_id")
     assert labels["label"].to_pylist() == ["1", "x"]
 
 
-def test_sending_labels_needs_the_send_feedback_action(home: Home) -> None:
+def test_sending_labels_needs_the_send_feedback_action(home: Home, store: RegistryStore) -> None:
     labels = labels_table([{"request_id": "a", "label": 1}])
     auditor = Principal("audit", Role.AUDITOR)
     with pytest.raises(Forbidden):
-        store_labels(home, "fraud", labels, auditor, None)
+        store_labels(home, store, "fraud", labels, auditor, None)
     scoped = Principal("bot", Role.PREDICTOR, frozenset({"other"}))
     with pytest.raises(Forbidden):
-        store_labels(home, "fraud", labels, scoped, None)
-    assert store_labels(home, "fraud", labels, Principal("bot", Role.PREDICTOR), None) == 1
+        store_labels(home, store, "fraud", labels, scoped, None)
+    assert store_labels(home, store, "fraud", labels, Principal("bot", Role.PREDICTOR), None) == 1
     assert read_labels(home, "fraud").num_rows == 1
 
 
-def test_sealed_labels(home: Home) -> None:
+def test_sealed_labels(home: Home, store: RegistryStore) -> None:
     from dockyard.config import Settings
     from dockyard.monitoring.predlog import log_cipher
 
     settings = Settings(home=home.root, encryption_key=base64.b64encode(b"x" * 32).decode())
     cipher = log_cipher(settings, home)
     labels = labels_table([{"request_id": "a", "label": "fraud"}])
-    store_labels(home, "fraud", labels, ADMIN, cipher)
+    store_labels(home, store, "fraud", labels, ADMIN, cipher)
     (segment,) = (home.root / "labels" / "fraud").iterdir()
     assert segment.name.endswith(".parquet.sealed")
     assert b"fraud" not in segment.read_bytes()
@@ -265,7 +274,7 @@ def test_classification_metrics_equal_scikit_learns(home: Home, store: RegistryS
                 truth[version.version][0].append(label)
                 truth[version.version][1].append(predicted)
                 truth[version.version][2].append(float(answer["predict_proba"][row, 1]))
-    store_labels(home, "fraud", labels_table(items), ADMIN, None)
+    store_labels(home, store, "fraud", labels_table(items), ADMIN, None)
 
     results = evaluate(home, store, "fraud", "1h")
     found = {(r.version, r.metric): r for r in results}
@@ -305,6 +314,7 @@ def test_multiclass_and_named_classes(home: Home, store: RegistryStore) -> None:
     labels = [str(rng.choice(classes)) if rng.uniform() < 0.4 else str(p) for p in predicted]
     store_labels(
         home,
+        store,
         "kind",
         labels_table([{"request_id": i, "label": y} for i, y in zip(ids, labels, strict=True)]),
         ADMIN,
@@ -322,7 +332,9 @@ def test_multiclass_and_named_classes(home: Home, store: RegistryStore) -> None:
     )
     other = register(store, "other", NAMED_CLASSES)
     (request_id,) = log_requests(home, other, answers[:1])
-    store_labels(home, "other", labels_table([{"request_id": request_id, "label": 1}]), ADMIN, None)
+    store_labels(
+        home, store, "other", labels_table([{"request_id": request_id, "label": 1}]), ADMIN, None
+    )
     with pytest.raises(InvalidInput, match="predicts named classes such as"):
         evaluate(home, store, "other", "1h")
 
@@ -335,7 +347,7 @@ def test_regression_metrics_and_a_window_of_rows(home: Home, store: RegistryStor
     ids = log_requests(home, version, answers)
     truth = predicted + rng.normal(0, 2, size=50)
     items = [{"request_id": i, "label": float(y)} for i, y in zip(ids, truth, strict=True)]
-    store_labels(home, "price", labels_table(items), ADMIN, None)
+    store_labels(home, store, "price", labels_table(items), ADMIN, None)
     found = {r.metric: r for r in evaluate(home, store, "price", "24h")}
     assert found["mae"].value == pytest.approx(metrics.mean_absolute_error(truth, predicted))
     assert found["rmse"].value == pytest.approx(metrics.root_mean_squared_error(truth, predicted))
@@ -358,7 +370,9 @@ def test_nothing_labelled_in_the_window_stores_nothing(home: Home, store: Regist
     answer = binary_answers(np.random.default_rng(0), 1)[0]
     log.append(version, "old", "p", 0.01, {"x": np.zeros((len(answer["predict"]), 4))}, answer)
     log.flush()
-    store_labels(home, "fraud", labels_table([{"request_id": "old", "label": 1}]), ADMIN, None)
+    store_labels(
+        home, store, "fraud", labels_table([{"request_id": "old", "label": 1}]), ADMIN, None
+    )
     assert evaluate(home, store, "fraud", "24h") == []
     with store.engine.connect() as connection:
         assert connection.execute(select(evaluations)).all() == []

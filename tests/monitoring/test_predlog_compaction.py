@@ -41,6 +41,7 @@ from dockyard.monitoring.predlog import (
     read_predictions,
 )
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
+from dockyard.registry.store import RegistryStore
 from dockyard.security.principals import local_user
 from registry.conftest import DIGEST, LINEAGE
 
@@ -304,19 +305,21 @@ def test_the_writer_thread_compacts(home: Home, clock: Clock) -> None:
 
 
 def test_label_segments_merge_past_the_limit_keeping_the_latest_labels(home: Home) -> None:
+    store = RegistryStore.open(f"sqlite:///{home.root / 'dockyard.db'}")
     folder = home.root / "labels" / "fraud"
     for call in range(LABEL_SEGMENTS_MAX):
         body = {"labels": [{"request_id": f"r{call % 10}", "label": call}]}
-        store_labels(home, "fraud", labels_from_json(body), local_user(), None)
+        store_labels(home, store, "fraud", labels_from_json(body), local_user(), None)
     assert len(list(folder.glob("*.parquet"))) == LABEL_SEGMENTS_MAX
     expected = read_labels(home, "fraud").sort_by("request_id")
     latest = [max(call for call in range(LABEL_SEGMENTS_MAX) if call % 10 == n) for n in range(10)]
     assert expected["label"].to_pylist() == list(map(float, latest))
     body = {"labels": [{"request_id": "new", "label": 1}]}
-    store_labels(home, "fraud", labels_from_json(body), local_user(), None)
+    store_labels(home, store, "fraud", labels_from_json(body), local_user(), None)
     assert len(list(folder.glob("*.parquet"))) == 1
     labels = read_labels(home, "fraud").sort_by("request_id")
     assert labels.select(["request_id", "label"]).to_pylist() == [
         *[{"request_id": "new", "label": 1.0}],
         *expected.select(["request_id", "label"]).to_pylist(),
     ]
+    store.close()

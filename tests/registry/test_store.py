@@ -9,13 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import Connection, func, select
 
 from dockyard.errors import Conflict, InvalidInput, NotFound
 from dockyard.registry.records import ArtifactRef, Lineage, ModelVersion, Signature, TensorSpec
 from dockyard.registry.refs import ModelRef
 from dockyard.registry.store import RegistryStore
-from dockyard.registry.tables import versions
 
 MakeVersion = Callable[..., ModelVersion]
 THREADS = 8
@@ -52,40 +50,6 @@ def test_concurrent_registrations_get_distinct_numbers(
 
     assert sorted(numbers) == list(range(1, THREADS + 1))
     assert [v.version for v in store.list_versions("fraud")] == list(range(1, THREADS + 1))
-
-
-def test_in_transaction_runs_inside_the_registration(
-    store: RegistryStore, make_version: MakeVersion
-) -> None:
-    seen: list[tuple[int, int]] = []
-
-    def audit(connection: Connection, version: ModelVersion) -> None:
-        stored = connection.execute(select(func.count()).select_from(versions)).scalar_one()
-        seen.append((version.version, stored))
-
-    version = make_version(in_transaction=audit)
-
-    assert seen == [(1, 1)]
-    assert store.get_version("fraud", 1) == version
-
-
-def test_in_transaction_raising_stores_nothing(
-    store: RegistryStore, make_version: MakeVersion
-) -> None:
-    def fail(connection: Connection, version: ModelVersion) -> None:
-        raise RuntimeError("audit log unavailable")
-
-    with pytest.raises(RuntimeError, match="audit log unavailable"):
-        make_version("fraud", in_transaction=fail)
-    assert store.list_models() == []
-    with pytest.raises(NotFound):
-        store.get_model("fraud")
-
-    make_version("churn")
-    with pytest.raises(RuntimeError):
-        make_version("churn", in_transaction=fail)
-    assert [v.version for v in store.list_versions("churn")] == [1]
-    assert make_version("churn").version == 2
 
 
 def test_timestamps_are_utc_and_round_trip(store: RegistryStore, make_version: MakeVersion) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from dockyard.errors import InvalidInput
 from dockyard.monitoring.feedback import labels_from_json, store_labels
 from dockyard.monitoring.predlog import PredictionLog
+from dockyard.registry.audit import read_entries
 from dockyard.registry.tables import evaluations
 from dockyard.security.principals import local_user
 from dockyard.services.predict import load_model
@@ -45,7 +46,7 @@ def _traffic(workspace: Workspace, rows: int, seed: int = 1) -> tuple[np.ndarray
         log.append(loaded.version, f"r{i}", "key:svc", 0.001, inputs, loaded.predict(x[i : i + 1]))
     assert log.flush() == rows
     body = {"labels": [{"request_id": f"r{i}", "row": 0, "label": int(y[i])} for i in range(rows)]}
-    store_labels(workspace.home, "lr", labels_from_json(body), local_user(), None)
+    store_labels(workspace.home, workspace.store, "lr", labels_from_json(body), local_user(), None)
     return x, y
 
 
@@ -96,6 +97,10 @@ def test_the_challenger_is_trained_registered_and_compared(champion: Workspace) 
         ).all()
     assert (2, "accuracy", done.challenger_metrics["accuracy"]) in recorded
     assert (1, "accuracy", done.champion_metrics["accuracy"]) in recorded
+    (audited,) = read_entries(champion.store.engine, actor=local_user().actor, limit=1)
+    assert (audited.action, audited.target) == ("model.retrain", "lr:2")
+    assert audited.details["champion"] == "lr:1"
+    assert audited.details["challenger_metrics"] == done.challenger_metrics
 
 
 def test_too_few_labels_is_refused_and_registers_nothing(champion: Workspace) -> None:

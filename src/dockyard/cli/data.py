@@ -1,7 +1,54 @@
-"""PLACEHOLDER (issue 12): ``dockyard data erase``."""
+"""``dockyard data erase``: remove every logged record of one data subject from the home (the
+right to erasure), as the local user; the audit trail records it without the value. The service
+(and its wait for running servers' log writers) is imported when the command runs."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="The logged data: erase a data subject's records.")
+from dockyard.cli.options import HomeOption, open_workspace
+
+app = typer.Typer(help="The logged data: erase a data subject's records.", no_args_is_help=True)
+
+
+@app.command("erase")
+def erase(
+    subject: Annotated[
+        str,
+        typer.Option(
+            "--subject",
+            help="FEATURE=VALUE: the model input and the value that identify the person "
+            "(email=ann@example.com, customer_id=C-1042).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this model's log (default: every model's).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Erase without asking first.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Erase every logged prediction whose input FEATURE holds VALUE, the labels sent for them
+    and the value where drift reports quote it. Waits one log flush first, so the requests a
+    running server answered before now are written and erased too."""
+    from dockyard.security.principals import local_user
+    from dockyard.services.erasure import erase_subject
+
+    feature, sep, value = subject.partition("=")
+    if not sep or not feature or not value:
+        raise typer.BadParameter(
+            f"--subject {subject!r} must look like FEATURE=VALUE, such as email=ann@example.com"
+        )
+    scope = f"{model}'s log" if model else "the log of every model"
+    if not yes:
+        typer.confirm(
+            f"Erase every record of {scope} whose input {feature!r} holds this value?", abort=True
+        )
+    erasure = erase_subject(open_workspace(home), local_user(), feature, value, model)
+    for name, rows in erasure.rows.items():
+        typer.echo(f"{name}: erased {rows} logged rows and {erasure.labels[name]} labels")
+    if erasure.drift_reports:
+        typer.echo(f"removed the value from {erasure.drift_reports} drift reports")
+    typer.echo(f"recorded in the audit trail as data.erase of input.{feature} (without the value)")

@@ -10,7 +10,6 @@ import typer
 
 from dockyard.cli.options import HomeOption, open_workspace
 from dockyard.cli.remote import UrlOption, remote_client
-from dockyard.errors import InvalidInput
 
 app = typer.Typer(help="API keys, encryption and signing keys.", no_args_is_help=True)
 
@@ -156,36 +155,11 @@ def rotate_encryption_command(home: HomeOption = None) -> None:
     dropped (rerun it if it was interrupted). With DOCKYARD_ENCRYPTION_KEY: set it to
     ``NEW,OLD`` first, run this, then set it to ``NEW``.
     """
-    from dockyard.encryption import (
-        Cipher,
-        encode_key,
-        new_key,
-        open_cipher,
-        reencrypt_files,
-        write_key_file,
-    )
-    from dockyard.security.permissions import SERVICES
-    from dockyard.security.principals import local_user, require
+    from dockyard.security.principals import local_user
+    from dockyard.services.encryption_keys import rotate_encryption
 
-    workspace = open_workspace(home)
-    require(local_user(), SERVICES["rotate_encryption"])
-    secrets_dir = workspace.home.secrets
-    setting = workspace.settings.encryption_key
-    if setting:
-        cipher = open_cipher(secrets_dir, setting)
-        if len(cipher.keys) < 2:
-            raise InvalidInput(
-                "DOCKYARD_ENCRYPTION_KEY holds one key: set it to NEW,OLD (base64, new first) "
-                "to re-encrypt from OLD to NEW; a new key: " + encode_key(new_key())
-            )
-    else:
-        current = open_cipher(secrets_dir)
-        cipher = Cipher([new_key(), *current.keys])
-        write_key_file(secrets_dir, cipher.keys)
-    changed = reencrypt_files(secrets_dir, cipher)
-    if not setting:
-        write_key_file(secrets_dir, cipher.keys[:1])
-    typer.echo(f"re-encrypted {changed} item(s) under key {cipher.primary_id}")
+    rotated = rotate_encryption(open_workspace(home), local_user())
+    typer.echo(f"re-encrypted {rotated.changed} item(s) under key {rotated.key_id}")
 
 
 from dockyard.cli import signing  # noqa: E402

@@ -87,6 +87,13 @@ def register_command(
         str | None, typer.Option(help="module:function, for a Python-function folder.")
     ] = None,
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
+    card: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model card file (.toml, .json or .yaml) to set on the new version.",
+            show_default=False,
+        ),
+    ] = None,
     home: HomeOption = None,
     url: UrlOption = None,
 ) -> None:
@@ -109,6 +116,11 @@ def register_command(
                 "--entrypoint registers a Python-function folder, which cannot be uploaded: "
                 "register it on the server's machine (without --url)"
             )
+        if card is not None:
+            raise InvalidInput(
+                "--card is for a registration on the local home: with --url, register, then "
+                "PUT the card's fields to /api/models/NAME/versions/VERSION/card"
+            )
         with remote_client(url, home) as client:
             data = client.register(
                 model,
@@ -126,6 +138,9 @@ def register_command(
             )
         _show_registered(data)
         return
+    from dockyard.governance.cards import read_card_file
+    from dockyard.security.principals import local_user
+    from dockyard.services import cards
     from dockyard.services.datafiles import as_reference, read_columns
     from dockyard.services.register import Registration, register
 
@@ -147,7 +162,16 @@ def register_command(
         entrypoint=entrypoint,
         alias=alias,
     )
-    _show_registered(register(open_workspace(home), model, request).to_dict())
+    workspace = open_workspace(home)
+    # The card is read (and checked) first: a bad one stops the command before anything is
+    # registered.
+    card_fields = None if card is None else read_card_file(card)
+    registered = register(workspace, model, request)
+    if card_fields is not None:
+        registered = cards.set_card(
+            workspace, local_user(), registered.model, registered.version, card_fields
+        )
+    _show_registered(registered.to_dict())
 
 
 def _show_registered(version: dict[str, Any]) -> None:
@@ -445,6 +469,7 @@ def unarchive_command(
     typer.echo(f"unarchived {live}")
 
 
-from dockyard.cli import signing  # noqa: E402
+from dockyard.cli import model_cards, signing  # noqa: E402
 
 app.command("sign")(signing.sign_command)
+app.command("card")(model_cards.card_command)

@@ -131,7 +131,7 @@ def feedback(
         workspace = open_workspace(home)
         workspace.store.get_model(model)
         cipher = log_cipher(workspace.settings, workspace.home)
-        sent = store_labels(workspace.home, model, table, local_user(), cipher)
+        sent = store_labels(workspace.home, workspace.store, model, table, local_user(), cipher)
     typer.echo(f"stored {sent} labels for {model}")
 
 

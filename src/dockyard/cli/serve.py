@@ -158,6 +158,7 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
+    from dockyard.governance.policy import Policy
     from dockyard.monitoring.alerts import check_alerting
     from dockyard.reliability import logs
     from dockyard.reliability.supervisor import ServerOptions, bind_socket
@@ -187,6 +188,7 @@ def serve(
     _check_no_auth(settings)
     _check_auth_sources(settings)
     check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
+    Policy.of(settings)  # the [governance] table, likewise
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     sock = bind_socket(settings.host, settings.port)
     try:
@@ -202,6 +204,7 @@ def _serve_on(
     import uvicorn
     from threadpoolctl import threadpool_limits
 
+    from dockyard.governance.retention import retention_period
     from dockyard.monitoring.metrics import metrics_folder
     from dockyard.monitoring.scheduler import MonitorScheduler
     from dockyard.registry.refs import parse_ref
@@ -212,6 +215,7 @@ def _serve_on(
     from dockyard.serving.auth import authenticator_for
     from dockyard.serving.gateway import build_local_gateway, default_refs
 
+    retention = retention_period(settings)  # a mistake stops serve before any model loads
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
     gateway = build_local_gateway(workspace, refs)
@@ -245,7 +249,7 @@ def _serve_on(
         sock.close()  # it serves no request: the socket stays the workers' alone
         workspace.after_fork()
         return MonitorScheduler(
-            workspace.home, workspace.store, settings, lambda: served_versions, metrics
+            workspace.home, workspace.store, settings, lambda: served_versions, metrics, retention
         )
 
     monitoring = MonitorProcess(monitoring_jobs, settings.log_level, settings.log_format)

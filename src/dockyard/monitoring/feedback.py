@@ -46,6 +46,7 @@ from dockyard.monitoring.predlog import (
     segments,
     write_segment,
 )
+from dockyard.registry.audit import AuditEntry, append
 from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.records import ModelVersion, Signature
 from dockyard.registry.refs import check_name
@@ -188,16 +189,34 @@ def _labels_table(ids: list[str], rows: list[int], labels: list[float | str]) ->
 
 
 def store_labels(
-    home: Home, model: str, labels: pa.Table, principal: Principal, cipher: Cipher | None
+    home: Home,
+    store: RegistryStore,
+    model: str,
+    labels: pa.Table,
+    principal: Principal,
+    cipher: Cipher | None,
 ) -> int:
     """Store ``labels`` (from ``labels_from_json`` or ``labels_from_csv``) for ``model`` as
-    ``principal`` (who must be allowed to send feedback on it); how many were stored."""
+    ``principal`` (who must be allowed to send feedback on it); how many were stored.
+
+    The segment is written inside the transaction of its ``labels.upload`` audit entry in
+    ``store``'s database, and deleted again when that transaction fails."""
     require(principal, SERVICES["send_feedback"], model)
     folder = labels_folder(home, model)
-    write_segment(folder, labels, cipher, time.time())
+    count = int(labels.num_rows)
+    entry = AuditEntry(principal.actor, "labels.upload", model, model, {"labels": count})
+    written: Path | None = None
+    try:
+        with database_errors(store.engine), write_transaction(store.engine) as connection:
+            written = write_segment(folder, labels, cipher, time.time())
+            append(connection, entry)
+    except BaseException:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
     if len(segments(folder)) > LABEL_SEGMENTS_MAX:
         compact_labels(folder, cipher)
-    return int(labels.num_rows)
+    return count
 
 
 def compact_labels(folder: Path, cipher: Cipher | None) -> int:
@@ -339,11 +358,15 @@ def evaluate(
 
 
 def store_evaluations(
-    store: RegistryStore, results: Sequence[Evaluation], window: str, at: datetime
+    store: RegistryStore,
+    results: Sequence[Evaluation],
+    window: str,
+    at: datetime,
+    audit: AuditEntry | None = None,
 ) -> None:
     """Write ``results`` to the ``evaluations`` table in one transaction, under ``window`` (what
-    traffic they were measured on) and the time ``at``."""
-    if not results:
+    traffic they were measured on) and the time ``at``, with ``audit`` appended in it."""
+    if not results and audit is None:
         return
     rows = [
         {
@@ -358,7 +381,10 @@ def store_evaluations(
         for result in results
     ]
     with database_errors(store.engine), write_transaction(store.engine) as connection:
-        connection.execute(insert(evaluations), rows)
+        if rows:
+            connection.execute(insert(evaluations), rows)
+        if audit is not None:
+            append(connection, audit, at)
 
 
 def _predicted(version: ModelVersion, table: pa.Table) -> pa.Table:

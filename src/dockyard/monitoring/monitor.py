@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy import Engine
 
-    from dockyard.monitoring.predlog import PredictionLog
+    from dockyard.monitoring.predlog import PredictionLog, Protect
     from dockyard.registry.records import ModelVersion
 
 
@@ -31,18 +31,24 @@ class Monitor:
 
     @classmethod
     def for_worker(
-        cls, settings: Settings, home: Home, server: str, engine: Engine | None
+        cls,
+        settings: Settings,
+        home: Home,
+        server: str,
+        engine: Engine | None,
+        protect: Protect | None = None,
     ) -> Monitor:
         """The monitoring ``settings`` ask for (``metrics``, ``prediction_log``), in this worker
         of server ``server`` (its workers share a metrics folder named after it); ``engine``: the
-        registry's, for the gauges read from its tables. The prediction log's writer (pyarrow) is
-        imported only when the log is on."""
+        registry's, for the gauges read from its tables; ``protect``: what the log's rows pass
+        through before they are written (the personal-data rules). The prediction log's writer
+        (pyarrow) is imported only when the log is on."""
         metrics = WorkerMetrics(metrics_folder(home, server), engine) if settings.metrics else None
         log = None
         if settings.prediction_log:
             from dockyard.monitoring.predlog import PredictionLog
 
-            log = PredictionLog.for_worker(settings, home)
+            log = PredictionLog.for_worker(settings, home, protect)
         return cls(metrics, log)
 
     def observe(

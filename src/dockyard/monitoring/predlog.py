@@ -11,7 +11,9 @@ Columns: ``request_id``, ``row`` (index within the request), ``time`` (when the 
 ``principal``, ``model``, ``version``, ``latency_ms``, then ``input.<name>`` and ``output.<name>``
 per tensor of the signature. A tabular model's ``[N, F]`` tensor is split into its features; a
 tensor of one value per row is a scalar column, a wider one a list column (a classifier's
-probabilities: ``list<double>``).
+probabilities: ``list<double>``). The writer passes each segment's rows through ``protect``
+first (the personal-data rules of governance: columns dropped, masked, hashed or generalized), so
+what a request held reaches the disk only as those rules allow.
 
 Encryption: when the ``encryption_key`` setting is set, segments are sealed with it
 (``.parquet.sealed``: AES-256-GCM over the whole file, bound to its name) and readers need the same
@@ -50,6 +52,12 @@ one does it at a time. Sealed segments are read with the key and merged sealed; 
 the key leaves them as they are. External tools reading the raw folders (DuckDB on ``*.parquet``)
 may see a merged segment and its originals together for the instant between steps 1 and 2, or
 after a crash there; ``dockyard monitor log export`` never does.
+
+Retention's purge and a data subject's erasure remove rows from written segments: holding the
+model folder's ``REWRITE_LOCK`` exclusively (each compaction takes it shared, and skips the folder
+while a rewrite holds it), they replace a segment by its remaining rows (a fsynced file renamed
+over it) or delete it. Names do not change, so the rules above still hold; writers only ever
+create new files, so rows they write meanwhile are untouched.
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ import pyarrow.parquet as pq
 from dockyard.config import Settings
 from dockyard.datatypes import numpy_dtype
 from dockyard.encryption import Cipher, open_cipher
-from dockyard.errors import DockyardError, InvalidInput
+from dockyard.errors import DockyardError, InvalidInput, Unavailable
 from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home, process_is_alive
 from dockyard.registry.records import ModelVersion, TensorSpec
 from dockyard.registry.refs import check_name
@@ -142,6 +150,12 @@ STALE_TEMP_S = 3600.0
 READ_ATTEMPTS = 20
 """Listings a read tries before giving up on a folder that never stops changing."""
 LOCK_NAME = ".compact.lock"
+REWRITE_LOCK = ".rewrite.lock"
+"""Of a model's folder: taken shared by each compaction, exclusively by a purge or an erasure
+rewriting its segments, so a merge never copies rows that are being removed."""
+REWRITE_WAIT_S = 120.0
+"""How long a rewrite waits for the compactions in progress before giving up."""
+LOCK_POLL_S = 0.05
 
 VERSION_OF, TIME_OF, ROWS = itemgetter(0), itemgetter(4), itemgetter(5)
 INPUTS_OF, OUTPUTS_OF = itemgetter(6), itemgetter(7)
@@ -154,6 +168,10 @@ Entry = tuple[
     ModelVersion, str, str, float, float, int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]
 ]
 """What ``append`` queues: version, request id, principal, seconds, time, rows, inputs, outputs."""
+Protect = Callable[[ModelVersion, pa.Table], pa.Table]
+"""What the writer thread passes each segment's rows (one version's) through before writing
+them: the personal-data rules (``dockyard.governance.anonymize``). A table it cannot protect
+raises: its rows are shed, never written as they came."""
 
 
 def predictions_folder(home: Home, model: str) -> Path:
@@ -181,12 +199,14 @@ class PredictionLog:
         clock: Callable[[], float] = time.time,
         compact_every_s: float | None = COMPACT_EVERY_S,
         compact_age_s: float = COMPACT_AGE_S,
+        protect: Protect | None = None,
     ) -> None:
         """``root`` is the home's ``predictions`` folder; ``sample`` the share of requests kept,
         ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC), and
         the time compaction measures ages by; ``compact_every_s`` None: the writer thread does
-        not compact (``compact`` still does)."""
+        not compact (``compact`` still does); ``protect``: see ``Protect``."""
         self._root = root
+        self._protect = protect
         self._flush_s = flush_s
         self._limit = queue_rows
         self._sample = sample
@@ -216,9 +236,11 @@ class PredictionLog:
         """Per day folder, the newest ``seq`` this worker merged: new segments go past it."""
 
     @classmethod
-    def for_worker(cls, settings: Settings, home: Home) -> PredictionLog:
+    def for_worker(
+        cls, settings: Settings, home: Home, protect: Protect | None = None
+    ) -> PredictionLog:
         """The log ``settings`` describe, writing under ``home`` (call it in the worker process:
-        segment names carry its process id)."""
+        segment names carry its process id), its rows passed through ``protect``."""
         samples = {name: settings.model_options(name).log_sample for name in settings.models}
         return cls(
             home.root / PREDICTIONS,
@@ -227,6 +249,7 @@ class PredictionLog:
             sample=settings.log_sample,
             samples=samples,
             cipher=log_cipher(settings, home),
+            protect=protect,
         )
 
     @property
@@ -329,6 +352,8 @@ class PredictionLog:
                 rows = sum(map(ROWS, part))
                 try:
                     table = _segment_table(part)
+                    if self._protect is not None:
+                        table = self._protect(version, table)
                     folder = self._root / version.model / day
                     newest = max(map(TIME_OF, part))
                     floor = self._floors.get(folder)
@@ -571,14 +596,8 @@ def _publish(folder: Path, name: str, data: bytes, cipher: Cipher | None, *, dur
     into place; False, writing nothing, when that name exists. ``durable``: the file and the
     folder entry are on disk before this returns (a merge deletes its originals next)."""
     path = folder / name
-    temp = folder / f".{name}.{threading.get_ident()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    temp = _temp_file(path, data, cipher, durable=durable)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(cipher.encrypt(data, name.encode()) if cipher else data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
         os.link(temp, path)
     except FileExistsError:
         return False
@@ -587,6 +606,23 @@ def _publish(folder: Path, name: str, data: bytes, cipher: Cipher | None, *, dur
     if durable:
         _sync_folder(folder)
     return True
+
+
+def _temp_file(path: Path, data: bytes, cipher: Cipher | None, *, durable: bool) -> Path:
+    """``data`` (sealed to ``path``'s name with ``cipher``) in a new temporary file beside
+    ``path`` (``durable``: fsynced); its path. Nothing is left behind when writing fails."""
+    temp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cipher.encrypt(data, path.name.encode()) if cipher else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
 
 
 def _sync_folder(folder: Path) -> None:
@@ -756,11 +792,13 @@ def compact_folder(
     not alive on this host older than ``orphan_age_s``. Segments of other live pids are never
     touched: only their writer knows what it is about to write."""
     own = os.getpid() if pid is None else pid
-    found = _listing(folder)
-    pids = sorted({segment.pid for segment in found})
-    dead = [other for other in pids if other != own and not process_is_alive(other)]
     removed = newest = 0
     with contextlib.ExitStack() as stack:
+        if not stack.enter_context(compaction_lock(folder.parent, REWRITE_LOCK, shared=True)):
+            return Compacted(0, 0)  # being purged or erased: the next round compacts
+        found = _listing(folder)
+        pids = sorted({segment.pid for segment in found})
+        dead = [other for other in pids if other != own and not process_is_alive(other)]
         if dead and not stack.enter_context(compaction_lock(folder.parent)):
             dead = []  # another worker is compacting them
         owners = [(own, age_s)] if own in pids else []
@@ -831,7 +869,7 @@ def merge_segments(folder: Path, run: Sequence[Segment], cipher: Cipher | None) 
     returns; None when that name exists (nothing written). The originals are left: ``_delete``
     is step 2."""
     tables = [read_segment(segment.path, None, None, cipher) for segment in run]
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = concat(tables, BASE_SCHEMA)
     name = f"{run[0].pid}-{run[0].first}-{run[-1].last}{PARQUET}{SEALED if cipher else ''}"
     data = _parquet(table, MERGED_ROW_GROUP)
     return folder / name if _publish(folder, name, data, cipher, durable=True) else None
@@ -854,17 +892,18 @@ def _drop_covered(found: Sequence[Segment]) -> int:
 
 
 @contextlib.contextmanager
-def compaction_lock(folder: Path) -> Iterator[bool]:
-    """Yields whether this process got the exclusive compaction lock of ``folder`` (not
-    waiting for it); released on exit (and by the system when the process dies)."""
+def compaction_lock(folder: Path, name: str = LOCK_NAME, *, shared: bool = False) -> Iterator[bool]:
+    """Yields whether this process got the exclusive (``shared``: a shared) lock ``name`` of
+    ``folder`` (not waiting for it); released on exit (and by the system when the process
+    dies)."""
     try:
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, SECRET_FILE_MODE)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, SECRET_FILE_MODE)
     except OSError:
         yield False
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             yield False
             return
@@ -901,6 +940,139 @@ def _day_folders(root: Path) -> list[Path]:
     return folders
 
 
+# Rewrites: the retention's purge and the erasure of a data subject.
+
+
+class Purged(NamedTuple):
+    segments: int
+    """Segment files deleted (all their rows were older than the cutoff)."""
+    rows: int
+    """Rows removed: those of the deleted segments (where their footer could be read) and
+    those cut from segments that straddled the cutoff."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    folder: Path, name: str = REWRITE_LOCK, wait_s: float = REWRITE_WAIT_S
+) -> Iterator[None]:
+    """Hold the lock ``name`` of ``folder`` exclusively: wait (up to ``wait_s``) for the
+    compactions holding it; Unavailable past that."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with compaction_lock(folder, name) as locked:
+            if locked:
+                yield
+                return
+        if time.monotonic() >= deadline:
+            raise Unavailable(
+                f"{folder} stayed locked by a compaction for {wait_s:g} s: try again later"
+            )
+        time.sleep(LOCK_POLL_S)
+
+
+def all_segments(folder: Path) -> list[Path]:
+    """The segments of a model's folder (of its day folders, or the folder itself: labels),
+    oldest day first, for a rewrite that must leave no copy of a row behind: segments a merged
+    one covers are deleted first (their rows are in it). Hold ``exclusive_lock`` meanwhile."""
+    found: list[Path] = []
+    for day in [folder, *sorted(folder / name for name in _days(folder))]:
+        listed = _listing(day)
+        _drop_covered(listed)
+        found += [segment.path for segment in _visible(listed)]
+    return found
+
+
+def rewrite_segment(
+    path: Path, drop: Callable[[pa.Table], pa.ChunkedArray], cipher: Cipher | None
+) -> int:
+    """Remove from the segment at ``path`` the rows ``drop`` marks (a boolean per row; null
+    keeps the row); how many. The rest replace the file atomically (written beside it, fsynced,
+    renamed over it, the folder synced), or it is deleted when none is left. Hold the folder's
+    ``exclusive_lock``: a compaction must not copy the old file meanwhile."""
+    table = read_segment(path, None, None, cipher)
+    marked = pc.fill_null(drop(table), False)
+    removed = int(pc.sum(marked).as_py() or 0)
+    if not removed:
+        return 0
+    if removed == table.num_rows:
+        path.unlink()
+    else:
+        kept = _parquet(table.filter(pc.invert(marked)), MERGED_ROW_GROUP)
+        temp = _temp_file(path, kept, cipher, durable=True)
+        try:
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+    return removed
+
+
+def purge_before(
+    folder: Path, cutoff: datetime, cipher: Cipher | None, *, lock: str = REWRITE_LOCK
+) -> Purged:
+    """Remove every row older than ``cutoff`` (by its ``time``) from a model's folder: of the
+    prediction log (``predictions/<model>``: day folders) or of labels (``lock``: the lock that
+    compacting them takes). Day folders before the cutoff's day go whole; in its day, segments
+    newer than it by name are kept, older ones deleted, and those that straddle it rewritten
+    (``rewrite_segment``). Rows newer than the cutoff are never touched; sealed segments
+    straddling it are left (with a warning) without the ``cipher``."""
+    if not folder.is_dir():
+        return Purged(0, 0)
+    cut = math.floor(cutoff.timestamp() * 1000)
+    cut_day = _day_name(cut // 1000 // DAY_S)
+    stamp = pa.scalar(cutoff, TIME)
+    older = pc.field("time") < stamp
+    deleted = rows = 0
+    with exclusive_lock(folder, lock):
+        days = sorted(day for day in _days(folder) if day <= cut_day)
+        for place in [folder, *(folder / day for day in days)]:
+            listed = _listing(place)
+            _drop_covered(listed)  # their rows are in the merged segment: not counted
+            whole = place.name < cut_day and place != folder
+            for segment in _visible(listed):
+                if whole or segment.last < cut:
+                    rows += _row_count(segment.path, cipher)
+                    deleted += _delete([segment])
+                    continue
+                try:
+                    if read_segment(segment.path, ["time"], older, cipher).num_rows:
+                        rows += rewrite_segment(
+                            segment.path, lambda table: pc.less(table["time"], stamp), cipher
+                        )
+                except DockyardError as exc:
+                    logger.warning("prediction log: cannot purge %s: %s", segment.path, exc)
+            if whole:
+                _remove_day(place)
+    return Purged(deleted, rows)
+
+
+def _days(folder: Path) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if DAY_NAME.match(name)]
+    except FileNotFoundError:
+        return []
+
+
+def _row_count(path: Path, cipher: Cipher | None) -> int:
+    """A segment's rows, from its footer (0 when it is sealed and there is no ``cipher``)."""
+    try:
+        if not path.name.endswith(SEALED):
+            return int(pq.read_metadata(path).num_rows)
+        if cipher is None:
+            return 0
+        return int(pq.read_metadata(pa.BufferReader(_unseal(path, cipher))).num_rows)
+    except FileNotFoundError:
+        return 0
+
+
+def _remove_day(folder: Path) -> None:
+    """Delete a purged day folder, unless something is left in it: a writer's temporary file
+    (rows of that day, purged by a later round once written, or once stale)."""
+    _remove_stale_temps(folder)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def read_segment(
     path: Path,
     columns: Sequence[str] | None,
@@ -934,7 +1106,30 @@ def concat(tables: Sequence[pa.Table], empty: pa.Schema) -> pa.Table:
         return empty.empty_table()
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowTypeError:
+        # A column numeric in some segments and text in others (a number's pseudonym or mask,
+        # once a personal-data rule covers it): read as text in all.
+        return pa.concat_tables(_as_text(tables), promote_options="permissive")
+
+
+def _as_text(tables: Sequence[pa.Table]) -> list[pa.Table]:
+    """``tables`` with each column that is text in one and a number (or bool) in another cast
+    to text in all."""
+    kinds: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            kinds.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, types in kinds.items() if pa.string() in types and len(types) > 1}
+    result = []
+    for table in tables:
+        for index, field in enumerate(table.schema):
+            if field.name in mixed and field.type != pa.string():
+                text = pc.cast(table.column(index), pa.string())
+                table = table.set_column(index, field.name, text)
+        result.append(table)
+    return result
 
 
 # The reader.

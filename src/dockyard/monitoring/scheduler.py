@@ -1,5 +1,6 @@
 """The server's periodic monitoring jobs: drift, live evaluations, then the alert rules, every
-``drift_interval_s`` seconds, in ONE process per home.
+``drift_interval_s`` seconds, and the retention's purge (at most every ``PURGE_EVERY_S``), in ONE
+process per home.
 
 Every server on a home runs a scheduler in its monitoring process (``reliability.monitor_process``,
 never in a serving worker), but only the one holding an exclusive lock on
@@ -13,23 +14,31 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from sqlalchemy import delete
 
 from dockyard.config import Settings
 from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
 from dockyard.monitoring.alert_rules import traffic_of
 from dockyard.monitoring.alerts import AlertEngine, check_alerting
 from dockyard.monitoring.drift import run_drift_once
-from dockyard.monitoring.feedback import evaluate
+from dockyard.monitoring.feedback import evaluate, labels_folder
 from dockyard.monitoring.metrics import read_totals
-from dockyard.monitoring.predlog import log_cipher
+from dockyard.monitoring.predlog import LOCK_NAME, log_cipher, predictions_folder, purge_before
 from dockyard.monitoring.webhook import Webhook
+from dockyard.registry.audit import AuditEntry, append
+from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.records import ModelVersion
-from dockyard.registry.store import RegistryStore
+from dockyard.registry.store import RegistryStore, utc_now
+from dockyard.registry.tables import drift_reports
 
 logger = logging.getLogger("dockyard.monitoring")
 T = TypeVar("T")
@@ -38,6 +47,10 @@ RUN_FOLDER = "run"
 LOCK_FILE = "monitor.lock"
 CLOSE_WAIT_S = 10.0
 """How long closing waits for a round in progress (and queued notifications) to finish."""
+PURGE_EVERY_S = 600.0
+"""How often the retention's purge runs (the first round always does): it reads the segments
+around the cutoff, which is wasted work every minute for a period counted in days."""
+RETENTION_ACTOR = "system:retention"
 
 
 def lock_path(home: Home) -> Path:
@@ -50,7 +63,9 @@ class MonitorScheduler:
 
     ``versions`` gives the versions the server serves now (drift and evaluations are computed for
     them); ``metrics`` is the folder where the server's workers write their request counts
-    (``monitoring.metrics``), read for the error-rate and latency rules (None: metrics off).
+    (``monitoring.metrics``), read for the error-rate and latency rules (None: metrics off);
+    ``retention`` the period after which every registered model's logged predictions, labels and
+    drift reports are purged (None: kept forever; ``governance.retention``).
     """
 
     def __init__(
@@ -60,6 +75,7 @@ class MonitorScheduler:
         settings: Settings,
         versions: Callable[[], Sequence[ModelVersion]],
         metrics: Path | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self._home = home
         self._store = store
@@ -75,6 +91,8 @@ class MonitorScheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock: int | None = None
+        self._retention = retention
+        self._next_purge = -math.inf
 
     @property
     def holds_lock(self) -> bool:
@@ -112,6 +130,12 @@ class MonitorScheduler:
         for model in sorted({version.model for version in versions}):
             self._job(f"evaluate {model}", self._evaluate, model)
         self._job("evaluate the alert rules", self.alerts.run_once)
+        if self._retention is not None and time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_EVERY_S
+            cutoff = utc_now() - self._retention
+            for registered in self._job("list the models", self._store.list_models) or []:
+                name = registered.name
+                self._job(f"purge {name} past the retention", self._purge, name, cutoff)
         return True
 
     def _job(self, what: str, job: Callable[..., T], *args: object) -> T | None:
@@ -127,6 +151,33 @@ class MonitorScheduler:
     def _evaluate(self, model: str) -> None:
         cipher = log_cipher(self._settings, self._home)
         evaluate(self._home, self._store, model, self._settings.drift_window, cipher=cipher)
+
+    def _purge(self, model: str, cutoff: datetime) -> None:
+        """Remove ``model``'s logged predictions, labels and drift reports (their data-quality
+        details quote request values) older than ``cutoff``; a ``data.purge`` audit entry
+        when anything went, appended with the drift reports' deletion once the files are."""
+        cipher = log_cipher(self._settings, self._home)
+        predictions = purge_before(predictions_folder(self._home, model), cutoff, cipher)
+        labels = purge_before(labels_folder(self._home, model), cutoff, cipher, lock=LOCK_NAME)
+        engine = self._store.engine
+        with database_errors(engine), write_transaction(engine) as connection:
+            reports = connection.execute(
+                delete(drift_reports).where(
+                    drift_reports.c.model == model, drift_reports.c.computed_at < cutoff
+                )
+            ).rowcount
+            if not any((*predictions, *labels, reports)):
+                return
+            details = {
+                "cutoff": cutoff.isoformat(),
+                "segments": predictions.segments,
+                "rows": predictions.rows,
+                "labels": labels.rows,
+                "drift_reports": reports,
+            }
+            entry = AuditEntry(RETENTION_ACTOR, "data.purge", model, model, details)
+            append(connection, entry)
+        logger.info("retention: purged %s before %s: %s", model, cutoff.isoformat(), details)
 
     def _take_lock(self) -> bool:
         if self._lock is not None:

@@ -186,24 +186,7 @@ class RegistryStore:
         """Point ``alias`` at a version, moving it if it exists; an archived version is refused."""
         check_name(alias, "alias")
         with self._writing(audit) as connection:
-            model = _locked_model_row(connection, name)
-            row = _version_row(connection, model, version)
-            if row.archived:
-                raise Conflict(
-                    f"cannot point alias {alias!r} at {name}:{version}: that version is archived"
-                )
-            alias_id = connection.execute(
-                select(aliases.c.id).where(aliases.c.model_id == model.id, aliases.c.name == alias)
-            ).scalar_one_or_none()
-            if alias_id is None:
-                connection.execute(
-                    insert(aliases).values(model_id=model.id, name=alias, version_id=row.id)
-                )
-            else:
-                connection.execute(
-                    update(aliases).where(aliases.c.id == alias_id).values(version_id=row.id)
-                )
-            return _with_aliases(connection, model, row)
+            return point_alias(connection, name, alias, version)
 
     def delete_alias(self, name: str, alias: str, audit: AuditEntry | None = None) -> None:
         with self._writing(audit) as connection:
@@ -301,6 +284,22 @@ class RegistryStore:
                 )
         return version
 
+    def set_card(
+        self,
+        name: str,
+        version: int,
+        card: Mapping[str, Any] | None,
+        audit: AuditEntry | None = None,
+    ) -> ModelVersion:
+        """Replace a version's model card (None: remove it); archived versions too, since a card
+        documents a version whatever is served. ``audit`` is appended in the same transaction."""
+        stored = null() if card is None else _json_value("card", card)
+        with self._writing(audit) as connection:
+            model = _locked_model_row(connection, name)
+            row = _version_row(connection, model, version)
+            connection.execute(update(versions).where(versions.c.id == row.id).values(card=stored))
+            return _with_aliases(connection, model, _version_row(connection, model, version))
+
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         with database_errors(self._engine), self._engine.connect() as connection:
@@ -314,6 +313,36 @@ class RegistryStore:
             yield connection
             if audit is not None:
                 append(connection, audit, self._clock())
+
+
+def point_alias(connection: Connection, name: str, alias: str, version: int) -> ModelVersion:
+    """Point ``alias`` at a version in ``connection``'s write transaction (the model's row locked
+    until it ends), moving it if it exists; an archived version is refused (Conflict). The
+    version as it is now. What ``RegistryStore.set_alias`` does, for a caller whose own change
+    must commit with the move (an approved promotion)."""
+    check_name(alias, "alias")
+    model = _locked_model_row(connection, name)
+    row = _version_row(connection, model, version)
+    if row.archived:
+        raise Conflict(
+            f"cannot point alias {alias!r} at {name}:{version}: that version is archived"
+        )
+    alias_id = connection.execute(
+        select(aliases.c.id).where(aliases.c.model_id == model.id, aliases.c.name == alias)
+    ).scalar_one_or_none()
+    if alias_id is None:
+        connection.execute(insert(aliases).values(model_id=model.id, name=alias, version_id=row.id))
+    else:
+        connection.execute(
+            update(aliases).where(aliases.c.id == alias_id).values(version_id=row.id)
+        )
+    return _with_aliases(connection, model, row)
+
+
+def lock_model(connection: Connection, name: str) -> None:
+    """Lock the model's row until ``connection``'s transaction ends, as every write to the model
+    does (writers to one model take turns); NotFound for a model that is not registered."""
+    _locked_model_row(connection, name)
 
 
 def _model_row(connection: Connection, name: str) -> Row[Any]:

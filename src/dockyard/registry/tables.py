@@ -243,6 +243,7 @@ audit_log = Table(
     Column("hash", String(DIGEST_LENGTH), nullable=False),
     Index("ix_audit_log_model", "model"),
     Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_action_seq", "action", "seq"),
 )
 """The audit trail: one entry per state change, appended in the change's transaction; ``hash`` is
 the SHA-256 of the entry and ``prev_hash``, the previous entry's ``hash`` (``registry.audit``)."""

@@ -35,6 +35,7 @@ from dockyard.errors import (
     PredictionFailed,
     PredictionTimeout,
 )
+from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.runtimes.base import Runtime
 
 logger = logging.getLogger(__name__)
@@ -193,10 +194,12 @@ def _serve_predictions(runtime: Runtime, conn: Connection, parent_end: Connectio
         except InvalidInput as exc:
             reply = ("invalid", exc.message)
         except DockyardError as exc:
-            logger.error("prediction failed: %s", exc.message, exc_info=exc.__cause__)
+            logger.error(
+                "prediction failed: %s", exc.message, exc_info=exc.__cause__, extra=QUOTES_REQUEST
+            )
             reply = ("failed", exc.message)
         except Exception as exc:
-            logger.exception("prediction failed")
+            logger.exception("prediction failed", extra=QUOTES_REQUEST)
             reply = ("failed", f"{runtime.framework} model failed to predict: {type(exc).__name__}")
         try:
             conn.send(reply)

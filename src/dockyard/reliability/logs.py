@@ -5,7 +5,9 @@ and writes the records (text for a terminal or JSON lines), so the event loop on
 Records carry the request id of the request being served (``REQUEST_ID``, a context variable the
 serving layer sets once per request), stamped when the record is made. ``access`` writes one
 access record through the same queue. Call ``configure`` again in each forked worker: the
-listener thread does not survive a fork.
+listener thread does not survive a fork. The exception of a record made with
+``extra=QUOTES_REQUEST`` (a failed prediction) is written without the messages that could quote
+the request's values.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import queue
 import signal
 import sys
 import time
+import traceback
 from typing import IO, Any
 
 import orjson
+
+from dockyard.errors import DockyardError
 
 FORMATS = ("text", "json")
 REQUEST_ID: contextvars.ContextVar[str | bytes] = contextvars.ContextVar(
@@ -37,8 +42,17 @@ _STANDARD = frozenset(
         "request_id",
         "color_message",  # uvicorn's colored copy of the message
         "taskName",
+        "quotes_request",
     )
 )
+QUOTES_REQUEST = {"quotes_request": True}
+"""``extra=`` of a record whose exception may quote a request's values (a model's or a library's
+own message: "could not convert 'alice@example.com'"): its traceback is written with the message
+of every exception but Dockyard's own (which never holds one) withheld, so no input value reaches
+the log."""
+WITHHELD = "(message withheld: it may quote a request's values)"
+CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _state: dict[str, Any] = {}
 
 
@@ -65,7 +79,7 @@ class TextFormatter(logging.Formatter):
         head = f"{_time(record)} {record.levelname} {record.name} [{request_id}]"
         line = f"{head} {record.getMessage()}"
         if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+            line = f"{line}\n{_exception(self, record)}"
         if record.stack_info:
             line = f"{line}\n{self.formatStack(record.stack_info)}"
         return line
@@ -86,10 +100,45 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD:
                 data[key] = value
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = _exception(self, record)
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(data, default=str).decode()
+
+
+def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The record's exception as the log writes it: as Python prints it, or withheld."""
+    assert record.exc_info
+    error = record.exc_info[1]
+    if getattr(record, "quotes_request", False) and error is not None:
+        return withheld_traceback(error)
+    return formatter.formatException(record.exc_info)
+
+
+def withheld_traceback(error: BaseException) -> str:
+    """``error``'s traceback as Python prints it (causes and contexts first), with the message of
+    each exception that is not a ``DockyardError`` replaced by ``WITHHELD``: where it failed, and
+    of what type, never which value it failed on."""
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and not any(link is seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    parts: list[str] = []
+    ordered = chain[::-1]
+    for index, current in enumerate(ordered):
+        if index:
+            parts.append(CAUSE if current.__cause__ is ordered[index - 1] else CONTEXT)
+        if current.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts += traceback.format_tb(current.__traceback__)
+        kind = type(current)
+        name = kind.__qualname__
+        if kind.__module__ not in ("builtins", "__main__"):
+            name = f"{kind.__module__}.{name}"
+        message = str(current) if isinstance(current, DockyardError) else WITHHELD
+        parts.append(f"{name}: {message}\n")
+    return "".join(parts).rstrip("\n")
 
 
 class _Queued(logging.handlers.QueueHandler):

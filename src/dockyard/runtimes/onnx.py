@@ -131,7 +131,10 @@ class OnnxRuntime:
         try:
             return value.astype(dtype)
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"input {name!r} cannot be converted to {dtype}: {exc}") from exc
+            # The conversion's own message quotes the value: the answer names only the input.
+            raise InvalidInput(
+                f"input {name!r} holds a value that cannot be converted to {dtype}"
+            ) from exc
 
 
 def _as_array(value: Any) -> np.ndarray:

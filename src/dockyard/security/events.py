@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
 
+from dockyard.registry.audit import AuditEntry, append_many
 from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.store import utc_now
 from dockyard.registry.tables import security_events
@@ -34,6 +35,8 @@ QUEUE_LIMIT = 10_000
 RETENTION = timedelta(days=90)
 PRUNE_EVERY = timedelta(hours=1)
 DETAIL_LIMIT = 500
+ANONYMOUS = "anonymous"
+"""The actor of an event whose caller is not known (no credentials, or ones that are not valid)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class EventLog:
             with database_errors(self._engine), write_transaction(self._engine) as connection:
                 if batch:
                     connection.execute(insert(security_events), [_row(event) for event in batch])
+                    append_many(connection, [_audit_entry(event) for event in batch], now)
                 if prune:
                     connection.execute(
                         delete(security_events).where(security_events.c.at < now - RETENTION)
@@ -146,6 +150,22 @@ class EventLog:
             )
             for row in reversed(rows)
         ]
+
+
+def _audit_entry(event: SecurityEvent) -> AuditEntry:
+    """The audit entry of one stored event row: who was refused what, how often; not the client's
+    address nor the detail (kept in ``security_events``, pruned after ``RETENTION``)."""
+    return AuditEntry(
+        event.principal or ANONYMOUS,
+        "security.event",
+        f"{event.method} {event.path}",
+        details={
+            "kind": event.kind,
+            "status": event.status,
+            "count": event.count,
+            "key_id": event.key_id,
+        },
+    )
 
 
 def _row(event: SecurityEvent) -> dict[str, Any]:

@@ -5,14 +5,16 @@ Each state-changing call takes the principal acting and checks the permission ta
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from dockyard.errors import InvalidInput, NotFound
+from dockyard.registry.audit import AuditEntry, append
 from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.refs import check_name
 from dockyard.registry.store import utc_now
@@ -39,6 +41,21 @@ def parse_duration(text: str) -> timedelta:
     if seconds > MAX_DURATION_S:
         raise InvalidInput(f"duration {text!r} is longer than 100 years")
     return timedelta(seconds=seconds)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A moment given as a duration back from ``now`` (``30m``, ``1h``, ``7d``) or as an ISO 8601
+    time (``2026-12-01``, ``2026-12-01T09:30:00+01:00``; one without an offset is UTC)."""
+    if DURATION.match(text):
+        return now - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"since {text!r} must be a duration such as 1h or 7d, or an ISO time such as "
+            "2026-12-01T09:30:00"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def parse_rate(text: str) -> float:
@@ -91,6 +108,7 @@ class KeyStore:
         )
         with database_errors(self._engine), write_transaction(self._engine) as connection:
             connection.execute(insert(api_keys).values(**_row_values(record)))
+            append(connection, _entry(actor, "key.create", record), now)
         return record, key
 
     def all(self) -> list[KeyRecord]:
@@ -125,7 +143,10 @@ class KeyStore:
         require(actor, SERVICES["revoke_key"])
         record = self.find(key_id_or_name)
         if record.revoked_at is None:
-            self._set(record.key_id, revoked_at=self._clock())
+            now = self._clock()
+            with database_errors(self._engine), write_transaction(self._engine) as connection:
+                _set(connection, record.key_id, revoked_at=now)
+                append(connection, _entry(actor, "key.revoke", record), now)
         return self.find(record.key_id)
 
     def rotate(
@@ -139,16 +160,46 @@ class KeyStore:
             raise InvalidInput(
                 f"API key {old.key_id} is {old.state(self._clock())}: create a new one"
             )
+        now = self._clock()
         lifetime = old.expires_at - old.created_at if old.expires_at is not None else None
-        record, key = self.create(actor, old.name, old.role, old.models, lifetime, old.rate)
-        ends = self._clock() + grace
-        if old.expires_at is None or old.expires_at > ends:
-            self._set(old.key_id, expires_at=ends)
+        key_id, key = new_key()
+        record = dataclasses.replace(
+            old,
+            key_id=key_id,
+            hash=self._hasher.digest(key),
+            created_at=now,
+            created_by=actor.actor,
+            expires_at=now + lifetime if lifetime is not None else None,
+            revoked_at=None,
+        )
+        ends = now + grace
+        entry = _entry(
+            actor, "key.rotate", record, replaces=old.key_id, grace_s=grace.total_seconds()
+        )
+        with database_errors(self._engine), write_transaction(self._engine) as connection:
+            connection.execute(insert(api_keys).values(**_row_values(record)))
+            if old.expires_at is None or old.expires_at > ends:
+                _set(connection, old.key_id, expires_at=ends)
+            append(connection, entry, now)
         return record, key
 
-    def _set(self, key_id: str, **values: Any) -> None:
-        with database_errors(self._engine), write_transaction(self._engine) as connection:
-            connection.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(**values))
+
+def _set(connection: Connection, key_id: str, **values: Any) -> None:
+    connection.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(**values))
+
+
+def _entry(actor: Principal, action: str, record: KeyRecord, **extra: Any) -> AuditEntry:
+    """The audit entry of a change to ``record``: what the key may do, never the key or its
+    hash."""
+    details = {
+        "name": record.name,
+        "role": record.role.value,
+        "models": sorted(record.models) if record.models is not None else None,
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "rate": record.rate,
+        **extra,
+    }
+    return AuditEntry(actor.actor, action, f"key:{record.key_id}", details=details)
 
 
 def _row_values(record: KeyRecord) -> dict[str, Any]:

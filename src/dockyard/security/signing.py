@@ -47,6 +47,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from dockyard.encryption import Cipher, seal_file, unseal_file
 from dockyard.errors import DockyardError, Forbidden, InvalidInput, NotFound
 from dockyard.home import write_secret
+from dockyard.registry.audit import AuditEntry, append
 from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.store import utc_now
@@ -227,9 +228,11 @@ class SignatureStore:
             for row in rows
         ]
 
-    def put(self, version: ModelVersion, record: SignatureRecord) -> bool:
-        """Store ``record``, replacing ``version``'s signature by the same key; whether one
-        was replaced."""
+    def put(
+        self, version: ModelVersion, record: SignatureRecord, audit: AuditEntry | None = None
+    ) -> bool:
+        """Store ``record``, replacing ``version``'s signature by the same key, and append
+        ``audit`` in the same transaction; whether one was replaced."""
         with database_errors(self._engine), write_transaction(self._engine) as connection:
             version_id = _version_id(connection, version)
             replaced = connection.execute(
@@ -247,6 +250,8 @@ class SignatureStore:
                     signed_by=record.signed_by,
                 )
             )
+            if audit is not None:
+                append(connection, audit, record.signed_at)
         return bool(replaced)
 
 
@@ -268,7 +273,10 @@ def sign_version(
         signed_at=utc_now(),
         signed_by=actor.actor,
     )
-    replaced = store.put(version, record)
+    audit = AuditEntry(
+        actor.actor, "model.sign", version.ref, version.model, {"signing_key": key_id}
+    )
+    replaced = store.put(version, record, audit)
     return Signed(version, record, replaced)
 
 

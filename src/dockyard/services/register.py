@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import InvalidInput
+from dockyard.governance.privacy import screen_registration
 from dockyard.monitoring.profile import capture_profile
 from dockyard.registry.artifacts import file_sha256
+from dockyard.registry.audit import AuditEntry
 from dockyard.registry.lineage import capture_lineage
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature
 from dockyard.registry.refs import check_name
@@ -34,6 +36,7 @@ from dockyard.runtimes.base import Runtime, SavedModel, row_count
 from dockyard.runtimes.detect import detect_framework, framework_module
 from dockyard.security.permissions import SERVICES
 from dockyard.security.principals import Principal, local_user, require
+from dockyard.services import changes
 from dockyard.services.staging import claim, discard_if_unused, staging_folder
 from dockyard.services.workspace import Workspace
 
@@ -84,6 +87,7 @@ def register(
     check_name(request.name)
     if request.alias is not None:
         check_name(request.alias, "alias")
+        changes.refuse_protected(workspace, request.name, request.alias)
     if isinstance(model, str):
         model = Path(model)
     if request.reference_data is None and request.signature is None:
@@ -106,7 +110,7 @@ def register(
         existed = workspace.artifacts.exists(digest)
         try:
             version = _store_and_commit(
-                workspace, framework, saved, digest, request, tabular, actor.actor
+                workspace, framework, saved, digest, request, tabular, actor
             )
         except BaseException:
             if not existed:
@@ -114,7 +118,7 @@ def register(
             raise
     logger.info("registered %s (%s, artifact %s)", version.ref, framework, digest[:12])
     if request.alias is not None:
-        version = workspace.store.set_alias(request.name, request.alias, version.version)
+        version = changes.set_alias(workspace, actor, request.name, request.alias, version.version)
     return version
 
 
@@ -125,7 +129,7 @@ def _store_and_commit(
     digest: str,
     request: Registration,
     tabular: bool,
-    actor: str,
+    actor: Principal,
 ) -> ModelVersion:
     """Store the saved model, load it back from the store, check it and commit the version."""
     workspace.artifacts.put(saved.path, digest)
@@ -140,6 +144,10 @@ def _store_and_commit(
         profile = capture_profile(
             reference, signature, _reference_predictions(runtime, signature, reference)
         )
+    # Columns that look personal are flagged; their values stay out of the stored profile.
+    personal_data, profile = screen_registration(
+        workspace.settings, request.name, signature, profile
+    )
     return workspace.store.create_version(
         model=request.name,
         framework=framework,
@@ -157,8 +165,23 @@ def _store_and_commit(
         params=dict(request.params),
         tags=dict(request.tags),
         description=request.description,
-        created_by=actor,
+        created_by=actor.actor,
         profile=profile,
+        personal_data=personal_data,
+        audit=AuditEntry(
+            actor.actor,
+            "model.register",
+            "",
+            request.name,
+            {
+                "framework": framework,
+                "artifact": digest,
+                "format": saved.format,
+                "allow_pickle": request.allow_pickle,
+                "trusted_types": list(request.trusted_types),
+                "parent": request.parent,
+            },
+        ),
     )
 
 

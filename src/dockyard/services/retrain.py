@@ -30,6 +30,7 @@ from dockyard.monitoring.feedback import (
     version_metrics,
 )
 from dockyard.monitoring.predlog import INPUT, OUTPUT, log_cipher
+from dockyard.registry.audit import AuditEntry
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.store import utc_now
 from dockyard.security.permissions import SERVICES
@@ -129,8 +130,29 @@ def retrain(
     loaded = LoadedModel(version=challenger, runtime=load_for_serving(workspace, challenger))
     champion_metrics = version_metrics(champion, test)
     challenger_metrics = version_metrics(challenger, _with_outputs(test, loaded))
-    _record(workspace, f"retrain holdout {held}rows", held, champion, champion_metrics)
-    _record(workspace, f"retrain holdout {held}rows", held, challenger, challenger_metrics)
+    audit = AuditEntry(
+        actor.actor,
+        "model.retrain",
+        challenger.ref,
+        challenger.model,
+        {
+            "champion": champion.ref,
+            "train_rows": train.num_rows,
+            "holdout_rows": held,
+            "champion_metrics": champion_metrics,
+            "challenger_metrics": challenger_metrics,
+        },
+    )
+    store_evaluations(
+        workspace.store,
+        [
+            *_evaluations(held, champion, champion_metrics),
+            *_evaluations(held, challenger, challenger_metrics),
+        ],
+        f"retrain holdout {held}rows",
+        utc_now(),
+        audit,
+    )
     return Retrained(
         challenger, champion, train.num_rows, held, champion_metrics, challenger_metrics
     )
@@ -165,16 +187,9 @@ def _with_outputs(table: pa.Table, loaded: LoadedModel) -> pa.Table:
     return table
 
 
-def _record(
-    workspace: Workspace,
-    window: str,
-    rows: int,
-    version: ModelVersion,
-    metrics: dict[str, float],
-) -> None:
-    """Write ``version``'s holdout metrics to ``evaluations``, beside those of live traffic."""
-    results = [
+def _evaluations(rows: int, version: ModelVersion, metrics: dict[str, float]) -> list[Evaluation]:
+    """``version``'s holdout metrics as rows of ``evaluations``, beside those of live traffic."""
+    return [
         Evaluation(version.model, version.version, metric, value, rows, version.metrics.get(metric))
         for metric, value in metrics.items()
     ]
-    store_evaluations(workspace.store, results, window, utc_now())

@@ -14,6 +14,8 @@ from pathlib import Path
 from dockyard.encryption import Cipher, open_cipher
 from dockyard.errors import ArtifactCorrupt, Forbidden
 from dockyard.registry.artifacts import MISSING
+from dockyard.registry.audit import AuditEntry, append
+from dockyard.registry.db import database_errors, write_transaction
 from dockyard.registry.lineage import version_skew
 from dockyard.registry.records import ModelVersion
 from dockyard.runtimes.base import Runtime
@@ -46,9 +48,14 @@ def _cipher(workspace: Workspace) -> Cipher:
 
 
 def create_key(workspace: Workspace, actor: Principal | None = None) -> NewSigningKey:
-    """A new signing key in the workspace's home, as ``actor`` (default: the local user)."""
+    """A new signing key in the workspace's home, as ``actor`` (default: the local user); its
+    audit entry commits once the key's files are written."""
+    actor = actor or local_user()
     secrets_dir = workspace.home.secrets
-    key_id = create_signing_key(secrets_dir, _cipher(workspace), actor or local_user())
+    engine = workspace.store.engine
+    with database_errors(engine), write_transaction(engine) as connection:
+        key_id = create_signing_key(secrets_dir, _cipher(workspace), actor)
+        append(connection, AuditEntry(actor.actor, "signing_key.create", f"signing-key:{key_id}"))
     return NewSigningKey(key_id, public_key_path(secrets_dir, key_id))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dockyard.config import Settings
+from dockyard.governance.policy_changes import record_policy
 from dockyard.home import Home, process_is_alive
 from dockyard.registry.artifacts import ArtifactStore, LocalArtifactStore
 from dockyard.registry.records import ArtifactRef, ModelVersion
@@ -20,6 +21,7 @@ from dockyard.runtimes.detect import load_runtime
 from dockyard.security.apikeys import KeyHasher
 from dockyard.security.events import EventLog
 from dockyard.security.keystore import KeyStore
+from dockyard.security.principals import local_user
 from dockyard.services.staging import sweep
 
 
@@ -33,12 +35,15 @@ class Workspace:
 
     @classmethod
     def open(cls, settings: Settings) -> Workspace:
-        """Open the home, first removing what processes killed mid-registration left in it."""
+        """Open the home, first removing what processes killed mid-registration left in it, and
+        record the ``[governance]`` policy in the audit trail when it changed (as the local
+        user: whoever runs the process brings its configuration)."""
         home = Home(settings.home).ensure()
         artifacts = LocalArtifactStore(home.artifacts)
         workspace = cls(settings=settings, home=home, artifacts=artifacts)
         sweep(home.tmp, artifacts, workspace.uses_artifact)
         artifacts.remove_stale_temps(process_is_alive)
+        record_policy(workspace.store.engine, settings, local_user())
         return workspace
 
     @cached_property

@@ -117,9 +117,16 @@ def _monitor(
     settings: Settings, gateway: Gateway, auth: Authenticator, workspace: Workspace | None
 ) -> Monitor:
     """This worker's monitoring: its metrics follow every served version's batcher and the
-    security events; they read drift and evaluations from the registry when there is one."""
+    security events; they read drift and evaluations from the registry when there is one; the
+    prediction log writes requests only as the personal-data rules allow."""
     engine = workspace.store.engine if workspace is not None else None
-    monitor = Monitor.for_worker(settings, Home(settings.home), server_token(), engine)
+    home = Home(settings.home)
+    protect = None
+    if settings.prediction_log:  # the rules' module imports pyarrow, as the log does
+        from dockyard.governance.anonymize import LogProtection
+
+        protect = LogProtection(settings, home)
+    monitor = Monitor.for_worker(settings, home, server_token(), engine, protect)
     metrics = monitor.metrics
     if metrics is not None:
         for name in gateway.model_names():

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import DockyardError, PredictionFailed, PredictionTimeout
+from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.reliability.overrun import Overrun, call_with_limit, can_interrupt
 from dockyard.runtimes.base import row_count
 
@@ -428,5 +429,5 @@ def _selected(result: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[s
 
 def _model_failure(exc: Exception) -> PredictionFailed:
     """What a client sees of the model's own exception, which is logged, not sent."""
-    logger.exception("prediction failed", exc_info=exc)
+    logger.exception("prediction failed", exc_info=exc, extra=QUOTES_REQUEST)
     return PredictionFailed(f"model failed to predict: {type(exc).__name__}")

@@ -7,6 +7,7 @@ import logging
 from starlette.types import Send
 
 from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimited, Unauthenticated
+from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.serving.protocol import encode_error
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,19 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
     """Status, extra headers and ``{"error": …}`` body for any exception raised by a request.
 
     A DockyardError's message is meant for the client; anything else is logged with the request
-    id and answered with a generic 500 that names only that id.
+    id and answered with a generic 500 that names only that id. Logged tracebacks withhold the
+    messages of foreign exceptions (``QUOTES_REQUEST``): they may quote the request's values.
     """
     if not isinstance(error, DockyardError):
-        logger.error("request %s failed", request_id, exc_info=error)
+        logger.error("request %s failed", request_id, exc_info=error, extra=QUOTES_REQUEST)
         message = f"internal server error (request id {request_id}); see the server log"
         return 500, {}, encode_error(message)
     # NotReady (a model that failed to load, shed load) is the server's state, not a fault of
     # this request: logged where the state arises, not once per request.
     if error.http_status >= 500 and not isinstance(error, NotReady):
-        logger.error("request %s failed: %s", request_id, error, exc_info=error)
+        logger.error(
+            "request %s failed: %s", request_id, error, exc_info=error, extra=QUOTES_REQUEST
+        )
     headers = {}
     if isinstance(error, RateLimited | NotReady):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))

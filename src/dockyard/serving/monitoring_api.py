@@ -134,7 +134,7 @@ def build_router() -> APIRouter:
         principal: Principal = request.state.principal
         cipher = log_cipher(settings, workspace.home)
         count = await run_in_threadpool(
-            store_labels, workspace.home, name, labels, principal, cipher
+            store_labels, workspace.home, workspace.store, name, labels, principal, cipher
         )
         return JSONResponse({"model": name, "labels": count})
 

@@ -43,6 +43,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_model", "audit_log", ["model"])
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
+    op.create_index("ix_audit_log_action_seq", "audit_log", ["action", "seq"])
     head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -74,6 +75,7 @@ def downgrade() -> None:
     op.drop_index("ix_promotions_model_state", table_name="promotions")
     op.drop_table("promotions")
     op.drop_table("audit_head")
+    op.drop_index("ix_audit_log_action_seq", table_name="audit_log")
     op.drop_index("ix_audit_log_at", table_name="audit_log")
     op.drop_index("ix_audit_log_model", table_name="audit_log")
     op.drop_table("audit_log")
