@@ -11,51 +11,38 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from dockyard.config import Settings
 from dockyard.errors import InvalidInput
 from dockyard.governance.cards import CARD_FIELDS, card_document
 from dockyard.governance.rendering import REPORT_FORMATS, render_card, render_report
 from dockyard.registry.refs import ModelRef, check_name
-from dockyard.security.principals import Principal
 from dockyard.services import cards
 from dockyard.services.report import build_report
-from dockyard.services.workspace import Workspace
-from dockyard.serving.bodies import receive_body
+from dockyard.serving.api_requests import (
+    JSON_TYPE,
+    STRING,
+    json_body,
+    json_schema,
+    principal_of,
+    workspace_of,
+)
 
-JSON_TYPE = "application/json"
 MEDIA_TYPES = {
     "json": JSON_TYPE,
     "markdown": "text/markdown; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
-TEXT = {"type": "string"}
-CARD_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        **{name: TEXT for name in CARD_FIELDS},
-                        "owners": {"type": "array", "items": TEXT},
-                    },
-                },
-                "example": {
-                    "intended_use": "Score card payments for fraud review.",
-                    "limitations": "Trained on EU traffic of 2025 only.",
-                    "owners": ["risk-team@example.com"],
-                },
-            }
-        },
-    }
-}
+CARD_SCHEMA = json_schema(
+    {
+        "intended_use": "Score card payments for fraud review.",
+        "limitations": "Trained on EU traffic of 2025 only.",
+        "owners": ["risk-team@example.com"],
+    },
+    {**{name: STRING for name in CARD_FIELDS}, "owners": {"type": "array", "items": STRING}},
+)
 
 
 def build_router() -> APIRouter:
@@ -73,7 +60,7 @@ def build_router() -> APIRouter:
         HTML."""
         ref = str(ModelRef(check_name(name), version=version))
         found = await run_in_threadpool(
-            cards.read_card, _workspace(request), _principal(request), ref
+            cards.read_card, workspace_of(request), principal_of(request), ref
         )
         return _answer(render_card(card_document(found), format), format)
 
@@ -85,16 +72,9 @@ def build_router() -> APIRouter:
     async def put_card(request: Request, name: str, version: int) -> dict[str, Any]:
         """Replace the card with the body's fields (a blank one is left out); audited as
         ``card.set`` with the fields that changed."""
-        settings: Settings = request.app.state.settings
-        if _media_type(request) != JSON_TYPE:
-            raise InvalidInput(f"Content-Type must be {JSON_TYPE}, with the card's fields")
-        raw = await receive_body(request.headers, request.receive, settings.max_body_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"body is not valid JSON: {exc}") from None
+        body = await json_body(request, "of the card's fields")
         stored = await run_in_threadpool(
-            cards.set_card, _workspace(request), _principal(request), name, version, body
+            cards.set_card, workspace_of(request), principal_of(request), name, version, body
         )
         return card_document(stored)
 
@@ -118,8 +98,8 @@ def build_router() -> APIRouter:
         async with turn:
             data = await run_in_threadpool(
                 build_report,
-                _workspace(request),
-                _principal(request),
+                workspace_of(request),
+                principal_of(request),
                 name,
                 version,
                 window=window,
@@ -131,17 +111,3 @@ def build_router() -> APIRouter:
 
 def _answer(text: str, format: str) -> Response:
     return Response(text, media_type=MEDIA_TYPES[format])
-
-
-def _workspace(request: Request) -> Workspace:
-    workspace: Workspace = request.app.state.workspace
-    return workspace
-
-
-def _principal(request: Request) -> Principal:
-    principal: Principal = request.state.principal
-    return principal
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()

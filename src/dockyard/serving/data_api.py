@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from dockyard.errors import InvalidInput
 from dockyard.services.erasure import erase_subject
-from dockyard.serving.management import _json_body, _json_schema, _principal, _workspace
+from dockyard.serving.api_requests import json_body, json_schema, principal_of, workspace_of
 
 SHAPE = '{"feature": "email", "value": "ann@example.com", "model": "fraud" (optional)}'
 FIELDS = ("feature", "value", "model")
-ERASE_SCHEMA = _json_schema(
+ERASE_SCHEMA = json_schema(
     {"feature": "customer_id", "value": "C-1042", "model": "fraud"},
     {
         "feature": {"type": "string"},
@@ -38,7 +38,7 @@ def build_router() -> APIRouter:
         ``model``, or of all), the labels sent for them and the value where drift reports quote
         it; the audit trail records the feature and the counts, never the value. Answers the
         counts removed per model."""
-        body = await _json_body(request, SHAPE)
+        body = await json_body(request, SHAPE)
         unknown = [key for key in body if key not in FIELDS]
         if unknown:
             raise InvalidInput(f"unknown field {unknown[0]!r}; the body is {SHAPE}")
@@ -48,7 +48,7 @@ def build_router() -> APIRouter:
         if model is not None and not isinstance(model, str):
             raise InvalidInput(f"'model' must be a model name: {SHAPE}")
         erasure = await run_in_threadpool(
-            erase_subject, _workspace(request), _principal(request), feature, value, model
+            erase_subject, workspace_of(request), principal_of(request), feature, value, model
         )
         return erasure.to_dict()
 

@@ -29,14 +29,20 @@ from dockyard.services import changes
 from dockyard.services.datafiles import UPLOAD_SUFFIXES, as_reference, read_columns
 from dockyard.services.register import Registration, register
 from dockyard.services.staging import staging_folder
-from dockyard.services.workspace import Workspace
+from dockyard.serving.api_requests import (
+    STRING,
+    json_body,
+    json_schema,
+    media_type,
+    principal_of,
+    workspace_of,
+)
 from dockyard.serving.auth import Authenticator
-from dockyard.serving.bodies import capped, check_length, receive_body
+from dockyard.serving.bodies import capped, check_length
 
 SAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 UPLOAD_CHUNK = 1024 * 1024
 UPLOAD_SETTING = "max_upload_bytes"
-JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
 CODE_RUNNING_FIELDS = {"allow_pickle": "--allow-pickle", "trusted_types": "--trusted-type TYPE"}
 """Registration options that let the model file run code when loaded, and the CLI flag for each."""
@@ -69,64 +75,18 @@ REGISTER_SCHEMA: dict[str, Any] = {
 }
 
 
-def _workspace(request: Request) -> Workspace:
-    workspace: Workspace = request.app.state.workspace
-    return workspace
-
-
 async def _keys_changed(request: Request) -> None:
     """A key was created, revoked or rotated: this worker reloads its keys at once."""
     auth: Authenticator = request.app.state.auth
     await auth.reload_keys()
 
 
-def _principal(request: Request) -> Principal:
-    """Who the request acts as (set by ``serving.auth.AccessGuard``)."""
-    principal: Principal = request.state.principal
-    return principal
-
-
-async def _json_body(request: Request, shape: str) -> dict[str, Any]:
-    """The request's JSON object body, read with the inference body limit (``max_body_bytes``:
-    413 as soon as it is passed); ``shape`` describes it in the error."""
-    if _media_type(request) != JSON_TYPE:
-        raise InvalidInput(f"Content-Type must be {JSON_TYPE}, with a body {shape}")
-    limit = request.app.state.settings.max_body_bytes
-    raw = await receive_body(request.headers, request.receive, limit)
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidInput(f"body must be JSON: {shape}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(f"body must be a JSON object: {shape}")
-    text = json.dumps(body, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("body holds text that is not valid Unicode (a lone surrogate)") from None
-    if "\x00" in text or "\\u0000" in text:
-        raise InvalidInput("body holds a NUL character, which no stored text may contain")
-    return body
-
-
-def _json_schema(example: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` of a route that takes one JSON object (for the docs and fuzzers)."""
-    schema = {"type": "object", "properties": properties}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {JSON_TYPE: {"schema": schema, "example": example}},
-        }
-    }
-
-
-STRING = {"type": "string"}
-ALIAS_SCHEMA = _json_schema({"version": 1}, {"version": {"type": "integer", "minimum": 1}})
-UPDATE_SCHEMA = _json_schema(
+ALIAS_SCHEMA = json_schema({"version": 1}, {"version": {"type": "integer", "minimum": 1}})
+UPDATE_SCHEMA = json_schema(
     {"description": "fraud model", "tags": {"team": "risk"}},
     {"description": STRING, "tags": {"type": "object", "additionalProperties": STRING}},
 )
-KEY_SCHEMA = _json_schema(
+KEY_SCHEMA = json_schema(
     {"name": "ci-bot", "role": "predictor", "models": ["fraud"], "expires": "90d"},
     {
         "name": STRING,
@@ -136,7 +96,7 @@ KEY_SCHEMA = _json_schema(
         "rate": STRING,
     },
 )
-ROTATE_SCHEMA = _json_schema({"grace": "1h"}, {"grace": STRING})
+ROTATE_SCHEMA = json_schema({"grace": "1h"}, {"grace": STRING})
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -157,10 +117,6 @@ def _json_field(form: FormData, name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise InvalidInput(f"form field {name!r} must be a JSON {kind.__name__}")
     return value
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _is_off(field: str, value: str) -> bool:
@@ -235,13 +191,13 @@ def build_router(max_upload_bytes: int) -> APIRouter:
 
     @router.get("/models", summary="List models")
     async def list_models(request: Request) -> list[dict[str, Any]]:
-        principal = _principal(request)
-        models = await run_in_threadpool(_workspace(request).store.list_models)
+        principal = principal_of(request)
+        models = await run_in_threadpool(workspace_of(request).store.list_models)
         return [model.to_dict() for model in models if principal.sees(model.name)]
 
     @router.get("/models/{name}", summary="A model and its versions")
     async def show_model(request: Request, name: str) -> dict[str, Any]:
-        store = _workspace(request).store
+        store = workspace_of(request).store
         model = await run_in_threadpool(store.get_model, name)
         versions = await run_in_threadpool(store.list_versions, name)
         return {**model.to_dict(), "versions": [version.to_dict() for version in versions]}
@@ -253,7 +209,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
     )
     async def update_model(request: Request, name: str) -> dict[str, Any]:
         shape = '{"description": "...", "tags": {"key": "value"}}'
-        body = await _json_body(request, shape)
+        body = await json_body(request, shape)
         description, tags = body.get("description"), body.get("tags")
         if description is None and tags is None:
             raise InvalidInput(f"give a description and/or tags: {shape}")
@@ -265,8 +221,8 @@ def build_router(max_upload_bytes: int) -> APIRouter:
             raise InvalidInput("tags must be an object of strings")
         model = await run_in_threadpool(
             changes.update_model,
-            _workspace(request),
-            _principal(request),
+            workspace_of(request),
+            principal_of(request),
             name,
             description,
             tags,
@@ -275,20 +231,20 @@ def build_router(max_upload_bytes: int) -> APIRouter:
 
     @router.get("/models/{name}/versions/{version}", summary="One version")
     async def show_version(request: Request, name: str, version: int) -> dict[str, Any]:
-        found = await run_in_threadpool(_workspace(request).store.get_version, name, version)
+        found = await run_in_threadpool(workspace_of(request).store.get_version, name, version)
         return found.to_dict()
 
     @router.post("/models/{name}/versions/{version}/archive", summary="Archive a version")
     async def archive_version(request: Request, name: str, version: int) -> dict[str, Any]:
         archived = await run_in_threadpool(
-            changes.archive, _workspace(request), _principal(request), name, version
+            changes.archive, workspace_of(request), principal_of(request), name, version
         )
         return archived.to_dict()
 
     @router.post("/models/{name}/versions/{version}/unarchive", summary="Unarchive a version")
     async def unarchive_version(request: Request, name: str, version: int) -> dict[str, Any]:
         live = await run_in_threadpool(
-            changes.unarchive, _workspace(request), _principal(request), name, version
+            changes.unarchive, workspace_of(request), principal_of(request), name, version
         )
         return live.to_dict()
 
@@ -298,26 +254,26 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         openapi_extra=ALIAS_SCHEMA,
     )
     async def set_alias(request: Request, name: str, alias: str) -> dict[str, Any]:
-        version = (await _json_body(request, '{"version": n}')).get("version")
+        version = (await json_body(request, '{"version": n}')).get("version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidInput('body must be {"version": <whole number>}')
         moved = await run_in_threadpool(
-            changes.set_alias, _workspace(request), _principal(request), name, alias, version
+            changes.set_alias, workspace_of(request), principal_of(request), name, alias, version
         )
         return moved.to_dict()
 
     @router.delete("/models/{name}/aliases/{alias}", summary="Remove an alias")
     async def delete_alias(request: Request, name: str, alias: str) -> dict[str, str]:
         await run_in_threadpool(
-            changes.delete_alias, _workspace(request), _principal(request), name, alias
+            changes.delete_alias, workspace_of(request), principal_of(request), name, alias
         )
         return {"deleted": f"{name}@{alias}"}
 
     @router.post("/models", summary="Register a model version", openapi_extra=REGISTER_SCHEMA)
     async def register_version(request: Request) -> JSONResponse:
-        workspace = _workspace(request)
-        principal = _principal(request)
-        if _media_type(request) != FORM_TYPE:
+        workspace = workspace_of(request)
+        principal = principal_of(request)
+        if media_type(request) != FORM_TYPE:
             raise InvalidInput(f"POST /api/models takes {FORM_TYPE}: the model file and fields")
         check_length(request.headers.get("content-length"), max_upload_bytes, UPLOAD_SETTING)
         # The multipart parser spools the whole body before the route sees a field: count it
@@ -367,7 +323,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
 
     @router.get("/keys", summary="List API keys (never the keys themselves)")
     async def list_keys(request: Request) -> list[dict[str, Any]]:
-        keys = _workspace(request).keys
+        keys = workspace_of(request).keys
         records = await run_in_threadpool(keys.all)
         now = utc_now()
         return [record.to_dict(now) for record in records]
@@ -375,7 +331,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
     @router.post("/keys", summary="Create an API key (shown once)", openapi_extra=KEY_SCHEMA)
     async def create_key(request: Request) -> JSONResponse:
         shape = '{"name": "ci-bot", "role": "predictor", "models": ["fraud"], "expires": "90d"}'
-        body = await _json_body(request, shape)
+        body = await json_body(request, shape)
         name, role = body.get("name"), body.get("role")
         models, expires, rate = body.get("models"), body.get("expires"), body.get("rate")
         if not isinstance(name, str) or not isinstance(role, str):
@@ -389,8 +345,8 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         if rate is not None and not isinstance(rate, str):
             raise InvalidInput("rate must be a rate such as 100/s")
         record, key = await run_in_threadpool(
-            _workspace(request).keys.create,
-            _principal(request),
+            workspace_of(request).keys.create,
+            principal_of(request),
             name,
             parse_role(role),
             models,
@@ -403,7 +359,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
     @router.delete("/keys/{key_id}", summary="Revoke an API key")
     async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
         record = await run_in_threadpool(
-            _workspace(request).keys.revoke, _principal(request), key_id
+            workspace_of(request).keys.revoke, principal_of(request), key_id
         )
         await _keys_changed(request)
         return record.to_dict(utc_now())
@@ -416,11 +372,11 @@ def build_router(max_upload_bytes: int) -> APIRouter:
     async def rotate_key(request: Request, key_id: str) -> JSONResponse:
         grace = "0s"
         if request.headers.get("content-length", "0") != "0":
-            grace = (await _json_body(request, '{"grace": "1h"}')).get("grace", grace)
+            grace = (await json_body(request, '{"grace": "1h"}')).get("grace", grace)
         if not isinstance(grace, str):
             raise InvalidInput("grace must be a duration such as 1h")
         record, key = await run_in_threadpool(
-            _workspace(request).keys.rotate, _principal(request), key_id, parse_duration(grace)
+            workspace_of(request).keys.rotate, principal_of(request), key_id, parse_duration(grace)
         )
         await _keys_changed(request)
         return JSONResponse({**record.to_dict(utc_now()), "key": key}, status_code=201)
@@ -432,7 +388,7 @@ def build_router(max_upload_bytes: int) -> APIRouter:
         if not 1 <= limit <= EVENTS_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {EVENTS_LIMIT}")
         window = parse_duration(since) if since else None
-        events = await run_in_threadpool(_workspace(request).events.query, window, limit)
+        events = await run_in_threadpool(workspace_of(request).events.query, window, limit)
         return [event.to_dict() for event in events]
 
     return router

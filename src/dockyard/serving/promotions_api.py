@@ -15,16 +15,15 @@ from dockyard.registry.refs import check_name
 from dockyard.security.principals import Principal
 from dockyard.services import promotions
 from dockyard.services.workspace import Workspace
-from dockyard.serving.management import _json_body, _json_schema
+from dockyard.serving.api_requests import STRING, json_body, json_schema
 
-STRING = {"type": "string"}
 REQUEST_SHAPE = '{"version": 4, "alias": "production", "comment": "..."}'
 DECISION_SHAPE = '{"comment": "..."}'
-REQUEST_SCHEMA = _json_schema(
+REQUEST_SCHEMA = json_schema(
     {"version": 4, "alias": "production", "comment": "beats v3 on last week's labels"},
     {"version": {"type": "integer", "minimum": 1}, "alias": STRING, "comment": STRING},
 )
-DECISION_SCHEMA = _json_schema({"comment": "reviewed the card and the gates"}, {"comment": STRING})
+DECISION_SCHEMA = json_schema({"comment": "reviewed the card and the gates"}, {"comment": STRING})
 
 
 def build_router() -> APIRouter:
@@ -39,7 +38,7 @@ def build_router() -> APIRouter:
     ) -> dict[str, Any]:
         """``alias``: default the first protected alias (``production``)."""
         ref = f"{check_name(name)}:{version}"
-        checked = await run_in_threadpool(promotions.check, _workspace(request), ref, alias)
+        checked = await run_in_threadpool(promotions.check, workspace_of(request), ref, alias)
         return checked.to_dict()
 
     @router.post(
@@ -48,7 +47,7 @@ def build_router() -> APIRouter:
         openapi_extra=REQUEST_SCHEMA,
     )
     async def request_promotion(request: Request, name: str) -> JSONResponse:
-        body = await _json_body(request, REQUEST_SHAPE)
+        body = await json_body(request, REQUEST_SHAPE)
         version, alias = body.get("version"), body.get("alias")
         if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidInput(f"'version' must be a whole number: {REQUEST_SHAPE}")
@@ -56,8 +55,8 @@ def build_router() -> APIRouter:
             raise InvalidInput(f"'alias' must be a string: {REQUEST_SHAPE}")
         created = await run_in_threadpool(
             promotions.request_promotion,
-            _workspace(request),
-            _principal(request),
+            workspace_of(request),
+            principal_of(request),
             name,
             version,
             alias,
@@ -71,8 +70,8 @@ def build_router() -> APIRouter:
     ) -> list[dict[str, Any]]:
         found = await run_in_threadpool(
             promotions.list_promotions,
-            _workspace(request),
-            _principal(request),
+            workspace_of(request),
+            principal_of(request),
             model or None,
             state or None,
         )
@@ -86,7 +85,7 @@ def build_router() -> APIRouter:
     async def approve(request: Request, promotion_id: int) -> dict[str, Any]:
         comment = await _decision_comment(request)
         decided = await run_in_threadpool(
-            promotions.approve, _workspace(request), _principal(request), promotion_id, comment
+            promotions.approve, workspace_of(request), principal_of(request), promotion_id, comment
         )
         return decided.to_dict()
 
@@ -98,7 +97,7 @@ def build_router() -> APIRouter:
     async def reject(request: Request, promotion_id: int) -> dict[str, Any]:
         comment = await _decision_comment(request)
         decided = await run_in_threadpool(
-            promotions.reject, _workspace(request), _principal(request), promotion_id, comment
+            promotions.reject, workspace_of(request), principal_of(request), promotion_id, comment
         )
         return decided.to_dict()
 
@@ -109,7 +108,7 @@ async def _decision_comment(request: Request) -> str:
     """The ``comment`` of a decision's body; an approval may come without a body."""
     if request.headers.get("content-length", "0") == "0":
         return ""
-    return _comment(await _json_body(request, DECISION_SHAPE), DECISION_SHAPE)
+    return _comment(await json_body(request, DECISION_SHAPE), DECISION_SHAPE)
 
 
 def _comment(body: dict[str, Any], shape: str) -> str:
@@ -119,11 +118,11 @@ def _comment(body: dict[str, Any], shape: str) -> str:
     return comment
 
 
-def _workspace(request: Request) -> Workspace:
+def workspace_of(request: Request) -> Workspace:
     workspace: Workspace = request.app.state.workspace
     return workspace
 
 
-def _principal(request: Request) -> Principal:
+def principal_of(request: Request) -> Principal:
     principal: Principal = request.state.principal
     return principal
