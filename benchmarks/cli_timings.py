@@ -67,9 +67,7 @@ def build_home(folder: Path) -> tuple[Path, Path]:
     }
     for name, estimator in estimators.items():
         estimator.fit(x, y)
-        dockyard.register_model(
-            estimator, name, reference_data=x[:100], alias="staging", home=home
-        )
+        dockyard.register_model(estimator, name, reference_data=x[:100], alias="staging", home=home)
     rows = folder / "rows.csv"
     with rows.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -386,6 +386,27 @@ class Client:
 
     # Governance: the policy's gates and four-eyes promotion of a protected alias.
 
+    def report(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        format: str = "html",
+        window: str | None = None,
+    ) -> str:
+        """``model``'s compliance report (of ``version``, default: the production alias's, else
+        the latest) as the server renders it: one offline HTML page or JSON text. Needs a key
+        that may read the audit trail (auditor, approver, admin)."""
+        params: dict[str, str | int] = {"format": format}
+        if version is not None:
+            params["version"] = int(version)
+        if window is not None:
+            params["window"] = window
+        response = self._send("GET", f"{_api_model(model)}/report", params=params)
+        if response.status_code != 200:
+            raise _error_for(response)
+        return response.text
+
     def check_policy(self, model: str, version: int, alias: str | None = None) -> dict[str, Any]:
         """Every gate of the server's policy for pointing ``alias`` (default: its first protected
         alias) at ``model:version``: ``passed``, and ``gates`` (``name``, ``passed``,

@@ -318,6 +318,28 @@ def test_the_http_report_answers_an_auditor_and_refuses_a_predictor(governed: Go
     assert httpx.get(url, timeout=30).status_code == 401
 
 
+def test_the_cli_writes_the_servers_report_with_a_key(
+    governed: Governed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "remote.json"
+    url = ("--url", governed.server.url)
+    monkeypatch.setenv("DOCKYARD_API_KEY", governed.keys["auditor"])
+
+    code, _, err = run_cli(capsys, "report", "lr", "--version", "1", "--out", str(out), *url)
+
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["card"]["card"] == CARD
+    assert data["monitoring"]["traffic"]["requests"] == REQUESTS
+    monkeypatch.setenv("DOCKYARD_API_KEY", governed.keys["predictor"])
+    code, out_text, err = run_cli(capsys, "report", "lr", *url)
+    assert (code, out_text) == (3, "")
+    assert "read audit" in err
+
+
 def test_the_card_routes_read_and_set_cards_by_role(governed: Governed) -> None:
     url = f"{governed.server.url}/api/models/lr/versions/1/card"
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.remote import UrlOption, remote_client
 from dockyard.errors import InvalidInput
 
 
@@ -51,6 +52,7 @@ def report(
             show_default=False,
         ),
     ] = None,
+    url: UrlOption = None,
     home: HomeOption = None,
 ) -> None:
     """Write a model's compliance report: its card and lineage, approvals, the policy's gates
@@ -62,5 +64,10 @@ def report(
     chosen = output_format or ("json" if out and out.suffix.lower() == ".json" else "html")
     if chosen not in REPORT_FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(REPORT_FORMATS)}")
+    if url is not None:
+        with remote_client(url, home) as client:
+            text = client.report(model, version=version, format=chosen, window=window)
+        write_document(text, out)
+        return
     data = build_report(open_workspace(home), local_user(), model, version, window=window)
     write_document(render_report(data, chosen), out)

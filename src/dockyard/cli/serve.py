@@ -159,6 +159,7 @@ def serve(
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
     from dockyard.governance.policy import Policy
+    from dockyard.governance.privacy import personal_data_rules
     from dockyard.monitoring.alerts import check_alerting
     from dockyard.reliability import logs
     from dockyard.reliability.supervisor import ServerOptions, bind_socket
@@ -189,6 +190,7 @@ def serve(
     _check_auth_sources(settings)
     check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
     Policy.of(settings)  # the [governance] table, likewise
+    personal_data_rules(settings)
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     sock = bind_socket(settings.host, settings.port)
     try:

@@ -65,17 +65,6 @@ class Anonymizer:
                 table = table.set_column(index, name, self._protected(name, rule, column))
         return table
 
-    def value(self, column: str, text: str) -> str | None:
-        """``text`` as it is stored in log column ``column``: its pseudonym, its masked or
-        generalized form, itself when the column is kept; None when the column is dropped."""
-        rule = self._rules.get(column)
-        if rule is None:
-            return text
-        if rule.action == "drop":
-            return None
-        stored: str | None = self._protected(column, rule, pa.array([text], pa.string()))[0].as_py()
-        return stored
-
     def _protected(self, column: str, rule: Rule, values: pa.Array) -> pa.Array:
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
             inner = self._protected(column, rule, values.values)
@@ -169,23 +158,14 @@ class LogProtection:
 
     def __call__(self, version: ModelVersion, table: pa.Table) -> pa.Table:
         """``table``, rows ``version`` answered, as the log may store them."""
-        anonymizer = self.anonymizer(version)
-        return table if anonymizer is None else anonymizer(table)
-
-    def anonymizer(self, version: ModelVersion) -> Anonymizer | None:
-        """``version``'s compiled rules; None when it has none but ``keep``."""
         key = (version.model, version.version)
         if key not in self._compiled:
             self._compiled[key] = self._compile(version)
-        return self._compiled[key]
-
-    def stored_value(self, version: ModelVersion, feature: str, text: str) -> str | None:
-        """``text``, a value of ``feature``, as ``version``'s log rows hold it (None: the column is
-        dropped): what to look for to find one data subject's rows."""
-        anonymizer = self.anonymizer(version)
-        return text if anonymizer is None else anonymizer.value(INPUT_PREFIX + feature, text)
+        anonymizer = self._compiled[key]
+        return table if anonymizer is None else anonymizer(table)
 
     def _compile(self, version: ModelVersion) -> Anonymizer | None:
+        """``version``'s rules for its log columns; None when all are ``keep``."""
         rules: dict[str, Rule] = dict(self._rules.get(version.model, {}))
         for feature in version.personal_data or {}:
             rules.setdefault(feature, Rule(UNRULED))
