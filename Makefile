@@ -27,7 +27,7 @@ install-dev: $(VENV)/.dev
 
 demo: install
 	DOCKYARD_HOME=$(DEMO_HOME) $(PY) examples/demo.py --host $(HOST) --port $(PORT)
-	DOCKYARD_HOME=$(DEMO_HOME) $(VENV)/bin/dockyard serve --host $(HOST) --port $(PORT)
+	DOCKYARD_HOME=$(DEMO_HOME) $(VENV)/bin/dockyard serve diagnosis@staging --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
