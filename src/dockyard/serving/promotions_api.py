@@ -12,10 +12,14 @@ from starlette.responses import JSONResponse
 
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import check_name
-from dockyard.security.principals import Principal
 from dockyard.services import promotions
-from dockyard.services.workspace import Workspace
-from dockyard.serving.api_requests import STRING, json_body, json_schema
+from dockyard.serving.api_requests import (
+    STRING,
+    json_body,
+    json_schema,
+    principal_of,
+    workspace_of,
+)
 
 REQUEST_SHAPE = '{"version": 4, "alias": "production", "comment": "..."}'
 DECISION_SHAPE = '{"comment": "..."}'
@@ -116,13 +120,3 @@ def _comment(body: dict[str, Any], shape: str) -> str:
     if not isinstance(comment, str):
         raise InvalidInput(f"'comment' must be a string: {shape}")
     return comment
-
-
-def workspace_of(request: Request) -> Workspace:
-    workspace: Workspace = request.app.state.workspace
-    return workspace
-
-
-def principal_of(request: Request) -> Principal:
-    principal: Principal = request.state.principal
-    return principal
