@@ -24,7 +24,6 @@ from clocks import Clock
 from dockyard.config import Settings
 from dockyard.encryption import Cipher
 from dockyard.home import Home
-from dockyard.monitoring import predlog
 from dockyard.monitoring.feedback import (
     LABEL_SEGMENTS_MAX,
     labels_from_json,
@@ -39,6 +38,7 @@ from dockyard.monitoring.predlog import (
     log_cipher,
     merge_segments,
     read_predictions,
+    storage,
 )
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from dockyard.registry.store import RegistryStore
@@ -198,16 +198,16 @@ def test_a_listing_that_misses_both_the_merged_file_and_its_originals_is_read_ag
     expected = rows(home)
     clock.at(HOUR + timedelta(hours=2, minutes=10))
     log.compact(sweep=False)
-    real_listing = predlog._listing
+    real_listing = storage.listing
     calls = 0
 
-    def torn(folder: Path) -> list[predlog.Segment]:
+    def torn(folder: Path) -> list[storage.Segment]:
         nonlocal calls
         calls += 1
         found = real_listing(folder)
         return found if calls > 1 else [segment for segment in found if not segment.merged]
 
-    monkeypatch.setattr(predlog, "_listing", torn)
+    monkeypatch.setattr(storage, "listing", torn)
     assert rows(home).equals(expected)
     assert calls >= 3
 
@@ -218,7 +218,7 @@ def test_a_compaction_killed_between_link_and_delete_loses_and_doubles_nothing(
     log = make_log(home, clock)
     log_seconds(log, clock, HOUR, 50)
     expected = rows(home)
-    originals = predlog._listing(day_folder(home))
+    originals = storage.listing(day_folder(home))
     merged = merge_segments(day_folder(home), originals, None)  # step 1 only, then "killed"
     assert merged is not None
     assert len(files(home)) == 51

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from dockyard.home import Home
-from dockyard.monitoring import predlog
-from dockyard.monitoring.predlog import PredictionLog, read_predictions
+from dockyard.monitoring.predlog import PredictionLog, read_predictions, writer
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from registry.conftest import DIGEST, LINEAGE
 
@@ -53,13 +52,13 @@ def test_a_stalled_writer_sheds_and_counts_instead_of_growing(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = threading.Event()
-    real_write = predlog.write_segment
+    real_write = writer.write_segment
 
     def stalled_write(*args: Any) -> Path:
         disk.wait(60)  # the disk answers once the test lets it
         return real_write(*args)
 
-    monkeypatch.setattr(predlog, "write_segment", stalled_write)
+    monkeypatch.setattr(writer, "write_segment", stalled_write)
     limit = 2_000
     log = PredictionLog(home.root / "predictions", flush_s=0.01, queue_rows=limit)
     rng = np.random.default_rng(0)
@@ -101,13 +100,13 @@ def test_a_writer_that_keeps_up_again_writes_the_rest(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow disk (each segment takes 50 ms): the log sheds at the peak, then catches up."""
-    real_write = predlog.write_segment
+    real_write = writer.write_segment
 
     def slow_write(*args: Any) -> Path:
         threading.Event().wait(0.05)
         return real_write(*args)
 
-    monkeypatch.setattr(predlog, "write_segment", slow_write)
+    monkeypatch.setattr(writer, "write_segment", slow_write)
     log = PredictionLog(home.root / "predictions", flush_s=0.01, queue_rows=1_000)
     rng = np.random.default_rng(1)
 

@@ -28,7 +28,6 @@ from dockyard.encryption import Cipher
 from dockyard.errors import InvalidInput, Unavailable
 from dockyard.governance.retention import retention_period
 from dockyard.home import Home
-from dockyard.monitoring import predlog
 from dockyard.monitoring.feedback import LABEL_SCHEMA, labels_folder, read_labels
 from dockyard.monitoring.predlog import (
     LOCK_NAME,
@@ -46,6 +45,7 @@ from dockyard.monitoring.predlog import (
     read_segment,
     write_segment,
 )
+from dockyard.monitoring.predlog.storage import listing
 from dockyard.monitoring.scheduler import MonitorScheduler
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from dockyard.registry.store import RegistryStore
@@ -170,7 +170,7 @@ def test_no_copy_is_left_in_segments_a_merged_one_covers(home: Home, clock: Cloc
     for hours in (11, 11.5, 12.5):
         log_at(log, clock, DAY + timedelta(hours=hours))
     day = folder(home) / "2025-03-10"
-    merge_segments(day, predlog._listing(day), None)  # a compaction killed before deleting
+    merge_segments(day, listing(day), None)  # a compaction killed before deleting
     assert len(files(home)) == 4
 
     assert purge_before(folder(home), CUTOFF, None).rows == 2

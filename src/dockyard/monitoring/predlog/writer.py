@@ -1,0 +1,290 @@
+"""One worker's prediction log (``PredictionLog``): a queue on the hot path, and off it a thread
+that writes the queued rows as segments, sheds what does not fit, and compacts what it wrote.
+
+The hot path only appends a reference to the request's arrays to a queue (``append``); a thread
+builds and writes the segments every ``log_flush_s``. Past ``log_queue_rows`` rows waiting (queued
+or being written), new rows are shed and counted (``shed_rows``) rather than held. The writer
+passes each segment's rows through ``protect`` first (the personal-data rules of governance:
+columns dropped, masked, hashed or generalized), so what a request held reaches the disk only as
+those rules allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dockyard.config import Settings
+from dockyard.encryption import Cipher
+from dockyard.home import Home
+from dockyard.monitoring.predlog.compaction import COMPACT_AGE_S, compact_folder
+from dockyard.monitoring.predlog.layout import DAY_NAME, DAY_S, PREDICTIONS, day_name, log_cipher
+from dockyard.monitoring.predlog.storage import write_segment
+from dockyard.monitoring.predlog.tables import Entry, segment_table
+from dockyard.registry.records import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+ERROR_LOG_EVERY_S = 60.0
+"""A writer that keeps failing (a full disk) logs the failure at most this often."""
+COMPACT_EVERY_S = 60.0
+"""How often a worker's writer thread compacts (after a flush)."""
+ORPHAN_SWEEP_S = 3600.0
+"""How often a worker looks through every day folder for segments of pids not alive on this host
+(merged once ``ORPHAN_AGE_S`` old)."""
+
+VERSION_OF, TIME_OF, ROWS = itemgetter(0), itemgetter(4), itemgetter(5)
+
+Protect = Callable[[ModelVersion, pa.Table], pa.Table]
+"""What the writer thread passes each segment's rows (one version's) through before writing
+them: the personal-data rules (``dockyard.governance.anonymize``). A table it cannot protect
+raises: its rows are shed, never written as they came."""
+
+
+class PredictionLog:
+    """One worker's prediction log: ``append`` on the hot path, a writer thread off it."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        flush_s: float = 1.0,
+        queue_rows: int = 100_000,
+        sample: float = 1.0,
+        samples: Mapping[str, float] | None = None,
+        cipher: Cipher | None = None,
+        clock: Callable[[], float] = time.time,
+        compact_every_s: float | None = COMPACT_EVERY_S,
+        compact_age_s: float = COMPACT_AGE_S,
+        protect: Protect | None = None,
+    ) -> None:
+        """``root`` is the home's ``predictions`` folder; ``sample`` the share of requests kept,
+        ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC), and
+        the time compaction measures ages by; ``compact_every_s`` None: the writer thread does
+        not compact (``compact`` still does); ``protect``: see ``Protect``."""
+        self._root = root
+        self._protect = protect
+        self._flush_s = flush_s
+        self._limit = queue_rows
+        self._sample = sample
+        self._samples = dict(samples or {})
+        self._cipher = cipher
+        self._clock = clock
+        self._random = random.random
+        self._queue: deque[Entry] = deque()
+        # Each counter has one writer thread, so none needs a lock: rows queued and shed by the
+        # hot path; rows written (or failed) by the writer.
+        self._queued = 0
+        self._shed_full = 0
+        self._done = 0
+        self._shed_failed = 0
+        self.written_rows = 0
+        """Rows written to segments so far."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error_log = -math.inf
+        self._compact_every_s = compact_every_s
+        self._compact_age_s = compact_age_s
+        self._next_compact = time.monotonic() + (compact_every_s or 0.0)
+        self._next_sweep = -math.inf
+        self._folders: set[Path] = set()
+        """Day folders this worker wrote to, compacted until their day is over."""
+        self._floors: dict[Path, int] = {}
+        """Per day folder, the newest ``seq`` this worker merged: new segments go past it."""
+
+    @classmethod
+    def for_worker(
+        cls, settings: Settings, home: Home, protect: Protect | None = None
+    ) -> PredictionLog:
+        """The log ``settings`` describe, writing under ``home`` (call it in the worker process:
+        segment names carry its process id), its rows passed through ``protect``."""
+        samples = {name: settings.model_options(name).log_sample for name in settings.models}
+        return cls(
+            home.root / PREDICTIONS,
+            flush_s=settings.log_flush_s,
+            queue_rows=settings.log_queue_rows,
+            sample=settings.log_sample,
+            samples=samples,
+            cipher=log_cipher(settings, home),
+            protect=protect,
+        )
+
+    @property
+    def shed_rows(self) -> int:
+        """Rows not logged: the queue was full, or writing them failed (logged as a warning)."""
+        return self._shed_full + self._shed_failed
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows appended and not yet written (queued or being written)."""
+        return self._queued - self._done
+
+    def append(
+        self,
+        version: ModelVersion,
+        request_id: str,
+        principal: str,
+        seconds: float,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Queue one answered request (a reference to its arrays, nothing copied), unless the
+        sample leaves it out or the queue is full (then its rows are counted as shed)."""
+        rate = self._samples.get(version.model, self._sample) if self._samples else self._sample
+        if rate < 1.0 and self._random() >= rate:
+            return
+        first = next(iter(outputs.values()))
+        rows: int = first.shape[0] if first.ndim else 1
+        if not rows:
+            return
+        if self._queued - self._done + rows > self._limit:
+            self._shed_full += rows
+            return
+        self._queued += rows
+        self._queue.append(
+            (version, request_id, principal, seconds, self._clock(), rows, inputs, outputs)
+        )
+
+    async def start(self) -> None:
+        """Start the writer thread (in the worker, after any fork)."""
+        self._thread = threading.Thread(
+            target=self._run, name="dockyard-prediction-log", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Stop the writer and write everything still queued: a graceful stop loses nothing."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.to_thread(self.flush)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_s):
+            self.flush()
+            if self._compact_every_s and time.monotonic() >= self._next_compact:
+                self._next_compact = time.monotonic() + self._compact_every_s
+                self.compact()
+
+    def compact(self, *, sweep: bool | None = None) -> int:
+        """Merge this worker's old segments in the folders it wrote to and, on a ``sweep``
+        (None: when ``ORPHAN_SWEEP_S`` has passed), those of dead pids in every day folder; the
+        segments removed. Called by the writer thread (never during a flush); failures are
+        logged, never raised: compaction is an optimisation."""
+        if sweep is None:
+            sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + ORPHAN_SWEEP_S
+        now = self._clock()
+        folders = set(self._folders)
+        if sweep:
+            folders.update(_day_folders(self._root))
+        removed = 0
+        for folder in sorted(folders):
+            try:
+                result = compact_folder(folder, self._cipher, now=now, age_s=self._compact_age_s)
+            except Exception:
+                logger.exception("prediction log: compacting %s failed", folder)
+                continue
+            removed += result.removed
+            if result.newest:
+                self._floors[folder] = max(self._floors.get(folder, 0), result.newest)
+            if folder.name < day_name(int(now // DAY_S) - 1):
+                self._folders.discard(folder)  # over for two days: nothing of ours is left
+                self._floors.pop(folder, None)
+        return removed
+
+    def flush(self) -> int:
+        """Write what is queued now, one segment per model version and day; the rows written.
+        Called by the writer thread (and by ``close`` once it has stopped), never concurrently."""
+        count = len(self._queue)
+        if not count:
+            return 0
+        entries = [self._queue.popleft() for _ in range(count)]
+        written = 0
+        for group in _by_version(entries):
+            version = group[0][0]
+            for day, part in _by_day(group):
+                rows = sum(map(ROWS, part))
+                try:
+                    table = segment_table(part)
+                    if self._protect is not None:
+                        table = self._protect(version, table)
+                    folder = self._root / version.model / day
+                    newest = max(map(TIME_OF, part))
+                    floor = self._floors.get(folder)
+                    if floor is not None:  # the name goes past what this worker merged
+                        newest = max(newest, (floor + 1) / 1000)
+                    write_segment(folder, table, self._cipher, newest)
+                    self._folders.add(folder)
+                except Exception:
+                    self._shed_failed += rows
+                    self._log_failure(version, rows)
+                else:
+                    written += rows
+                self._done += rows
+        self.written_rows += written
+        return written
+
+    def _log_failure(self, version: ModelVersion, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_EVERY_S:
+            self._last_error_log = now
+            logger.exception(
+                "prediction log: %d rows of %s could not be written and are shed (further "
+                "failures are logged at most every %g s)",
+                rows,
+                version.ref,
+                ERROR_LOG_EVERY_S,
+            )
+
+
+def _by_version(entries: list[Entry]) -> list[list[Entry]]:
+    """``entries`` grouped by the version that answered them (usually all one)."""
+    versions = list(map(VERSION_OF, entries))
+    if versions.count(versions[0]) == len(versions):
+        return [entries]
+    groups: dict[tuple[str, int], list[Entry]] = {}
+    for version, entry in zip(versions, entries, strict=True):
+        groups.setdefault((version.model, version.version), []).append(entry)
+    return list(groups.values())
+
+
+def _by_day(group: list[Entry]) -> list[tuple[str, list[Entry]]]:
+    """``group`` split by the UTC day of each entry's time (one part, unless it spans midnight)."""
+    days = [int(entry[4] // DAY_S) for entry in (group[0], group[-1])]
+    if days[0] == days[1]:
+        return [(day_name(days[0]), group)]
+    parts: dict[int, list[Entry]] = {}
+    for entry in group:
+        parts.setdefault(int(entry[4] // DAY_S), []).append(entry)
+    return [(day_name(day), part) for day, part in sorted(parts.items())]
+
+
+def _day_folders(root: Path) -> list[Path]:
+    """Every day folder of every model under ``root``."""
+    try:
+        models = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    folders = []
+    for model in models:
+        with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+            folders += [
+                root / model / day for day in os.listdir(root / model) if DAY_NAME.match(day)
+            ]
+    return folders
