@@ -35,7 +35,13 @@ from dockyard.services.workspace import Workspace
 from registry.conftest import database_url, postgres_admin  # noqa: F401 (fixtures)
 
 FEATURES = 30
-NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The test's own moment: the window under test ends at the real clock, so a moment taken
+    when the module was imported grows stale over a long run."""
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -78,7 +84,7 @@ def shifted(rng: np.random.Generator, rows: int, columns: tuple[int, ...]) -> np
 
 
 def test_the_window_is_the_versions_newest_rows_by_time_or_by_count(
-    workspace_on: Workspace, lr: ModelVersion, logistic: LogisticRegression
+    workspace_on: Workspace, lr: ModelVersion, logistic: LogisticRegression, now: datetime
 ) -> None:
     """Two hours ago x3 moved; in the last hour it is back. Version 2's traffic, whose x5 moved,
     is no part of version 1's window."""
@@ -86,10 +92,10 @@ def test_the_window_is_the_versions_newest_rows_by_time_or_by_count(
     other = register(
         workspace_on, logistic, Registration("lr", reference_data=rng.normal(size=(600, FEATURES)))
     )
-    old = [(NOW - timedelta(hours=2, minutes=i), shifted(rng, 100, (3,))) for i in range(10)]
-    new = [(NOW - timedelta(minutes=50 - i), shifted(rng, 100, ())) for i in range(10)]
+    old = [(now - timedelta(hours=2, minutes=i), shifted(rng, 100, (3,))) for i in range(10)]
+    new = [(now - timedelta(minutes=50 - i), shifted(rng, 100, ())) for i in range(10)]
     log_traffic(workspace_on, lr, logistic, [*old, *new])
-    log_traffic(workspace_on, other, logistic, [(NOW, shifted(rng, 1000, (5,)))])
+    log_traffic(workspace_on, other, logistic, [(now, shifted(rng, 1000, (5,)))])
     home, store, settings = workspace_on.home, workspace_on.store, workspace_on.settings
 
     recent = drift_now(home, store, settings, lr, "1h")
@@ -113,6 +119,7 @@ def test_the_window_is_the_versions_newest_rows_by_time_or_by_count(
 
 
 def test_a_window_past_the_cap_holds_its_newest_rows(
+    now: datetime,
     workspace: Workspace,
     logistic: LogisticRegression,
     tabular_data: tuple[np.ndarray, np.ndarray],
@@ -122,8 +129,8 @@ def test_a_window_past_the_cap_holds_its_newest_rows(
     the newest 300 rows, the most a window may now hold."""
     version = register(workspace, logistic, Registration("lr", reference_data=tabular_data[0]))
     rng = np.random.default_rng(3)
-    older = [(NOW - timedelta(minutes=30 - i), shifted(rng, 100, ())) for i in range(7)]
-    newer = [(NOW - timedelta(minutes=10 - i), shifted(rng, 100, (9,))) for i in range(3)]
+    older = [(now - timedelta(minutes=30 - i), shifted(rng, 100, ())) for i in range(7)]
+    newer = [(now - timedelta(minutes=10 - i), shifted(rng, 100, (9,))) for i in range(3)]
     log_traffic(workspace, version, logistic, [*older, *newer])
     now = datetime.now(UTC)
     whole = read_window(workspace.home, version, Window.parse("1h"), workspace.settings, now)
@@ -140,6 +147,7 @@ def test_a_window_past_the_cap_holds_its_newest_rows(
 
 
 def test_drift_reads_sealed_segments_with_the_key(
+    now: datetime,
     home: Path, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     key = base64.b64encode(b"k" * 32).decode()
@@ -147,7 +155,7 @@ def test_drift_reads_sealed_segments_with_the_key(
     version = register(workspace, logistic, Registration("lr", reference_data=tabular_data[0]))
     rng = np.random.default_rng(1)
     cipher = log_cipher(workspace.settings, workspace.home)
-    log_traffic(workspace, version, logistic, [(NOW, shifted(rng, 400, (7,)))], cipher=cipher)
+    log_traffic(workspace, version, logistic, [(now, shifted(rng, 400, (7,)))], cipher=cipher)
     assert list((home / PREDICTIONS / "lr").glob("*/*.parquet.sealed"))
 
     report = drift_now(workspace.home, workspace.store, workspace.settings, version, "1h")
@@ -169,6 +177,7 @@ def test_a_version_without_a_profile_has_no_drift_to_compute(
 
 
 def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
+    now: datetime,
     workspace_on: Workspace,
     lr: ModelVersion,
     logistic: LogisticRegression,
@@ -183,8 +192,8 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
     broken = register(
         workspace_on, logistic, Registration("broken", reference_data=rng.normal(size=(50, 30)))
     )
-    log_traffic(workspace_on, lr, logistic, [(NOW, shifted(rng, 300, (1, 2)))])
-    log_traffic(workspace_on, broken, logistic, [(NOW, shifted(rng, 300, ()))])
+    log_traffic(workspace_on, lr, logistic, [(now, shifted(rng, 300, (1, 2)))])
+    log_traffic(workspace_on, broken, logistic, [(now, shifted(rng, 300, ()))])
     unprofiled = ModelVersion(**{**lr.__dict__, "model": "unprofiled", "profile": None})
     damaged = ModelVersion(**{**broken.__dict__, "profile": {"features": {"x0": {}}}})
     settings = load_settings(

@@ -263,6 +263,7 @@ def test_a_process_killed_inside_the_change_leaves_neither(
 APPENDING_CHILD = textwrap.dedent(
     """
     import sys
+    import time
     from dockyard.registry.audit import AuditEntry
     from dockyard.registry.db import open_engine
     from dockyard.registry.records import ArtifactRef, Lineage, Signature, TensorSpec
@@ -286,6 +287,7 @@ APPENDING_CHILD = textwrap.dedent(
         else:
             entry = AuditEntry(model, "alias.move", model + "@a", model, {"n": number})
             store.set_alias(model, "a", 1 + number % 2, audit=entry)
+        time.sleep(0.005)  # a breath between changes: SQLite's waiting writer gets its turn
     """
 )
 
