@@ -147,6 +147,9 @@ class Settings:
     """Most logged rows waiting for the writer; past it new ones are shed and counted."""
     drift_window: str = "24h"
     """Live traffic drift compares with the reference: a time (``24h``) or rows (``100000rows``)."""
+    drift_max_rows: int = 100_000
+    """Most rows (the newest of ``drift_window``) the server's periodic drift job reads: a sample
+    that keeps a round every ``drift_interval_s`` cheap; on-demand drift reads the whole window."""
     drift_interval_s: float = 60.0
     """How often the server computes drift, evaluations and alert rules."""
     drift_psi_threshold: float = 0.2
@@ -408,7 +411,13 @@ def _validate(settings: Settings) -> None:
         raise InvalidInput(f"log_format must be text or json, got {settings.log_format!r}")
     if settings.workers < 0:
         raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
-    for name in ("max_body_bytes", "max_upload_bytes", "max_header_bytes", "max_headers"):
+    for name in (
+        "max_body_bytes",
+        "max_upload_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "drift_max_rows",
+    ):
         if getattr(settings, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(settings, name)}")
     if settings.max_rows < 1 or settings.max_connections < 1:

@@ -148,7 +148,9 @@ def test_a_window_past_the_cap_holds_its_newest_rows(
 
 def test_drift_reads_sealed_segments_with_the_key(
     now: datetime,
-    home: Path, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
+    home: Path,
+    logistic: LogisticRegression,
+    tabular_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     key = base64.b64encode(b"k" * 32).decode()
     workspace = Workspace.open(load_settings({"home": home, "encryption_key": key}, env={}))
@@ -184,7 +186,7 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Versions without traffic or without a profile are passed over; one that fails is logged
-    and the others still get their report."""
+    and the others still get their report, over the newest ``drift_max_rows`` of the window."""
     rng = np.random.default_rng(2)
     quiet = register(
         workspace_on, logistic, Registration("quiet", reference_data=rng.normal(size=(50, 30)))
@@ -192,7 +194,8 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
     broken = register(
         workspace_on, logistic, Registration("broken", reference_data=rng.normal(size=(50, 30)))
     )
-    log_traffic(workspace_on, lr, logistic, [(now, shifted(rng, 300, (1, 2)))])
+    minutes = [now - timedelta(minutes=3 - i) for i in range(3)]
+    log_traffic(workspace_on, lr, logistic, [(t, shifted(rng, 100, (1, 2))) for t in minutes])
     log_traffic(workspace_on, broken, logistic, [(now, shifted(rng, 300, ()))])
     unprofiled = ModelVersion(**{**lr.__dict__, "model": "unprofiled", "profile": None})
     damaged = ModelVersion(**{**broken.__dict__, "profile": {"features": {"x0": {}}}})
@@ -201,6 +204,7 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
             "home": workspace_on.home.root,
             "database_url": workspace_on.settings.database_url,
             "drift_window": "10m",
+            "drift_max_rows": 200,
         },
         env={},
     )
@@ -210,6 +214,7 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
     )
 
     assert list(reports) == ["lr:1"]
+    assert reports["lr:1"].rows == 200  # the newest drift_max_rows of the 300 logged
     assert reports["lr:1"].drifted[:2] == ["x1", "x2"]
     assert "drift of broken:1 not computed" in caplog.text
     with workspace_on.store.engine.connect() as connection:
@@ -218,4 +223,4 @@ def test_the_periodic_job_stores_a_report_per_served_version_with_traffic(
                 drift_reports.c.model, drift_reports.c.window
             )
         ).all()
-    assert stored == [("lr", "10m", len(reports["lr:1"].features))]
+    assert stored == [("lr", "10m, newest 200 rows", len(reports["lr:1"].features))]

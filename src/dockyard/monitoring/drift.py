@@ -105,6 +105,12 @@ class Window:
             raise InvalidInput(f"drift window {text!r} is empty; give a time above zero")
         return cls(text, span, None)
 
+    def capped(self, rows: int) -> Window:
+        """This window, reading at most its newest ``rows`` (the periodic job's bound)."""
+        if self.rows is not None and self.rows <= rows:
+            return self
+        return Window(f"{self.text}, newest {rows} rows", self.span, rows)
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -373,10 +379,11 @@ def drift_now(
 def run_drift_once(
     home: Home, store: RegistryStore, settings: Settings, versions: Sequence[ModelVersion]
 ) -> dict[str, DriftReport]:
-    """The server's periodic job: drift of each served version over ``drift_window``, stored.
+    """The server's periodic job: drift of each served version over ``drift_window`` (its newest
+    ``drift_max_rows`` at most: a round every minute must stay cheap), stored.
     A version without a profile or without logged rows in the window is passed over; one that
     fails is logged and the others still run. Returns the reports stored, by version ref."""
-    window = Window.parse(settings.drift_window)
+    window = Window.parse(settings.drift_window).capped(settings.drift_max_rows)
     now = datetime.now(UTC)
     reports: dict[str, DriftReport] = {}
     for version in {v.ref: v for v in versions if v.profile is not None}.values():

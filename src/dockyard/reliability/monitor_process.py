@@ -29,6 +29,9 @@ PARENT_POLL_S = 0.5
 RESTART_BACKOFF_S = 1.0
 STOP_TIMEOUT_S = CLOSE_WAIT_S + 5.0
 """How long a stop waits for the round in progress before killing the process."""
+NICENESS = 10
+"""The jobs' scheduling priority below the workers': a drift round takes the CPU the serving
+workers leave, not the CPU they need."""
 
 
 class MonitorProcess:
@@ -85,6 +88,7 @@ class MonitorProcess:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: stop.set())
             logs.configure(self._log_level, self._log_format)  # the listener thread is new
+            os.nice(NICENESS)
             jobs = self._jobs()
             jobs.start()
             while not stop.wait(PARENT_POLL_S) and os.getppid() == parent:
