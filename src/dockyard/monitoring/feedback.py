@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -288,11 +289,31 @@ def read_labelled(
     limit: int | None = None,
 ) -> pa.Table:
     """The logged predictions (as ``read_predictions`` gives them, ``limit``: of the newest rows
-    only) that have a label, with ``label`` and ``label_time`` columns added, in time order."""
-    predictions = read_predictions(
-        home, model, since=since, version=version, cipher=cipher, limit=limit
-    )
+    only) that have a label, with ``label`` and ``label_time`` columns added, in time order.
+
+    The window's keys are read first (three columns): when no logged row has a label — most
+    models, most of the time — the inputs and outputs of the whole window are never read."""
     labels = read_labels(home, model, cipher=cipher)
+    read = partial(
+        read_predictions, home, model, since=since, version=version, cipher=cipher, limit=limit
+    )
+    keys = read(columns=["request_id", "row", "version"])
+    if not labels.num_rows or not _labelled(keys, labels):
+        return (
+            keys.slice(0, 0)
+            .append_column("label", pa.array([], labels.schema.field("label").type))
+            .append_column("label_time", pa.array([], labels.schema.field("time").type))
+        )
+    return _join(read(), labels)
+
+
+def _labelled(keys: pa.Table, labels: pa.Table) -> bool:
+    """Whether any of the logged rows ``keys`` has a label."""
+    matched: int = keys.select(["request_id", "row"]).join(labels, ["request_id", "row"]).num_rows
+    return matched > 0
+
+
+def _join(predictions: pa.Table, labels: pa.Table) -> pa.Table:
     keys = predictions.select(["request_id", "row"]).append_column(
         "position", pa.array(np.arange(predictions.num_rows, dtype=np.int64))
     )
