@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dockyard.cli.options import HomeOption, settings_from
+from dockyard.cli.options import HomeOption, JsonListOption, LimitOption, settings_from
 from dockyard.errors import AuditTampered, InvalidInput
 
 if TYPE_CHECKING:
@@ -69,10 +69,8 @@ def log_command(
         str | None,
         typer.Option("--since", help="Only entries of the last 30m, 1h, 7d, or since an ISO time."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most the newest N.")] = 1000,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON list instead of a table.")
-    ] = False,
+    limit: LimitOption = 1000,
+    as_json: JsonListOption = False,
     home: HomeOption = None,
 ) -> None:
     """Show audit entries, oldest first: who changed what, when."""

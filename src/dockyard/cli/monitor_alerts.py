@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.options import HomeOption, JsonListOption, LimitOption, open_workspace
 from dockyard.cli.remote import UrlOption, remote_client
 
 
@@ -17,10 +17,8 @@ def alerts(
     everything: Annotated[
         bool, typer.Option("--all", help="Resolved alerts too, not only the open ones.")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most the newest N.")] = 1000,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON list instead of a table.")
-    ] = False,
+    limit: LimitOption = 1000,
+    as_json: JsonListOption = False,
     home: HomeOption = None,
     url: UrlOption = None,
 ) -> None:

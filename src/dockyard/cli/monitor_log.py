@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.options import HomeOption, JsonListOption, open_workspace
 from dockyard.cli.remote import UrlOption, remote_client
 from dockyard.errors import InvalidInput
 
@@ -145,9 +145,7 @@ def evaluate(
     window: Annotated[
         str, typer.Option(help="Traffic to score: a time (24h, 7d) or the newest rows (10000rows).")
     ] = "24h",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON list instead of a table.")
-    ] = False,
+    as_json: JsonListOption = False,
     home: HomeOption = None,
 ) -> None:
     """Score each version of MODEL on its labelled predictions of the window: accuracy,

@@ -26,6 +26,9 @@ HomeOption = Annotated[
     ),
 ]
 
+LimitOption = Annotated[int, typer.Option("--limit", help="Show at most the newest N.")]
+JsonListOption = Annotated[bool, typer.Option("--json", help="One JSON list instead of a table.")]
+
 
 def settings_from(**flags: Any) -> Settings:
     """Settings with these command-line flags on top (None means the flag was not given)."""

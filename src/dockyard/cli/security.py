@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.options import HomeOption, JsonListOption, LimitOption, open_workspace
 from dockyard.errors import InvalidInput
 
 app = typer.Typer(help="Security events.", no_args_is_help=True)
@@ -21,10 +21,8 @@ def events_command(
         str | None,
         typer.Option("--since", help="Only events of the last 30m, 1h, 7d, … (default: all)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most the newest N.")] = 1000,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON list instead of a table.")
-    ] = False,
+    limit: LimitOption = 1000,
+    as_json: JsonListOption = False,
     home: HomeOption = None,
 ) -> None:
     """Show security events, oldest first: auth failures, 403s, rate-limit hits and keys whose
