@@ -35,6 +35,9 @@ MODEL_KNOBS = (
     "inline_budget_ms",
     "isolate",
     "log_sample",
+    "max_queue",
+    "breaker_failures",
+    "fallback",
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models", "alerts", "governance"})
@@ -53,6 +56,9 @@ class ModelOptions:
     inline_budget_ms: float
     isolate: bool
     log_sample: float
+    max_queue: int
+    breaker_failures: int
+    fallback: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +162,40 @@ class Settings:
     """A numeric feature with a population stability index above this has drifted."""
     drift_pvalue: float = 0.01
     """A feature whose KS or chi-square test's p-value is below this has drifted."""
+    max_queue: int = 1024
+    """Most rows waiting in one model's queue; past it new requests are shed at once with 503 and
+    ``Retry-After`` instead of waiting longer and longer (0: no bound). A per-model knob too."""
+    breaker_failures: int = 5
+    """A served version whose predictions fail this many times in a row opens its circuit: it is
+    answered with 503 at once (or by its ``fallback``) until ``breaker_reset_s`` has passed and a
+    trial request succeeds (0: never opens). A per-model knob too."""
+    breaker_reset_s: float = 30.0
+    """How long an open circuit stays open before one trial request may pass."""
+    fallback: str = ""
+    """The version (``3``) or alias (``stable``) that answers a model's requests while its circuit
+    is open; empty: 503. A per-model knob (``[models.NAME] fallback``)."""
+    follow_registry: bool = True
+    """A running server notices alias moves and rollout steps in the registry and swaps the
+    versions it serves, without a restart (``--no-follow``: keep what it loaded at start)."""
+    follow_interval_s: float = 2.0
+    """How often a server checks the registry for alias moves and rollout steps."""
+    drain_timeout_s: float = 30.0
+    """How long a stopping server (SIGTERM) or a replaced worker may take to finish the requests
+    it holds before it exits."""
+    backup_every: str = ""
+    """Take a backup of the home this often while serving (``1h``, ``30m``); empty: never."""
+    backup_keep: int = 24
+    """Scheduled backups kept in the home's ``backups`` folder; older ones are deleted."""
+    rollout_max_error_rate: float = 0.05
+    """A rollout's candidate whose share of failed requests passes this is rolled back."""
+    rollout_max_p99_ratio: float = 2.0
+    """A rollout's candidate whose p99 latency passes this multiple of the stable version's is
+    rolled back."""
+    rollout_max_disagreement: float = 0.1
+    """A shadow rollout's candidate whose outputs differ from the stable version's on more than
+    this share of mirrored requests is rolled back."""
+    rollout_min_requests: int = 20
+    """Requests a candidate must have answered before the rollback limits are judged."""
     alert_webhook: str = ""
     """URL alerts are POSTed to (JSON, HMAC-signed with ``alert_webhook_secret``)."""
     alert_webhook_secret: str = ""

@@ -98,6 +98,11 @@ class Overloaded(NotReady):
     """Too much queued work; shed load instead of queueing without bound."""
 
 
+class CircuitOpen(NotReady):
+    """A served version failed too often in a row: it is not asked again until its breaker's
+    reset time has passed (``breaker_failures``, ``breaker_reset_s``)."""
+
+
 class PredictionTimeout(DockyardError):
     """The model did not answer within the deadline."""
 
@@ -154,7 +159,26 @@ class AuditTampered(DockyardError):
     exit_code = 12
 
 
+class BackupInvalid(DockyardError):
+    """A backup file is not one Dockyard wrote, is incomplete, or a file in it does not match
+    its manifest's checksum."""
+
+    http_status = 400
+    exit_code = 13
+
+
+class HomeInconsistent(DockyardError):
+    """``dockyard doctor`` found something wrong in a home (each problem named, with its
+    repair)."""
+
+    http_status = 500
+    exit_code = 14
+
+
 __all__ = [
+    "BackupInvalid",
+    "CircuitOpen",
+    "HomeInconsistent",
     "ArtifactCorrupt",
     "AuditTampered",
     "Conflict",

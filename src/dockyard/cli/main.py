@@ -18,9 +18,11 @@ import typer
 
 from dockyard.cli import (
     audit,
+    backup,
     config,
     data,
     deps,
+    doctor,
     governance,
     keys,
     models,
@@ -28,6 +30,7 @@ from dockyard.cli import (
     predict,
     report,
     retrain,
+    rollout,
     security,
     serve,
 )
@@ -53,11 +56,14 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(governance.policy_app, name="policy")
 app.add_typer(governance.approvals_app, name="approvals")
 app.add_typer(data.app, name="data")
+app.add_typer(backup.app, name="backup")
+app.add_typer(rollout.app, name="rollout")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 app.command("retrain")(retrain.retrain)
 app.command("promote")(governance.promote)
 app.command("report")(report.report)
+app.command("doctor")(doctor.doctor)
 
 logger = logging.getLogger("dockyard")
 USAGE_EXIT = 2

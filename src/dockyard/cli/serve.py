@@ -155,6 +155,21 @@ def serve(
             help="Log one record per request (method, path, status, duration, request id).",
         ),
     ] = None,
+    follow: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow/--no-follow",
+            help="Swap in the versions the registry's aliases and rollouts name while serving "
+            "(--no-follow: keep what was loaded at start).",
+        ),
+    ] = None,
+    backup_every: Annotated[
+        str | None,
+        typer.Option(help="Back the home up this often while serving (1h, 30m; default never)."),
+    ] = None,
+    backup_keep: Annotated[
+        int | None, typer.Option(help="Scheduled backups to keep (default 24).")
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and KServe V1."""
@@ -184,6 +199,9 @@ def serve(
         log_format=log_format,
         access_log=access_log,
         model_options=model_option,
+        follow_registry=follow,
+        backup_every=backup_every,
+        backup_keep=backup_keep,
     )
     logs.configure(settings.log_level, settings.log_format)
     _check_no_auth(settings)
@@ -210,7 +228,9 @@ def _serve_on(
     from dockyard.monitoring.metrics import metrics_folder
     from dockyard.monitoring.scheduler import MonitorScheduler
     from dockyard.registry.refs import parse_ref
-    from dockyard.reliability.monitor_process import MonitorProcess
+    from dockyard.reliability.backup_schedule import backup_schedule
+    from dockyard.reliability.monitor_process import BackgroundJob, MonitorProcess
+    from dockyard.reliability.rollout_watch import rollout_watch
     from dockyard.reliability.supervisor import Supervisor, server_token, uvicorn_config
     from dockyard.services.workspace import Workspace
     from dockyard.serving.app import create_app
@@ -247,12 +267,17 @@ def _serve_on(
     served_versions = gateway.served_versions()
     metrics = metrics_folder(workspace.home, server_token()) if settings.metrics else None
 
-    def monitoring_jobs() -> MonitorScheduler:
+    def monitoring_jobs() -> list[BackgroundJob]:
         sock.close()  # it serves no request: the socket stays the workers' alone
         workspace.after_fork()
-        return MonitorScheduler(
+        scheduler = MonitorScheduler(
             workspace.home, workspace.store, settings, lambda: served_versions, metrics, retention
         )
+        return [
+            scheduler,
+            *rollout_watch(workspace, settings, metrics),
+            *backup_schedule(workspace, settings),
+        ]
 
     monitoring = MonitorProcess(monitoring_jobs, settings.log_level, settings.log_format)
     monitoring.start()

@@ -16,10 +16,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, Protocol
 
-from dockyard.monitoring.scheduler import CLOSE_WAIT_S, MonitorScheduler
+from dockyard.monitoring.scheduler import CLOSE_WAIT_S
 from dockyard.reliability import logs
 
 logger = logging.getLogger("dockyard.monitoring")
@@ -34,11 +34,20 @@ NICENESS = 10
 workers leave, not the CPU they need."""
 
 
+class BackgroundJob(Protocol):
+    """Something the monitoring process runs on threads of its own: the monitoring scheduler,
+    the rollout watch, the scheduled backups."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MonitorProcess:
     """Runs ``jobs()`` (built in the child, after the fork) until stopped; restarts on a crash."""
 
     def __init__(
-        self, jobs: Callable[[], MonitorScheduler], log_level: str, log_format: str
+        self, jobs: Callable[[], Sequence[BackgroundJob]], log_level: str, log_format: str
     ) -> None:
         self._jobs = jobs
         self._log_level = log_level
@@ -90,10 +99,12 @@ class MonitorProcess:
             logs.configure(self._log_level, self._log_format)  # the listener thread is new
             os.nice(NICENESS)
             jobs = self._jobs()
-            jobs.start()
+            for job in jobs:
+                job.start()
             while not stop.wait(PARENT_POLL_S) and os.getppid() == parent:
                 pass
-            jobs.close()
+            for job in jobs:
+                job.close()
         except BaseException:
             logger.exception("the monitoring process crashed")
             code = 1

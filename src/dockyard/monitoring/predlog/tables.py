@@ -36,13 +36,14 @@ def segment_table(entries: list[Entry]) -> pa.Table:
     """The rows of ``entries`` (one version) as a table; entries whose requests named different
     tensors (outputs asked for, one matrix or a tensor per feature) are built apart and joined,
     the columns one lacks left null."""
-    inputs = map(tuple, map(INPUTS_OF, entries))
-    keys = list(zip(inputs, map(tuple, map(OUTPUTS_OF, entries)), strict=True))
-    if keys.count(keys[0]) == len(keys):
+    inputs, outputs = entries[0][6].keys(), entries[0][7].keys()
+    # Compared without keeping a key per entry: a list of N tuples alive while it is built
+    # would trigger the collector over the whole queue, which costs more than the table.
+    if all(entry[6].keys() == inputs and entry[7].keys() == outputs for entry in entries):
         return _table(entries)
     layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Entry]] = {}
-    for key, entry in zip(keys, entries, strict=True):
-        layouts.setdefault(key, []).append(entry)
+    for entry in entries:
+        layouts.setdefault((tuple(entry[6]), tuple(entry[7])), []).append(entry)
     tables = [_table(part) for part in layouts.values()]
     return pa.concat_tables(tables, promote_options="permissive")
 
