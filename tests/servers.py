@@ -55,13 +55,14 @@ class Server:
         *,
         tls: ssl.SSLContext | None = None,
         auth: bool = False,
+        port: int | None = None,
     ) -> None:
         """``auth`` False starts it with ``--no-auth`` (tests of other things); True keeps the
         default, API keys required, and ``admin_key`` reads the first admin key."""
         self.home = home
         if not auth:
             args = [*args, "--no-auth"]
-        self.port = free_port()
+        self.port = port or free_port()
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log

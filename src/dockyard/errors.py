@@ -6,6 +6,8 @@ error boundary read them from here and nowhere else.
 
 from __future__ import annotations
 
+import errno
+
 
 class DockyardError(Exception):
     """Base of every error Dockyard raises on purpose; its message is safe to show a user."""
@@ -86,6 +88,24 @@ class Unavailable(DockyardError):
     exit_code = 7
 
 
+class StorageFull(Unavailable):
+    """The disk (or quota) Dockyard writes to is full; what was being written is discarded whole
+    (temporary files, then a rename), so nothing stored is left half-written."""
+
+    http_status = 507
+
+
+def storage_full(error: BaseException) -> StorageFull | None:
+    """``error`` as a ``StorageFull`` when it is a full disk or quota (ENOSPC, EDQUOT), naming the
+    file; None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {error.filename}" if error.filename else ""
+    full = StorageFull(f"no space left on the device{where}: free some space and try again")
+    full.__cause__ = error
+    return full
+
+
 class NotReady(Unavailable):
     """The server or model is not ready to answer yet."""
 
@@ -118,7 +138,10 @@ class PredictionFailed(DockyardError):
 
 
 class ModelCrashed(PredictionFailed):
-    """The process running an isolated model died while predicting (it is restarted)."""
+    """The process running an isolated model died while predicting (it is restarted): 503, the
+    server's state for a moment, which a retry finds mended."""
+
+    http_status = 503
 
 
 class ArtifactCorrupt(DockyardError):
@@ -195,6 +218,7 @@ __all__ = [
     "PredictionTimeout",
     "RateLimited",
     "SignatureMismatch",
+    "StorageFull",
     "Unauthenticated",
     "Unavailable",
 ]

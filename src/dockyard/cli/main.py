@@ -34,7 +34,7 @@ from dockyard.cli import (
     security,
     serve,
 )
-from dockyard.errors import DockyardError
+from dockyard.errors import DockyardError, storage_full
 
 app = typer.Typer(
     name="dockyard",
@@ -137,6 +137,9 @@ def run(argv: list[str] | None = None) -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as exc:
+        if (full := storage_full(exc)) is not None:
+            typer.echo(f"error: {full.message}", err=True)
+            sys.exit(full.exit_code)
         if os.environ.get("DOCKYARD_DEBUG"):
             raise
         logger.debug("unexpected error", exc_info=exc)
