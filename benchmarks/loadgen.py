@@ -6,6 +6,9 @@ runs from its scheduled time, so a slow server cannot hide its queueing. The loo
 every millisecond (an asyncio timer's resolution) and sends what is due within the next
 millisecond; a request sent that early counts from when it was sent, never from its later schedule.
 Closed loop: each connection sends its next request as soon as the last one is answered.
+An answer with ``Connection: close`` (a draining server) closes its connection, and a new one
+takes its place. ``timeline_bin_s`` (closed loop) also reads each answer's ``model_version`` and
+returns how many requests ended in each interval, by status and version (``_timeline``).
 
 Request bytes are encoded once; responses are parsed with httptools. Run as a script it prints one
 JSON object: ``python benchmarks/loadgen.py open --port P --path /v2/... --body FILE --rate R``.
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +40,7 @@ DRAIN_S = 2.0
 START_DELAY_S = 0.02
 SUBPROCESS_SLACK_S = 30.0
 AUTH_ENV = "BENCH_AUTH"
+VERSION = re.compile(rb'"model_version":\s*"([^"]*)"')
 
 
 def encode_request(port: int, path: str, body: bytes, authorization: str | None = None) -> bytes:
@@ -77,6 +82,10 @@ class _Connection(asyncio.Protocol):
         self.is_busy = False
         self.run.done(self, self.parser.get_status_code(), self.started)
 
+    def answered(self) -> str:
+        """What ``_Run.done`` records of the answer beyond its status (nothing here)."""
+        return ""
+
     def send(self, request: bytes, started: float) -> None:
         assert self.transport is not None
         self.is_busy = True
@@ -84,10 +93,29 @@ class _Connection(asyncio.Protocol):
         self.transport.write(request)
 
 
+class _TracedConnection(_Connection):
+    """A connection that also reads the ``model_version`` of each answer (``_Run.timeline``)."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__(run)
+        self.body = bytearray()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def answered(self) -> str:
+        found = VERSION.search(self.body)
+        version = found.group(1).decode("ascii", "replace") if found else ""
+        self.body.clear()  # after the match is read: it points into this buffer
+        return version
+
+
 class _Run:
     """The shared state of one run: connections, backlog, latencies and error counts."""
 
-    def __init__(self, port: int, request: bytes, connections: int, *, is_open: bool) -> None:
+    def __init__(
+        self, port: int, request: bytes, connections: int, *, is_open: bool, traced: bool = False
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.port = port
         self.request = request
@@ -97,6 +125,8 @@ class _Run:
         self.idle: deque[_Connection] = deque()
         self.backlog: deque[float] = deque()
         self.latencies: list[float] = []
+        self.statuses: list[int] = []
+        """The status of each answered request, in the order of ``latencies``."""
         self.lags: list[float] = []
         """Open loop: how late the generator itself sent requests that found a free connection."""
         self.ok = 0
@@ -105,6 +135,9 @@ class _Run:
         self.reconnects_left = 10 * connections
         self.first_start = 0.0
         self.last_done = 0.0
+        self.timeline: list[tuple[float, int, str]] | None = [] if traced else None
+        """Traced runs: (when, status or 0 for a transport failure, model_version) per request."""
+        self.protocol = _TracedConnection if traced else _Connection
 
     async def connect(self) -> None:
         for _ in range(self.connections):
@@ -113,10 +146,11 @@ class _Run:
     async def _open_one(self) -> None:
         try:
             _, protocol = await self.loop.create_connection(
-                lambda: _Connection(self), HOST, self.port
+                lambda: self.protocol(self), HOST, self.port
             )
         except OSError:
             self.errors += 1
+            self._trace(0, "")
             return
         self.next_for(protocol)
 
@@ -129,11 +163,22 @@ class _Run:
         self.in_flight -= 1
         self.last_done = now
         self.latencies.append(now - started)
+        self.statuses.append(status)
         if 200 <= status < 300:
             self.ok += 1
         else:
             self.errors += 1
+        if self.timeline is not None:
+            self.timeline.append((now, status, connection.answered()))
+        if not connection.parser.should_keep_alive():
+            assert connection.transport is not None
+            connection.transport.close()  # lost() opens another
+            return
         self.next_for(connection)
+
+    def _trace(self, status: int, version: str) -> None:
+        if self.timeline is not None:
+            self.timeline.append((time.monotonic(), status, version))
 
     def next_for(self, connection: _Connection) -> None:
         """Give a free connection its next request, or park it."""
@@ -151,6 +196,7 @@ class _Run:
             connection.is_busy = False
             self.in_flight -= 1
             self.errors += 1
+            self._trace(0, "")
         if connection in self.idle:
             self.idle.remove(connection)
         if self.is_running and self.reconnects_left > 0:
@@ -181,7 +227,39 @@ def _summary(
         "p90_ms": float(p90),
         "p99_ms": float(p99),
         "max_ms": float(latencies.max()) if latencies.size else float("nan"),
+        "by_status": _by_status(run.statuses, latencies),
     }
+
+
+def _by_status(statuses: list[int], latencies_ms: np.ndarray) -> dict[str, dict[str, float]]:
+    """Count, p50, p99 and max latency of the answered requests of each status (a 200 and a shed
+    503 are different stories)."""
+    codes = np.asarray(statuses)
+    answered = latencies_ms[: codes.size]
+    summary = {}
+    for status in np.unique(codes):
+        picked = answered[codes == status]
+        p50, p99 = np.percentile(picked, [50, 99])
+        summary[str(status)] = {
+            "count": float(picked.size),
+            "p50_ms": float(p50),
+            "p99_ms": float(p99),
+            "max_ms": float(picked.max()),
+        }
+    return summary
+
+
+def _timeline(run: _Run, start: float, bin_s: float) -> dict[str, Any]:
+    """How many requests ended in each ``bin_s`` interval from ``start`` (monotonic clock, the
+    same in every process), per ``"STATUS VERSION"`` (``"200 2"``; status 0: a transport failure,
+    no version)."""
+    assert run.timeline is not None
+    series: dict[str, list[int]] = {}
+    bins = max(1, int((max((t for t, _, _ in run.timeline), default=start) - start) / bin_s) + 1)
+    for when, status, version in run.timeline:
+        counts = series.setdefault(f"{status} {version}".strip(), [0] * bins)
+        counts[max(0, int((when - start) / bin_s))] += 1
+    return {"start": start, "bin_s": bin_s, "series": series}
 
 
 async def open_loop(
@@ -239,10 +317,12 @@ async def closed_loop(
     duration: float,
     connections: int,
     authorization: str | None = None,
+    timeline_bin_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Keep ``connections`` requests in flight for ``duration`` seconds."""
+    """Keep ``connections`` requests in flight for ``duration`` seconds; with ``timeline_bin_s``,
+    the result's ``timeline`` (``_timeline``) too."""
     request = encode_request(port, path, body, authorization)
-    run = _Run(port, request, connections, is_open=False)
+    run = _Run(port, request, connections, is_open=False, traced=timeline_bin_s > 0)
     start = time.monotonic()
     await run.connect()
     await asyncio.sleep(max(0.0, duration - (time.monotonic() - start)))
@@ -253,7 +333,10 @@ async def closed_loop(
         await asyncio.sleep(TICK_S)
     unfinished = run.in_flight
     run.close()
-    return _summary(run, elapsed=elapsed, unfinished=unfinished, extra={"mode": "closed"})
+    extra: dict[str, Any] = {"mode": "closed"}
+    if timeline_bin_s > 0:
+        extra["timeline"] = _timeline(run, start, timeline_bin_s)
+    return _summary(run, elapsed=elapsed, unfinished=unfinished, extra=extra)
 
 
 def measure(
@@ -266,6 +349,7 @@ def measure(
     connections: int,
     rate: float = 0.0,
     authorization: str | None = None,
+    timeline_bin_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run this module as a separate process (its own interpreter and core) and return its JSON;
     ``authorization``, the ``Authorization`` header's value, reaches it in ``BENCH_AUTH``."""
@@ -285,6 +369,8 @@ def measure(
         str(connections),
         "--rate",
         str(rate),
+        "--timeline-bin",
+        str(timeline_bin_s),
     ]
     env = {k: v for k, v in os.environ.items() if k != AUTH_ENV}
     if authorization:
@@ -312,6 +398,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s (open loop)")
+    parser.add_argument(
+        "--timeline-bin", type=float, default=0.0, help="seconds a timeline bin (closed loop)"
+    )
     args = parser.parse_args()
     body = args.body.read_bytes()
     authorization = os.environ.get(AUTH_ENV) or None
@@ -335,6 +424,7 @@ def main() -> None:
             duration=args.duration,
             connections=args.connections,
             authorization=authorization,
+            timeline_bin_s=args.timeline_bin,
         )
     print(json.dumps(uvloop.run(coroutine)))
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import cli_timings
+import shedding
+import swap
 from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE, PRIVACY_COST_NOTE
 
 SCENARIO_NOTES = {
@@ -205,6 +207,12 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         *_closed_tables(results),
         *_open_tables(results),
+        "## Load shedding",
+        "",
+        *_shedding(results),
+        "## Alias move under load",
+        "",
+        *_swap(results),
         "## Memory",
         "",
         *_memory(results),
@@ -227,6 +235,22 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _shedding(results: dict[str, Any]) -> list[str]:
+    measured = shedding.rows(results)
+    if measured is None:
+        return ["Not measured.", ""]
+    setup, rows = measured
+    return [setup, "", *_table(shedding.ROW_HEADER, rows)]
+
+
+def _swap(results: dict[str, Any]) -> list[str]:
+    measured = swap.rows(results)
+    if measured is None:
+        return ["Not measured.", ""]
+    setup, rows = measured
+    return [setup, "", *_table(swap.ROW_HEADER, rows)]
 
 
 def _memory(results: dict[str, Any]) -> list[str]:

@@ -36,7 +36,9 @@ import models
 import reference
 import report
 import scenarios
+import shedding
 import startup
+import swap
 import targets
 import wrk
 from scenarios import Entry, Plan
@@ -226,6 +228,12 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         lambda: _scenario(
             results, "heavy-defaults", lineup.heavy_defaults(built, bodies), plan, closed, logs
         ),
+    )
+    results["shedding"] = _section(
+        results, "shedding", lambda: shedding.measure(logs, plan.open_duration_s)
+    )
+    results["swap"] = _section(
+        results, "alias move under load", lambda: swap.measure(built, bodies.tabular, logs)
     )
     results["startup"] = _section(
         results,

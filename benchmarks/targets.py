@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cli_timings
+import shedding
+import swap
 from lineup import (
     AUTH_RATE_LIMITS,
     BARE,
@@ -252,6 +254,31 @@ CHECKS = (
         ANONYMIZED_THROUGHPUT,
         True,
     ),
+    Check(
+        "Shedding: at 2 x the saturating rate (open loop), p99 of the admitted requests "
+        "<= 3 x its value at saturation",
+        shedding.admitted_p99_ratio,
+        3.0,
+        False,
+    ),
+    Check(
+        "Shedding: every shed request answered (503) within 10 ms",
+        shedding.shed_max_ms,
+        10.0,
+        False,
+    ),
+    Check(
+        "Alias move under load (64 conn, small, 2 workers): 0 failed requests",
+        swap.failed,
+        0.0,
+        False,
+    ),
+    Check(
+        "Alias move under load: req/s in the 10 s around the swap >= 0.8 x steady state",
+        swap.window_ratio,
+        0.8,
+        True,
+    ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),
     Check("Startup to /v2/health/ready, small model (core install): <= 3 s", _startup, 3.0, False),
     *(
@@ -271,9 +298,12 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         value, text = measured
         passed = value >= check.limit if check.is_minimum else value <= check.limit
-        share = abs(value / check.limit - 1) * 100
         missed = "short" if check.is_minimum else "over"
-        margin = f"{share:.0f} % {'headroom' if passed else missed}"
+        if check.limit:
+            share = abs(value / check.limit - 1) * 100
+            margin = f"{share:.0f} % {'headroom' if passed else missed}"
+        else:  # a count that must stay at 0
+            margin = "0 allowed" if passed else f"{value:g} {missed}"
         rows.append(
             {
                 "target": check.target,

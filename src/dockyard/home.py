@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,3 +111,17 @@ def process_is_alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True
     return True
+
+
+def try_lock(path: Path) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` (created 0600, its folder 0700) without waiting:
+    the open descriptor, which holds the lock until it is closed (or this process dies); None
+    when another process holds it. How one process per home is chosen for a periodic job."""
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SECRET_FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor

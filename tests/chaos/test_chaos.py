@@ -161,8 +161,12 @@ def test_lock_the_database(
 
 
 def test_make_a_model_slow(
-    fickle_home: tuple[Path, Path], start_server: Callable[..., Server], record: Record
+    fickle_home: tuple[Path, Path],
+    start_server: Callable[..., Server],
+    record: Record,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DOCKYARD_BREAKER_RESET_S", "1")  # it opens after 5 failures: retry soon
     home, mode = fickle_home
     server = start_server(home, "--workers", "1", "--model-option", "fickle.prediction_timeout_s=1")
     with (
@@ -184,8 +188,12 @@ def test_make_a_model_slow(
 
 
 def test_make_a_model_crash(
-    fickle_home: tuple[Path, Path], start_server: Callable[..., Server], record: Record
+    fickle_home: tuple[Path, Path],
+    start_server: Callable[..., Server],
+    record: Record,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DOCKYARD_BREAKER_RESET_S", "1")  # it opens after 5 failures: retry soon
     home, mode = fickle_home
     server = start_server(home, "--workers", "1", "--model-option", "fickle.isolate=true")
     with (
@@ -231,12 +239,16 @@ def test_fill_the_disk(
                     text=True,
                     timeout=120,
                 )
+                update = Tally()
+                change = {"description": "changed on a full disk"}
+                _patch(f"{server.url}/api/models/lr", change, update)
                 filler.unlink()
                 load.wait_for(FLOW)
         finally:
             server.stop()
         versions = open_unprotected(home).store.list_versions("lr")
     record("fill the disk", load.tally)
+    record("  a model update on the full disk", update)
     assert load.tally.lost == 0, load.tally
     assert load.tally.failed_clearly == 0, load.tally
     # The registration that found no space failed in one clear line, and left nothing behind.
@@ -245,6 +257,8 @@ def test_fill_the_disk(
     assert refused.stderr.startswith("error:")
     assert "Traceback" not in refused.stderr
     assert [version.version for version in versions] == [1]
+    assert update.lost == 0, update.lost_examples  # answered, with an error naming the cause
+    assert set(update.kinds) == {"507"}, update.kinds  # StorageFull
 
 
 def test_restart_the_whole_server(lr_home: Path, tmp_path: Path, record: Record) -> None:
@@ -266,6 +280,35 @@ def test_restart_the_whole_server(lr_home: Path, tmp_path: Path, record: Record)
     assert load.tally.lost == 0, load.tally.lost_examples
     # Between the two servers nobody listens: refused at once, never left hanging.
     assert set(load.tally.kinds) <= {"ConnectError", "RemoteProtocolError", "ReadError"}
+
+
+@pytest.mark.usefixtures("unprotected_config")
+def test_move_the_alias(
+    lr_home: Path,
+    tabular_data: tuple[np.ndarray, np.ndarray],
+    start_server: Callable[..., Server],
+    record: Record,
+) -> None:
+    server = start_server(lr_home, "--workers", "2")
+    x, y = tabular_data
+    workspace = open_unprotected(lr_home)
+    retrained = LogisticRegression(C=0.1, max_iter=500).fit(x, y)
+    register(workspace, retrained, Registration("lr", reference_data=x[:50]))
+    with traffic(_infer_url(server, "lr"), _body(LR_FEATURES)) as load:
+        load.wait_for(FLOW)
+        moved = subprocess.run(
+            [*dockyard_command(), "models", "alias", "lr", "production", "2"],
+            env={**os.environ, "DOCKYARD_HOME": str(lr_home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert moved.returncode == 0, moved.stderr
+        _wait(lambda: load.tally.versions["2"] >= FLOW)
+    record("move the alias (2 workers)", load.tally)
+    assert load.tally.lost == 0, load.tally.lost_examples
+    assert load.tally.failed_clearly == 0, load.tally
+    assert set(load.tally.versions) == {"1", "2"}
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

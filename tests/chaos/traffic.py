@@ -120,8 +120,8 @@ class Traffic:
                     outcome = exc
                 with self._lock:
                     classify(self.tally, outcome)
-                if isinstance(outcome, Exception):
-                    time.sleep(RETRY_PAUSE_S)  # as a client retrying a refused connection would
+                if isinstance(outcome, Exception) or outcome.status_code != 200:
+                    time.sleep(RETRY_PAUSE_S)  # as a client retrying after a failure would
                 elif self.pause_s:
                     time.sleep(self.pause_s)
 

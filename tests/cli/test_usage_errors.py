@@ -84,6 +84,12 @@ EXIT_CASES = [
         2,
         "error: cannot write scores.xlsx: unsupported file type '.xlsx'; use .csv, .json, .parquet",
     ),
+    (
+        ["serve", "--backup-every", "1x"],
+        {},
+        2,
+        "error: backup_every: duration '1x' must look like 30s",
+    ),
 ]
 
 

@@ -1,7 +1,11 @@
-"""``isolate = true`` over real HTTP: a model that crashes its process fails only that request."""
+"""``isolate = true`` over real HTTP: a model that crashes its process fails only that request, with
+a 503 (its process is replaced), as does a request whose model process is killed under it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,11 +89,26 @@ def test_a_crashing_or_hanging_model_fails_alone_and_its_process_is_replaced(
     assert first in children(server.process.pid)
 
     crashed = httpx.post(url, json=_body(-1.0))
-    assert crashed.status_code == 500
+    assert crashed.status_code == 503
+    assert crashed.headers["Retry-After"] == "1"
     assert "died while predicting (killed by SIGSEGV)" in crashed.json()["error"]
     assert not _alive(first)
     second = pid_of_model()
     assert second != first
+
+    # Killed from outside (kill -9, the OOM killer) under a request: that request gets its 503.
+    answers: list[httpx.Response] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(httpx.post(url, json=_body(-2.0), timeout=30))
+    )
+    waiting.start()
+    time.sleep(0.5)  # the request is in the child, which sleeps
+    os.kill(second, signal.SIGKILL)
+    waiting.join(timeout=10)
+    assert not waiting.is_alive(), "the request hung after its model process was killed"
+    assert answers[0].status_code == 503
+    assert "died while predicting (killed by SIGKILL)" in answers[0].json()["error"]
+    second = pid_of_model()
 
     started = time.monotonic()
     hung = httpx.post(url, json=_body(-2.0), timeout=30)

@@ -178,6 +178,7 @@ def serve(
     from dockyard.monitoring.alerts import check_alerting
     from dockyard.reliability import logs
     from dockyard.reliability.supervisor import ServerOptions, bind_socket
+    from dockyard.security.keystore import parse_duration
 
     settings = settings_from(
         home=home,
@@ -209,6 +210,11 @@ def serve(
     check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
     Policy.of(settings)  # the [governance] table, likewise
     personal_data_rules(settings)
+    if settings.backup_every:  # a bad --backup-every: one line now, not a log record later
+        try:
+            parse_duration(settings.backup_every)
+        except InvalidInput as exc:
+            raise InvalidInput(f"backup_every: {exc.message}") from None
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     sock = bind_socket(settings.host, settings.port)
     try:
@@ -221,7 +227,6 @@ def _serve_on(
     sock: socket.socket, settings: Settings, options: ServerOptions, models: list[str] | None
 ) -> None:
     """Load the models and serve them on ``sock`` (bound already) with one worker or many."""
-    import uvicorn
     from threadpoolctl import threadpool_limits
 
     from dockyard.governance.retention import retention_period
@@ -231,20 +236,38 @@ def _serve_on(
     from dockyard.reliability.backup_schedule import backup_schedule
     from dockyard.reliability.monitor_process import BackgroundJob, MonitorProcess
     from dockyard.reliability.rollout_watch import rollout_watch
-    from dockyard.reliability.supervisor import Supervisor, server_token, uvicorn_config
+    from dockyard.reliability.supervisor import (
+        DrainingServer,
+        Supervisor,
+        server_token,
+        uvicorn_config,
+    )
     from dockyard.services.workspace import Workspace
     from dockyard.serving.app import create_app
     from dockyard.serving.auth import authenticator_for
-    from dockyard.serving.gateway import build_local_gateway, default_refs
+    from dockyard.serving.follow import Follower, LoopFollower
+    from dockyard.serving.gateway import build_local_gateway
+    from dockyard.serving.warmup import warm_here, warm_in_child, warm_quietly
 
     retention = retention_period(settings)  # a mistake stops serve before any model loads
     workspace = Workspace.open(settings)
-    refs = [parse_ref(text) for text in models] if models else default_refs(workspace)
-    gateway = build_local_gateway(workspace, refs)
+    refs = [parse_ref(text) for text in models] if models else None
+    workers = settings.effective_workers()
+    follower = Follower(workspace, refs) if settings.follow_registry else None
+    if follower is not None:
+        follower.moved()  # the audit head before loading: a move meanwhile is followed
+    # OpenMP and BLAS default to one thread per core in every process; N workers would then run
+    # N x cores threads that spin against each other (tree ensembles collapse under it).
+    threadpool_limits(limits=settings.effective_model_threads())
+    # One worker warms a new version in its own process; a supervisor tries it in a throwaway
+    # child (it never predicts itself: its models are shared by the workers it forks).
+    warm = warm_here if workers == 1 else warm_in_child
+    gateway = build_local_gateway(workspace, refs, warm)
+    if follower is not None:
+        follower.started(gateway)
     served = ", ".join(
         f"{d.version.ref}" for name in gateway.model_names() for d in gateway.deployments(name)
     )
-    workers = settings.effective_workers()
     if workers > 1 and (unsafe := gateway.fork_unsafe()):
         gateway.close()
         raise InvalidInput(
@@ -261,17 +284,16 @@ def _serve_on(
     # its full passes stay short (tail latency) and do not touch pages forked workers share.
     gc.collect()
     gc.freeze()
-    # OpenMP and BLAS default to one thread per core in every process; N workers would then run
-    # N x cores threads that spin against each other (tree ensembles collapse under it).
-    threadpool_limits(limits=settings.effective_model_threads())
     served_versions = gateway.served_versions()
     metrics = metrics_folder(workspace.home, server_token()) if settings.metrics else None
 
     def monitoring_jobs() -> list[BackgroundJob]:
         sock.close()  # it serves no request: the socket stays the workers' alone
         workspace.after_fork()
+        # A following server's versions change: the scheduler asks the registry as it does.
+        versions = follower.served_versions if follower is not None else lambda: served_versions
         scheduler = MonitorScheduler(
-            workspace.home, workspace.store, settings, lambda: served_versions, metrics, retention
+            workspace.home, workspace.store, settings, versions, metrics, retention
         )
         return [
             scheduler,
@@ -281,6 +303,7 @@ def _serve_on(
 
     monitoring = MonitorProcess(monitoring_jobs, settings.log_level, settings.log_format)
     monitoring.start()
+    current = [gateway]  # the set the next forked worker serves (the supervisor follows)
     try:
         if workers == 1:
             import signal
@@ -289,22 +312,44 @@ def _serve_on(
 
             flush_on(signal.SIGTERM)  # the shutdown's last records are written before it exits
             gateway.start()
-            config = uvicorn_config(
-                create_app(settings, gateway, authenticator_for(settings, workspace), workspace),
-                settings.host,
-                settings.port,
-                settings.log_level,
-                options,
+            loop_follower = None
+            if follower is not None:
+                loop_follower = LoopFollower(
+                    follower, gateway, settings.follow_interval_s, settings.drain_timeout_s
+                )
+            app = create_app(
+                settings, gateway, authenticator_for(settings, workspace), workspace, loop_follower
             )
-            uvicorn.Server(config).run(sockets=[sock])
+            config = uvicorn_config(app, settings.host, settings.port, settings.log_level, options)
+            DrainingServer(config).run(sockets=[sock])
         else:
 
             def worker_app() -> ASGIApp:
                 workspace.after_fork()
-                gateway.start()
+                serving = current[0]
+                serving.start()
+                for deployment in serving.held().values():
+                    warm_quietly(deployment)
                 return create_app(
-                    settings, gateway, authenticator_for(settings, workspace), workspace
+                    settings, serving, authenticator_for(settings, workspace), workspace
                 )
+
+            def follow() -> bool:
+                """Load what the registry names in this process (shared by the next workers)
+                and drop what no worker to come serves, before any of them is forked."""
+                assert follower is not None
+                new = follower.next_generation(current[0], warm_in_child)
+                if new is None:
+                    return False
+                kept = {id(d) for d in new.held().values()}
+                for deployment in current[0].held().values():
+                    if id(deployment) not in kept:
+                        deployment.close()
+                current[0] = new
+                gc.unfreeze()  # the old models' objects were frozen: let the collector free them
+                gc.collect()
+                gc.freeze()
+                return True
 
             Supervisor(
                 worker_app,
@@ -315,7 +360,9 @@ def _serve_on(
                 settings.log_level,
                 options,
                 log_format=settings.log_format,
+                follow=follow if follower is not None else None,
+                follow_interval_s=settings.follow_interval_s,
             ).run()
     finally:
         monitoring.stop()
-        gateway.close()
+        current[0].close()

@@ -74,6 +74,9 @@ RequestKey = tuple[str, int | None, str, int]
 """model, version (None: no version answered), route (``v2``, ``v1``), HTTP status."""
 VersionKey = tuple[str, int]
 """model, version."""
+ShadowKey = tuple[str, int, str]
+"""model, candidate version, outcome of a mirrored request (one of ``SHADOW_OUTCOMES``)."""
+AGREE, DISAGREE, FAILED = SHADOW_OUTCOMES = ("agree", "disagree", "failed")
 Stats = list[float]
 """A histogram: ``[observations, their sum, observations per bucket…]`` (the last bucket +Inf)."""
 
@@ -127,6 +130,8 @@ class Snapshot:
     """Security event kind → events."""
     gauges: dict[VersionKey, tuple[int, int]] = field(default_factory=dict)
     """(model, version) → (requests waiting for a batch, rows in flight), when last written."""
+    shadow: dict[ShadowKey, Stats] = field(default_factory=dict)
+    """Requests mirrored to a shadow candidate by outcome, and its latency histogram."""
 
     def copy(self) -> Snapshot:
         """A copy safe to read on another thread while this one goes on counting."""
@@ -136,6 +141,7 @@ class Snapshot:
             dict(self.errors),
             dict(self.security),
             dict(self.gauges),
+            {key: list(stats) for key, stats in self.shadow.items()},
         )
 
     def add(self, other: Snapshot, *, gauges: bool) -> None:
@@ -144,6 +150,8 @@ class Snapshot:
             _add(self.requests.setdefault(key, [0] * len(stats)), stats)
         for version, stats in other.batches.items():
             _add(self.batches.setdefault(version, [0] * len(stats)), stats)
+        for shadow, stats in other.shadow.items():
+            _add(self.shadow.setdefault(shadow, [0] * len(stats)), stats)
         for error, count in other.errors.items():
             self.errors[error] = self.errors.get(error, 0) + count
         for kind, count in other.security.items():
@@ -161,6 +169,7 @@ class Snapshot:
                 "errors": [[*key, count] for key, count in self.errors.items()],
                 "security": [[kind, count] for kind, count in self.security.items()],
                 "gauges": [[*key, *values] for key, values in self.gauges.items()],
+                "shadow": [[*key, stats] for key, stats in self.shadow.items()],
             }
         )
 
@@ -175,6 +184,7 @@ class Snapshot:
                 {(m, kind): count for m, kind, count in raw["errors"]},
                 {kind: count for kind, count in raw["security"]},
                 {(m, v): (queued, flying) for m, v, queued, flying in raw["gauges"]},
+                {(m, v, outcome): stats for m, v, outcome, stats in raw.get("shadow", [])},
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a metrics snapshot: {exc}") from exc
@@ -260,6 +270,17 @@ class WorkerMetrics:
         if error is not None:
             errors = self._live.errors
             errors[model, error] = errors.get((model, error), 0) + 1
+
+    def shadow(self, model: str, version: int, outcome: str, seconds: float) -> None:
+        """One request mirrored to a shadow candidate (``serving.rollout_routing``), on the event
+        loop: its outcome and the candidate's latency."""
+        key = (model, version, outcome)
+        stats = self._live.shadow.get(key)
+        if stats is None:
+            stats = self._live.shadow[key] = _histogram(LATENCY_BOUNDS_S)
+        stats[0] += 1
+        stats[1] += seconds
+        stats[2 + bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
 
     def security_event(self, kind: str) -> None:
         """A security event was recorded (``security.events.EventLog.listener``)."""

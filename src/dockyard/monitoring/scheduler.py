@@ -12,7 +12,6 @@ runs.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from typing import TypeVar
 from sqlalchemy import delete
 
 from dockyard.config import Settings
-from dockyard.home import DIR_MODE, SECRET_FILE_MODE, Home
+from dockyard.home import Home, try_lock
 from dockyard.monitoring.alert_rules import traffic_of
 from dockyard.monitoring.alerts import AlertEngine, check_alerting
 from dockyard.monitoring.drift import run_drift_once
@@ -183,14 +182,9 @@ class MonitorScheduler:
         if self._lock is not None:
             return True
         path = lock_path(self._home)
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SECRET_FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        self._lock = try_lock(path)
+        if self._lock is None:
             return False
-        self._lock = fd
         if self._webhook is not None:
             self._webhook.start()
         logger.info("monitoring jobs run in process %d (holder of %s)", os.getpid(), path)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
     DataError,
+    DBAPIError,
     IntegrityError,
     InterfaceError,
     InternalError,
@@ -32,7 +33,14 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from dockyard.errors import Conflict, DockyardError, InvalidInput, MissingExtra, Unavailable
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidInput,
+    MissingExtra,
+    StorageFull,
+    Unavailable,
+)
 from dockyard.home import DIR_MODE
 
 if TYPE_CHECKING:
@@ -42,7 +50,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
+PG_DISK_FULL = "53100"
+"""PostgreSQL's SQLSTATE for a write refused for want of disk space."""
 """The newest revision in ``migrations/versions``: a database already there is opened without
 importing Alembic (a fifth of a second of every command). Raise it with each new migration;
 ``tests/registry/test_migration_head.py`` checks it against Alembic's own head."""
@@ -129,6 +139,11 @@ def database_errors(engine: Engine, doing: str = "use") -> Iterator[None]:
     except (ProgrammingError, DataError, InternalError, NotSupportedError):
         raise
     except (OperationalError, InterfaceError) as exc:
+        if _disk_full(exc):
+            raise StorageFull(
+                f"cannot {doing} registry database {shown_url(engine.url)}: its disk is full; "
+                "free some space and try again"
+            ) from exc
         # Cannot connect, connection lost, locked: the database is unavailable (exit 7, 503).
         raise Unavailable(
             f"cannot {doing} registry database {shown_url(engine.url)}: {error_cause(exc)}"
@@ -137,6 +152,16 @@ def database_errors(engine: Engine, doing: str = "use") -> Iterator[None]:
         raise DockyardError(
             f"cannot {doing} registry database {shown_url(engine.url)}: {error_cause(exc)}"
         ) from exc
+
+
+def _disk_full(error: DBAPIError) -> bool:
+    """Whether the database refused a write for want of space (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full)."""
+    cause = error.orig
+    return (
+        getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or getattr(cause, "sqlstate", None) == PG_DISK_FULL
+    )
 
 
 def migrate(engine: Engine) -> None:

@@ -195,3 +195,54 @@ class Model:
             "aliases": dict(self.aliases),
             "tags": dict(self.tags),
         }
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A candidate version served beside the stable one its model's ``alias`` pointed at when the
+    rollout started: ``canary`` sends ``percent`` of the requests without a version to the
+    candidate (the same arm for one value of the request field ``sticky``, when set); ``shadow``
+    also sends every such request to the candidate, compares, and answers with the stable's
+    outputs only. ``state`` is ``active`` until ``promoted``, ``aborted`` or ``rolled_back``."""
+
+    id: int
+    model: str
+    alias: str
+    stable: int
+    candidate: int
+    mode: str
+    percent: int
+    state: str
+    started_by: str
+    started_at: datetime
+    sticky: str | None = None
+    ended_by: str | None = None
+    ended_at: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def target(self) -> str:
+        """The audit target of the rollout: ``rollout:7``."""
+        return f"rollout:{self.id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "alias": self.alias,
+            "stable": self.stable,
+            "candidate": self.candidate,
+            "mode": self.mode,
+            "percent": self.percent,
+            "sticky": self.sticky,
+            "state": self.state,
+            "started_by": self.started_by,
+            "started_at": self.started_at.isoformat(),
+            "ended_by": self.ended_by,
+            "ended_at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "reason": self.reason,
+        }

@@ -278,3 +278,26 @@ promotions = Table(
 )
 """Requests to move a protected alias (four eyes): ``pending`` until an approver other than the
 registrant and the requester approves (the alias moves) or rejects it."""
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("alias", String(NAME_LENGTH), nullable=False),
+    Column("stable", Integer, nullable=False),
+    Column("candidate", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("percent", Integer, nullable=False),
+    Column("sticky", String(NAME_LENGTH), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("started_by", String(SHORT_TEXT_LENGTH), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_by", String(SHORT_TEXT_LENGTH), nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_rollouts_model_state", "model", "state"),
+)
+"""Rollouts of a candidate version beside the stable one that ``alias`` pointed at: ``canary``
+(``percent`` of the requests) or ``shadow`` (every request mirrored, never answered); ``active``
+until promoted, aborted or rolled back (``reason`` says why it ended)."""

@@ -19,6 +19,7 @@ import http
 import json
 import logging
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -127,6 +128,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[HttpLimits] = HttpLimits()
+    closing: ClassVar[bool] = False
+    """Set when this process drains (``close_gently``): every response says
+    ``Connection: close``."""
     _max_header_bytes: ClassVar[int] = limits.max_header_bytes
     _max_headers: ClassVar[int] = limits.max_headers
     _max_connections: ClassVar[int] = limits.max_connections
@@ -207,6 +211,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._check_head()
             self._watch.head_bytes = 0
         HttpToolsProtocol.on_headers_complete(self)
+        if self.closing:
+            self.cycle.keep_alive = False
 
     def _check_head(self) -> None:
         """Raise HeadTooLarge (431) if the complete head is over a limit."""
@@ -284,6 +290,17 @@ def _answer(status: int, message: str, headers: bytes = b"") -> bytes:
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
         b"%sconnection: close\r\n\r\n%s" % (status, phrase, len(body), headers, body)
     )
+
+
+def close_gently(connections: Iterable[Any]) -> None:
+    """Drain this process's connections without a reset: from now on every response says
+    ``Connection: close`` (the one in progress too), and its connection closes once it is sent,
+    so a keep-alive client reconnects, to another worker, instead of meeting a closed socket."""
+    LimitedHttpProtocol.closing = True
+    for connection in connections:
+        cycle = connection.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
 
 
 def limited_protocol(limits: HttpLimits) -> type[LimitedHttpProtocol]:

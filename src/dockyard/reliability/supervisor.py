@@ -2,19 +2,25 @@
 
 Models are loaded in the parent before the fork, so workers share their memory copy-on-write;
 so is the TLS context, built and checked once before it. It is handed an app factory and never
-imports the serving layer.
+imports the serving layer. Handed a ``follow`` callable too, it asks it every interval whether
+the registry named other versions (loaded by it, here, in the parent, for the factory's next
+workers); then it replaces the workers one at a time: a new one is forked and waited for until
+it is ready, then the old one drains (``DrainingServer``) and exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import os
+import select
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -24,14 +30,23 @@ import uvicorn
 from dockyard.config import Settings
 from dockyard.errors import Unavailable
 from dockyard.reliability import logs
-from dockyard.reliability.http_limits import HttpLimits, limited_protocol
+from dockyard.reliability.http_limits import HttpLimits, close_gently, limited_protocol
 from dockyard.reliability.tls import TlsFiles, server_context
 
 logger = logging.getLogger(__name__)
 
 AppFactory = Callable[[], Any]
+Follow = Callable[[], bool]
+"""Loads what the registry names now when it moved; True when the factory's next workers serve
+another set (the running ones must be replaced)."""
 RESTART_BACKOFF_S = 0.5
-STOP_TIMEOUT_S = 15.0
+STOP_MARGIN_S = 5.0
+"""How much longer than the drain deadline a stopping worker gets before it is killed."""
+READY_TIMEOUT_S = 60.0
+"""How long a replacement worker may take to be ready before the replacement is given up."""
+IDLE_GRACE_S = 1.0
+"""How long a draining worker leaves its idle keep-alive connections open: a client that sends
+on one meanwhile gets its answer with ``Connection: close`` rather than a closed socket."""
 _server: str | None = None
 
 
@@ -69,11 +84,17 @@ class ServerOptions:
     limits: HttpLimits = field(default_factory=HttpLimits)
     tls: ssl.SSLContext | None = None
     """Built (and its files checked) once, before workers are forked; None: plain HTTP."""
+    drain_timeout_s: float = 30.0
+    """How long a stopping server (or a worker being replaced) finishes its in-flight requests."""
 
     @classmethod
     def of(cls, settings: Settings) -> ServerOptions:
         """The options of these settings; raises InvalidInput naming a bad TLS file."""
-        return cls(HttpLimits.of(settings), server_context(TlsFiles.of(settings)))
+        return cls(
+            HttpLimits.of(settings),
+            server_context(TlsFiles.of(settings)),
+            settings.drain_timeout_s,
+        )
 
     @property
     def scheme(self) -> str:
@@ -99,9 +120,49 @@ def uvicorn_config(
         log_level=log_level,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, math.ceil(options.drain_timeout_s)),
         ssl_context_factory=None if tls is None else (lambda config, default: tls),
     )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a gentler stop, and a word to the supervisor once it is ready.
+
+    On SIGTERM it stops accepting (the other workers accept the new connections), answers what is
+    in progress and what arrives on open connections with ``Connection: close`` for up to
+    ``IDLE_GRACE_S``, then lets uvicorn close the idle ones and wait for the rest
+    (``drain_timeout_s``) and run the app's shutdown (the prediction log flushed).
+    """
+
+    def __init__(self, config: uvicorn.Config, ready_fd: int | None = None) -> None:
+        super().__init__(config)
+        self._ready_fd = ready_fd
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, without raising the signal again once stopped: a drained stop is a clean
+        exit (status 0), not a death by SIGTERM."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready_fd is not None and self.started:
+            os.write(self._ready_fd, b"r")
+            os.close(self._ready_fd)
+            self._ready_fd = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        connections = self.server_state.connections
+        close_gently(connections)
+        grace_s = min(IDLE_GRACE_S, self.config.timeout_graceful_shutdown or IDLE_GRACE_S)
+        deadline = time.monotonic() + grace_s
+        while connections and time.monotonic() < deadline and not self.force_exit:
+            await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
 
 
 class Supervisor:
@@ -118,7 +179,13 @@ class Supervisor:
         options: ServerOptions | None = None,
         *,
         log_format: str = "text",
+        follow: Follow | None = None,
+        follow_interval_s: float = 2.0,
     ) -> None:
+        """``follow`` (None: the workers keep what they were forked with) is called every
+        ``follow_interval_s`` on this thread."""
+        self._follow = follow
+        self._follow_interval_s = follow_interval_s
         self._factory = factory
         self._sock = sock
         self._host = host
@@ -148,7 +215,8 @@ class Supervisor:
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def _spawn(self, slot: int, sock: socket.socket) -> None:
+    def _spawn(self, slot: int, sock: socket.socket, ready_fd: int | None = None) -> int:
+        """Fork a worker for ``slot``; it writes a byte to ``ready_fd`` once it serves."""
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -158,7 +226,7 @@ class Supervisor:
                 config = uvicorn_config(
                     self._factory(), self._host, self._port, self._log_level, self._options
                 )
-                uvicorn.Server(config).run(sockets=[sock])
+                DrainingServer(config, ready_fd).run(sockets=[sock])
             except BaseException:
                 logger.exception("worker %d crashed", slot)
                 code = 1
@@ -167,11 +235,62 @@ class Supervisor:
                 os._exit(code)
         self._children[pid] = slot
         logger.info("worker %d started (pid %d)", slot, pid)
+        return pid
+
+    def _followed(self, sock: socket.socket) -> None:
+        """Ask ``follow``; when the next workers serve another set, replace the running ones."""
+        assert self._follow is not None
+        try:
+            changed = self._follow()
+        except Exception:  # the registry unreachable a moment: keep serving, try again
+            logger.exception("following the registry failed; serving what is loaded")
+            return
+        if changed:
+            self._replace_workers(sock)
+
+    def _replace_workers(self, sock: socket.socket) -> None:
+        """One at a time: fork the new worker, wait until it is ready, then drain the old one.
+        A new worker that is not ready in time is killed and the old ones keep serving."""
+        for pid, slot in list(self._children.items()):
+            if self._stopping:
+                return
+            read_end, write_end = os.pipe()
+            try:
+                new = self._spawn(slot, sock, write_end)
+            finally:
+                os.close(write_end)
+            try:
+                ready = self._wait_ready(new, read_end)
+            finally:
+                os.close(read_end)
+            if not ready:
+                logger.error("worker %d (pid %d) did not get ready; keeping the others", slot, new)
+                self._children.pop(new, None)
+                self._stop([new])
+                return
+            if self._children.pop(pid, None) is not None:
+                self._stop([pid])
+        logger.info("every worker serves the registry's new versions")
+
+    def _wait_ready(self, pid: int, read_end: int) -> bool:
+        """Whether worker ``pid`` said it is ready before it exited or the deadline passed."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (remaining := deadline - time.monotonic()) > 0 and not self._stopping:
+            readable, _, _ = select.select([read_end], [], [], min(remaining, 0.1))
+            if readable:
+                return os.read(read_end, 1) == b"r"
+            if _exited(pid) is not None:
+                return False
+        return False
 
     def _watch(self, sock: socket.socket) -> None:
         """Replace each worker that exits. Only the workers are waited for: ``serve``'s other
         children (the monitoring process) have a watcher of their own."""
+        next_follow = time.monotonic() + self._follow_interval_s
         while not self._stopping:
+            if self._follow is not None and time.monotonic() >= next_follow:
+                self._followed(sock)
+                next_follow = time.monotonic() + self._follow_interval_s
             exited = [
                 (pid, status)
                 for pid in list(self._children)
@@ -194,17 +313,29 @@ class Supervisor:
                 self._spawn(slot, sock)
 
     def _stop_children(self) -> None:
-        for pid in self._children:
+        self._stop(list(self._children))
+        self._children.clear()
+
+    def _stop(self, pids: list[int]) -> None:
+        """SIGTERM: each drains (finishes its in-flight requests, flushes its log) and exits;
+        SIGKILL for those still there past the drain deadline."""
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self._children and time.monotonic() < deadline:
-            for pid in [pid for pid in self._children if _exited(pid) is not None]:
-                del self._children[pid]
+        drain_s = (
+            self._options.drain_timeout_s if self._options else ServerOptions().drain_timeout_s
+        )
+        deadline = time.monotonic() + drain_s + STOP_MARGIN_S
+        left = set(pids)
+        while left and time.monotonic() < deadline:
+            left = {pid for pid in left if _exited(pid) is None}
             time.sleep(0.05)
-        for pid in self._children:
+        for pid in left:
+            logger.error("worker (pid %d) did not stop within %g s; killing it", pid, drain_s)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def _exited(pid: int) -> int | None:

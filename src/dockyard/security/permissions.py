@@ -69,6 +69,10 @@ ROUTES: dict[tuple[str, str], Action | None] = {
     ("PUT", "/api/models/{name}/versions/{version}/card"): Action.UPDATE_MODEL,
     ("GET", "/api/models/{name}/report"): Action.READ_AUDIT,
     ("POST", "/api/data/erase"): Action.ERASE_DATA,
+    ("POST", "/api/models/{name}/rollouts"): Action.MOVE_ALIAS,
+    ("GET", "/api/models/{name}/rollout"): Action.READ_MODEL,
+    ("POST", "/api/models/{name}/rollout/promote"): Action.MOVE_ALIAS,
+    ("POST", "/api/models/{name}/rollout/abort"): Action.MOVE_ALIAS,
 }
 """Method and path template → the action it takes (``PUBLIC``: none). A route whose template has
 ``{name}`` acts on that model: a principal scoped to other models is refused (403)."""
@@ -93,5 +97,8 @@ SERVICES: dict[str, Action] = {
     "reject_promotion": Action.APPROVE,
     "set_card": Action.UPDATE_MODEL,
     "erase_subject": Action.ERASE_DATA,
+    "start_rollout": Action.MOVE_ALIAS,
+    "promote_rollout": Action.MOVE_ALIAS,
+    "abort_rollout": Action.MOVE_ALIAS,
 }
 """State-changing use case → the action its caller needs; each checks it with ``require``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
@@ -34,6 +35,7 @@ from dockyard.serving import (
     management,
     monitoring_api,
     promotions_api,
+    rollouts_api,
     v1,
     v2,
 )
@@ -41,10 +43,12 @@ from dockyard.serving.auth import AccessGuard, Authenticator, client_of
 from dockyard.serving.dashboard import add_dashboard
 from dockyard.serving.docs_pages import add_docs
 from dockyard.serving.failures import error_answer, hide_paths, send_error
+from dockyard.serving.follow import LoopFollower
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.guards import CrossSiteGuard, HostPolicy
 from dockyard.serving.headers import SecurityHeaders
 from dockyard.serving.hotpath import HotPath
+from dockyard.serving.rollout_routing import ROUTES, follow_rollouts
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
@@ -153,8 +157,10 @@ def create_app(
     gateway: Gateway,
     auth: Authenticator,
     workspace: Workspace | None = None,
+    follower: LoopFollower | None = None,
 ) -> ASGIApp:
-    """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``.
+    """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``; with
+    a ``follower``, the gateway follows the registry (started and stopped with the app).
 
     The order of the layers is this function: the pure ASGI hot path (inference and health, with
     their own request ids, ``Host`` check, credentials check and security headers) in front of
@@ -169,9 +175,15 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with auth.running():
             await monitor.start()
+            if follower is not None:
+                follower.start(monitor)
+            rollouts = asyncio.get_running_loop().create_task(ROUTES.refreshing())
             try:
                 yield
             finally:
+                rollouts.cancel()
+                if follower is not None:
+                    await follower.close()
                 await monitor.close()
 
     app = FastAPI(
@@ -213,6 +225,8 @@ def create_app(
         app.include_router(monitoring_api.build_router())
         app.include_router(audit_api.build_router())
         app.include_router(promotions_api.build_router())
+        app.include_router(rollouts_api.build_router())
+        follow_rollouts(workspace.store.engine, settings.follow_interval_s, monitor.metrics)
         app.include_router(cards_api.build_router())
         app.include_router(data_api.build_router())
         add_dashboard(app)

@@ -18,6 +18,11 @@ The model's thread pulls its batches itself: when one finishes, it takes whateve
 and starts on it at once, and only then do the answers go back to the event loop. Waiting for the
 loop to hand over the next batch would leave the model idle while the loop encodes and sends the
 last batch's responses.
+
+The queue is bounded (``max_queue`` rows waiting): a request that would pass the bound is refused
+at once with ``Overloaded`` (503 and ``Retry-After``) and never queued, so past saturation the
+admitted requests keep their latency and the others learn in a millisecond to come back later. A
+request whose deadline passed while it waited is answered 504 and never run.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from dockyard.errors import DockyardError, PredictionFailed, PredictionTimeout
+from dockyard.errors import DockyardError, Overloaded, PredictionFailed, PredictionTimeout
 from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.reliability.overrun import Overrun, call_with_limit, can_interrupt
 from dockyard.runtimes.base import row_count
@@ -56,6 +61,9 @@ above what a model whose batches average under the budget takes, short enough th
 waiting behind it on the loop do not notice."""
 OVERRUN_LOG_EVERY_S = 60.0
 """Overruns are logged at most once a minute per model (with the count so far)."""
+SHED_RETRY_AFTER_S = 1.0
+"""What a shed request's ``Retry-After`` says: a full queue drains within a second for any model
+served at a useful rate, and the header counts whole seconds."""
 PredictFn = Callable[[Any, tuple[str, ...]], dict[str, np.ndarray]]
 
 
@@ -95,9 +103,11 @@ class Batcher:
         inline_budget_s: float = 0.001,
         loop_cost_s: float = LOOP_COST_S,
         thread_setup: Callable[[], object] | None = None,
+        max_queue: int = 0,
     ) -> None:
         """``thread_setup`` runs first thing on the model's thread (per-thread state such as the
-        OpenMP thread count, which a limit set on another thread does not reach)."""
+        OpenMP thread count, which a limit set on another thread does not reach); ``max_queue``:
+        most rows waiting (0: no bound)."""
         self._predict = predict
         self._name = name
         self._loop_cost_s = loop_cost_s
@@ -111,6 +121,11 @@ class Batcher:
         self._max_delay_s = max_delay_s if enabled else 0.0
         self._timeout_s = timeout_s
         self._queue: deque[_Pending] = deque()
+        self._max_queue = max_queue
+        self._waiting = 0
+        """Rows in the queue (changed under the lock, read without it: a bound, not a count)."""
+        self.shed = 0
+        """Requests refused because the queue was full (counted for tests)."""
         self._lock = threading.Lock()
         """Guards the queue's hand-over between the event loop and the model's thread."""
         self._arrived = threading.Condition(self._lock)
@@ -159,10 +174,15 @@ class Batcher:
             alone = self._alone(x, outputs)
             if alone is not None:
                 return alone
+        rows = row_count(x)
+        waiting = self._waiting
+        if waiting and waiting + rows > self._max_queue > 0:
+            raise self._shed(waiting)
         loop = asyncio.get_running_loop()
-        pending = _Pending(x, row_count(x), outputs, loop.create_future())
+        pending = _Pending(x, rows, outputs, loop.create_future())
         with self._lock:
             self._queue.append(pending)
+            self._waiting += rows
             idle = not self._draining
             self._draining = True
             if self._max_delay_s:
@@ -183,6 +203,15 @@ class Batcher:
                 expiry.cancel()
         finally:
             self._outstanding -= pending.rows
+
+    def _shed(self, waiting: int) -> Overloaded:
+        """The refusal of a request that would pass the queue's bound (it is never queued)."""
+        self.shed += 1
+        return Overloaded(
+            f"model {self._name} is overloaded: {waiting} rows are waiting (max_queue "
+            f"{self._max_queue}); retry later",
+            retry_after=SHED_RETRY_AFTER_S,
+        )
 
     async def _lead(self) -> None:
         """Run the batch this request opens, after one loop turn in which requests that arrived
@@ -261,6 +290,7 @@ class Batcher:
             self._overran(len(batch))
             with self._lock:
                 self._queue.extendleft(reversed(batch))
+                self._waiting += sum(p.rows for p in batch)
             return
         _settle(outcomes)
 
@@ -302,8 +332,7 @@ class Batcher:
             if self._max_delay_s:
                 with self._lock:
                     self._wait_for_more(batch)
-            batch = [p for p in batch if not p.future.done()]
-            outcomes = self._execute(batch) if batch else []
+            outcomes = self._execute(batch)
 
     def _runs_inline(self) -> bool:
         """Whether batches run on the event-loop thread: the model has proved fast enough."""
@@ -342,9 +371,11 @@ class Batcher:
         """
         most = most or self._max_rows
         taken: list[_Pending] = []
+        start = rows
         while self._queue and ((rows == 0 and not taken) or rows + self._queue[0].rows <= most):
             rows += self._queue[0].rows
             taken.append(self._queue.popleft())
+        self._waiting -= rows - start
         return taken
 
     def _wait_for_more(self, batch: list[_Pending]) -> None:
@@ -360,7 +391,11 @@ class Batcher:
 
     def _execute(self, batch: list[_Pending]) -> list[tuple[_Pending, Outcome]]:
         """Predict a batch; if it raises, predict its requests one by one, so only the request at
-        fault fails. Each request is paired with its result or its exception."""
+        fault fails. Each request is paired with its result or its exception. Requests already
+        answered (past their deadline while they waited) are left out, never run."""
+        batch = [p for p in batch if not p.future.done()]
+        if not batch:
+            return []
         parts = [(p.x, p.rows) for p in batch]
         outputs = tuple(dict.fromkeys(name for p in batch for name in p.outputs))
         if any(not p.outputs for p in batch):

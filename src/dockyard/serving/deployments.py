@@ -1,4 +1,5 @@
-"""A Deployment is one model version being served: its runtime, its batcher, its signature."""
+"""A Deployment is one model version being served: its runtime, its batcher, its breaker, its
+signature, and the fallback version that answers while its circuit is open."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dockyard.config import Settings
-from dockyard.errors import InvalidInput
+from dockyard.errors import InvalidInput, PredictionFailed, PredictionTimeout
 from dockyard.registry.plans import InputPlan
 from dockyard.registry.records import ModelVersion
 from dockyard.reliability.isolation import IsolatedRuntime
 from dockyard.runtimes.base import Runtime
 from dockyard.serving.batching import LOOP_COST_S, Batcher
+from dockyard.serving.breaker import Breaker, Ticket
 
 PLATFORMS = {
     "sklearn": "sklearn_skops",
@@ -39,10 +41,16 @@ class Deployment:
     version: ModelVersion
     runtime: Runtime
     batcher: Batcher
+    breaker: Breaker
     max_rows: int | None = None
     """Most rows one request may carry (the ``max_rows`` setting); None: no limit."""
     load_seconds: float = 0.0
     """How long loading the artifact took (read, verified, deserialized): a metric."""
+    fallback: Deployment | None = None
+    """The version that answers while this one's circuit is open (``attach_fallback``)."""
+    owns_fallback: bool = False
+    """Whether the fallback was loaded for this deployment alone (it starts and closes with it),
+    rather than being a version the server serves anyway."""
     input_plan: InputPlan = field(init=False, repr=False, compare=False)
     _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -74,11 +82,16 @@ class Deployment:
             # An OpenMP thread count is per thread: the limit `serve` set on the main thread does
             # not reach the model's own, which would otherwise spin one OpenMP thread per core.
             thread_setup=partial(threadpool_limits, limits=settings.effective_model_threads()),
+            max_queue=options.max_queue,
+        )
+        breaker = Breaker(
+            version.ref, failures=options.breaker_failures, reset_s=settings.breaker_reset_s
         )
         return cls(
             version=version,
             runtime=runtime,
             batcher=batcher,
+            breaker=breaker,
             max_rows=settings.max_rows,
             load_seconds=load_seconds,
         )
@@ -101,15 +114,49 @@ class Deployment:
                 )
         return tuple(requested)
 
+    def answering(self) -> Deployment:
+        """The deployment that answers a request arriving now: this one, or its fallback while
+        this one's circuit is open (the answer then names the fallback's version)."""
+        fallback = self.fallback
+        if fallback is not None and self.breaker.blocks():
+            return fallback
+        return self
+
+    def attach_fallback(self, fallback: Deployment, *, owned: bool) -> None:
+        """Answer with ``fallback`` while this version's circuit is open; ``owned``: it was loaded
+        for this alone, so it starts and closes with this deployment."""
+        self.fallback = fallback
+        self.owns_fallback = owned
+        self.breaker.while_open = f"its fallback {fallback.version.ref} answers meanwhile"
+
     async def infer(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return await self.batcher.submit(x, outputs)
+        """Predict through the batcher, unless the circuit is open (``CircuitOpen`` at once);
+        failed predictions count towards opening it, a client's bad input does not."""
+        breaker = self.breaker
+        ticket = breaker.admit()
+        if ticket is Ticket.REFUSED:
+            raise breaker.refusal()
+        try:
+            result = await self.batcher.submit(x, outputs)
+        except (PredictionFailed, PredictionTimeout):
+            breaker.failed(ticket)
+            raise
+        except BaseException:
+            breaker.released(ticket)
+            raise
+        breaker.succeeded(ticket)
+        return result
 
     def start(self) -> None:
         """Start what belongs to the serving process itself: an isolated model's child."""
         if isinstance(self.runtime, IsolatedRuntime):
             self.runtime.start()
+        if self.fallback is not None and self.owns_fallback:
+            self.fallback.start()
 
     def close(self) -> None:
         self.batcher.close()
         if isinstance(self.runtime, IsolatedRuntime):
             self.runtime.close()
+        if self.fallback is not None and self.owns_fallback:
+            self.fallback.close()

@@ -6,7 +6,15 @@ import logging
 
 from starlette.types import Send
 
-from dockyard.errors import DockyardError, NotReady, PayloadTooLarge, RateLimited, Unauthenticated
+from dockyard.errors import (
+    DockyardError,
+    ModelCrashed,
+    NotReady,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    storage_full,
+)
 from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.serving.protocol import encode_error
 
@@ -39,12 +47,13 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
     id and answered with a generic 500 that names only that id. Logged tracebacks withhold the
     messages of foreign exceptions (``QUOTES_REQUEST``): they may quote the request's values.
     """
+    error = storage_full(error) or error
     if not isinstance(error, DockyardError):
         logger.error("request %s failed", request_id, exc_info=error, extra=QUOTES_REQUEST)
         message = f"internal server error (request id {request_id}); see the server log"
         return 500, {}, encode_error(message)
-    # NotReady (a model that failed to load, shed load) is the server's state, not a fault of
-    # this request: logged where the state arises, not once per request.
+    # NotReady (a model that failed to load, shed load, an open circuit) is the server's state,
+    # not a fault of this request: logged where the state arises, not once per request.
     if error.http_status >= 500 and not isinstance(error, NotReady):
         logger.error(
             "request %s failed: %s", request_id, error, exc_info=error, extra=QUOTES_REQUEST
@@ -52,6 +61,8 @@ def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, 
     headers = {}
     if isinstance(error, RateLimited | NotReady):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    elif isinstance(error, ModelCrashed):  # its process is restarted by the next request
+        headers["Retry-After"] = "1"
     elif isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="dockyard"'
     elif isinstance(error, PayloadTooLarge):

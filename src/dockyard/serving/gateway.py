@@ -1,22 +1,28 @@
 """The Gateway: where the routes find the deployment for a model name and optional version.
 
-``LocalGateway`` serves deployments in this process.
+``LocalGateway`` serves deployments in this process; a following server (``serving.follow``)
+replaces the set it serves in one step, so a request sees the old set or the new one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from dockyard.errors import DockyardError, InvalidInput, NotFound, NotReady
+from dockyard.errors import DockyardError, NotFound, NotReady
 from dockyard.registry.records import ModelVersion
-from dockyard.registry.refs import DEFAULT_ALIAS, ModelRef
+from dockyard.registry.refs import ModelRef
 from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
 from dockyard.serving.deployments import Deployment
+from dockyard.serving.fallbacks import attach_fallbacks
+from dockyard.serving.holdings import Holdings, held_versions
+
+WarmCheck = Callable[[Deployment], None]
+"""Warms a deployment just loaded (``serving.warmup``); raises when it cannot predict."""
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +93,45 @@ class LocalGateway:
         self, deployments: Iterable[Deployment], failures: Iterable[LoadFailure] = ()
     ) -> None:
         self._by_name: dict[str, dict[int, Deployment]] = {}
-        for deployment in deployments:
-            self._by_name.setdefault(deployment.name, {})[deployment.version.version] = deployment
         self._failed: dict[str, list[LoadFailure]] = {}
-        for failure in failures:
-            self._failed.setdefault(failure.name, []).append(failure)
+        self._loading: frozenset[str] = frozenset()
+        self.replace(deployments, failures)
 
     def is_ready(self) -> bool:
-        """Whether any model serves: one that failed to load does not hold the others back."""
-        return bool(self._by_name)
+        """Whether any model serves and none is loading that does not serve yet: one that failed
+        to load does not hold the others back."""
+        return bool(self._by_name) and not self._loading
+
+    def replace(
+        self, deployments: Iterable[Deployment], failures: Iterable[LoadFailure] = ()
+    ) -> list[Deployment]:
+        """Serve ``deployments`` from now on (each model's first one is its default) and report
+        ``failures``; returns the deployments no longer served, for the caller to drain and
+        close. The new tables are built aside and put in place by two assignments with nothing
+        between them, so a request on this event loop sees the old set or the new one."""
+        by_name: dict[str, dict[int, Deployment]] = {}
+        for deployment in deployments:
+            by_name.setdefault(deployment.name, {})[deployment.version.version] = deployment
+        failed: dict[str, list[LoadFailure]] = {}
+        for failure in failures:
+            failed.setdefault(failure.name, []).append(failure)
+        kept = {id(d) for versions in by_name.values() for d in versions.values()}
+        retired = [d for d in self._every_deployment() if id(d) not in kept]
+        self._by_name, self._failed = by_name, failed
+        self._loading = self._loading - by_name.keys()
+        return retired
+
+    def loading(self, names: Iterable[str]) -> None:
+        """Models being loaded that do not serve yet: not ready (nor is the server) until a
+        ``replace`` serves them or ``loading(())`` gives up on them."""
+        self._loading = frozenset(name for name in names if name not in self._by_name)
+
+    def held(self) -> dict[tuple[str, int], Deployment]:
+        """Every deployment served, by ``(model, version)``: what a new set can keep."""
+        return {(d.name, d.version.version): d for d in self._every_deployment()}
+
+    def failures(self) -> list[LoadFailure]:
+        return [failure for failures in self._failed.values() for failure in failures]
 
     def model_names(self) -> list[str]:
         return list(self._by_name)
@@ -114,6 +150,8 @@ class LocalGateway:
         if failure is not None:
             raise failure.not_ready()
         if versions is None:
+            if name in self._loading:
+                raise NotReady(f"model {name!r} is loading")
             raise self._unknown(name)
         loaded = ", ".join(str(number) for number in versions)
         raise NotFound(
@@ -161,6 +199,8 @@ class LocalGateway:
         failure = self.failure(name)
         if failure is not None:
             raise failure.not_ready()
+        if name in self._loading:
+            raise NotReady(f"model {name!r} is loading")
         raise self._unknown(name)
 
     def _unknown(self, name: str) -> NotFound:
@@ -168,51 +208,77 @@ class LocalGateway:
         return NotFound(f"model {name!r} is not served here; served models: {served}")
 
 
-def default_refs(workspace: Workspace) -> list[ModelRef]:
-    """Every model's ``production`` alias: what ``dockyard serve`` serves when given no models."""
-    refs = [
-        ModelRef(model.name, alias=DEFAULT_ALIAS)
-        for model in workspace.store.list_models()
-        if DEFAULT_ALIAS in model.aliases
-    ]
-    if not refs:
-        raise InvalidInput(
-            f"no model has a {DEFAULT_ALIAS!r} alias; name the models to serve "
-            f"(dockyard serve fraud:1) or set one (dockyard models alias fraud {DEFAULT_ALIAS} 1)"
-        )
-    return refs
+def build_local_gateway(
+    workspace: Workspace, refs: Sequence[ModelRef] | None, warm: WarmCheck | None = None
+) -> LocalGateway:
+    """Resolve the references (None: every model's ``production`` alias) and the candidates of
+    their models' active rollouts (``held_versions``), load each version (verifying the artifact),
+    warm it with ``warm`` and wrap it for serving.
 
-
-def build_local_gateway(workspace: Workspace, refs: Sequence[ModelRef]) -> LocalGateway:
-    """Resolve each reference, load its runtime (verifying the artifact) and wrap it for serving.
-
-    A reference that fails (an unknown alias or version, a corrupt artifact, a missing extra, a
-    refused type, under ``require_signed`` a missing or invalid signature, …) does not stop the
-    others: it becomes a ``LoadFailure`` of the gateway, logged in one line with its reason.
-    When none loads, the error is raised instead (nothing is logged): one message naming each
-    reference and its reason, with the first failure's exit code.
+    A version that fails (an unknown alias or version, a corrupt artifact, a missing extra, a
+    refused type, under ``require_signed`` a missing or invalid signature, a failed warm-up, …)
+    does not stop the others: it becomes a ``LoadFailure`` of the gateway, logged in one line with
+    its reason. When none loads, the error is raised instead (nothing is logged): one message
+    naming each reference and its reason, with the first failure's exit code.
     """
+    deployments, failures = load_holdings(workspace, held_versions(workspace, refs), {}, warm)
+    if failures and not deployments:
+        raise _nothing_served(failures)
+    for failure in failures:
+        log_failure(failure)
+    attach_fallbacks(workspace, deployments, lambda v: load_deployment(workspace, v, warm))
+    return LocalGateway(deployments, failures)
+
+
+def load_holdings(
+    workspace: Workspace,
+    holdings: Holdings,
+    held: dict[tuple[str, int], Deployment],
+    warm: WarmCheck | None,
+) -> tuple[list[Deployment], list[LoadFailure]]:
+    """The deployments of ``holdings``: those in ``held`` kept as they are, the others loaded
+    (and warmed); a reference that does not resolve or a version that does not load is a
+    failure."""
     deployments: list[Deployment] = []
-    failures: list[LoadFailure] = []
-    for ref in refs:
-        version: ModelVersion | None = None
+    failures = [LoadFailure(ref, error) for ref, error in holdings.unresolved]
+    for ref, version in holdings.versions:
+        kept = held.get((version.model, version.version))
+        if kept is not None:
+            deployments.append(kept)
+            continue
         try:
-            version = workspace.store.resolve(ref)
-            started = time.perf_counter()
-            runtime = load_for_serving(workspace, version)
-            seconds = time.perf_counter() - started
-            deployments.append(Deployment.create(version, runtime, workspace.settings, seconds))
+            deployments.append(load_deployment(workspace, version, warm))
         except Exception as exc:
             failures.append(LoadFailure(ref, exc, version))
             continue
         logger.info("loaded %s (%s) as %s", version.ref, version.framework, ref)
-    if failures and not deployments:
-        raise _nothing_served(failures)
-    for failure in failures:
-        logger.error("not serving %s: %s", failure.label, failure.reason)
-        if not isinstance(failure.error, DockyardError):
-            logger.debug("%s failed to load", failure.label, exc_info=failure.error)
-    return LocalGateway(deployments, failures)
+    failures.sort(key=lambda failure: holdings.refs.index(failure.ref))
+    return deployments, failures
+
+
+def load_deployment(
+    workspace: Workspace, version: ModelVersion, warm: WarmCheck | None = None
+) -> Deployment:
+    """Load ``version`` (verified, deserialized), wrap it for serving and warm it with ``warm``;
+    raises what stopped it (nothing is left open then)."""
+    started = time.perf_counter()
+    runtime = load_for_serving(workspace, version)
+    seconds = time.perf_counter() - started
+    deployment = Deployment.create(version, runtime, workspace.settings, seconds)
+    if warm is not None:
+        try:
+            warm(deployment)
+        except BaseException:
+            deployment.close()
+            raise
+    return deployment
+
+
+def log_failure(failure: LoadFailure) -> None:
+    """One line for a version not served, with the traceback at debug level for a foreign error."""
+    logger.error("not serving %s: %s", failure.label, failure.reason)
+    if not isinstance(failure.error, DockyardError):
+        logger.debug("%s failed to load", failure.label, exc_info=failure.error)
 
 
 def _nothing_served(failures: Sequence[LoadFailure]) -> DockyardError:

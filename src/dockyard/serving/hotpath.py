@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.monitoring.monitor import Monitor
-from dockyard.registry.records import ModelVersion
 from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.security.principals import OPEN, Action, Principal
@@ -31,6 +30,7 @@ from dockyard.serving.guards import HOST, HostPolicy, refused_host
 from dockyard.serving.headers import SECURITY_HEADERS
 from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
+from dockyard.serving.rollout_routing import routed_version
 
 V2_PREFIX = "/v2/models/"
 V2_SUFFIX = "/infer"
@@ -275,11 +275,12 @@ class HotPath:
         if self._monitor is None:
             return
         route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
-        version: ModelVersion | None
-        try:
-            version = self.gateway.deployment(name, number).version
-        except DockyardError:
-            version = None
+        version = routed_version(name, number)  # a rollout's candidate that failed
+        if version is None:
+            try:
+                version = self.gateway.deployment(name, number).version
+            except DockyardError:
+                version = None
         seconds = perf_counter() - started
         kind = type(error).__name__
         self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)

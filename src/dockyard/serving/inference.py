@@ -2,7 +2,8 @@
 
 The pure ASGI hot path and the documented FastAPI routes both call these, so there is one
 implementation of V2 inference and one of V1 predict. Each takes a ``BodyReader`` rather than the
-body, so an unknown model is answered before the body is read.
+body, so an unknown model is answered before the body is read. A request naming no version of a
+model under an active rollout is routed by it (``serving.rollout_routing``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.instances import decode_v1, encode_v1
 from dockyard.serving.protocol import HEADER_LENGTH, decode_infer, encode_infer
+from dockyard.serving.rollout_routing import ROUTES
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -50,7 +52,7 @@ async def infer_v2(
     read_body: BodyReader,
 ) -> Answer:
     """``POST /v2/models/{name}[/versions/{version}]/infer``."""
-    deployment = gateway.deployment(name, version)
+    deployment = gateway.deployment(name, version).answering()
     body = await read_body()
     header_length = headers.get(HEADER_LENGTH_KEY)
     if header_length is None:
@@ -59,6 +61,13 @@ async def infer_v2(
         decoded = decode_infer(body, int(header_length))
     else:
         raise InvalidInput(f"header {HEADER_LENGTH} is not a number: {header_length!r}")
+    shadow = None
+    if version is None:
+        route = ROUTES.get(name)
+        if route is not None:
+            deployment, shadow = ROUTES.pick(
+                gateway, route, deployment, decoded.inputs, decoded.parameters
+            )
     requested = decoded.outputs
     outputs: tuple[str, ...] = ()
     binary: Collection[str] = ()
@@ -75,6 +84,8 @@ async def infer_v2(
         result = _no_rows(deployment, outputs)
     else:
         result = await deployment.infer(x, outputs)
+        if shadow is not None:
+            ROUTES.mirror(shadow, decoded.inputs, outputs, result)
     if decoded.binary_output:
         binary = result.keys()
     payload, json_length = encode_infer(
@@ -92,15 +103,21 @@ async def infer_v2(
 
 async def predict_v1(gateway: Gateway, name: str, read_body: BodyReader) -> Answer:
     """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
-    deployment = gateway.deployment(name)
+    deployment = gateway.deployment(name).answering()
     body = await read_body()
     signature = deployment.version.signature
     tensors = decode_v1(body, signature)
+    shadow = None
+    route = ROUTES.get(name)
+    if route is not None:
+        deployment, shadow = ROUTES.pick(gateway, route, deployment, tensors, None)
     x = deployment.input_plan.prepare(tensors)
     if any(not array.size for array in tensors.values()):
         result = _no_rows(deployment, ())
     else:
         result = await deployment.infer(x, ())
+        if shadow is not None:
+            ROUTES.mirror(shadow, tensors, (), result)
     body = encode_v1(result, signature.outputs[0].name)
     return Answer(body, JSON, None, deployment.version, tensors, result)
 
