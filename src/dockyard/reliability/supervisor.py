@@ -45,8 +45,12 @@ STOP_MARGIN_S = 5.0
 READY_TIMEOUT_S = 60.0
 """How long a replacement worker may take to be ready before the replacement is given up."""
 IDLE_GRACE_S = 1.0
-"""How long a draining worker leaves its idle keep-alive connections open: a client that sends
-on one meanwhile gets its answer with ``Connection: close`` rather than a closed socket."""
+"""How long a worker being replaced (``REPLACE_SIGNAL``) leaves its idle keep-alive connections
+open: a client that sends on one meanwhile gets its answer with ``Connection: close`` rather than
+a closed socket, and reconnects to another worker. A server that stops as a whole skips it: no
+other worker would take the reconnection."""
+REPLACE_SIGNAL = signal.SIGUSR1
+"""What the supervisor sends a worker it replaces: stop as SIGTERM does, after the grace."""
 _server: str | None = None
 
 
@@ -128,23 +132,33 @@ def uvicorn_config(
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a gentler stop, and a word to the supervisor once it is ready.
 
-    On SIGTERM it stops accepting (the other workers accept the new connections), answers what is
-    in progress and what arrives on open connections with ``Connection: close`` for up to
-    ``IDLE_GRACE_S``, then lets uvicorn close the idle ones and wait for the rest
-    (``drain_timeout_s``) and run the app's shutdown (the prediction log flushed).
+    On SIGTERM it stops accepting, answers what is in progress with ``Connection: close``, lets
+    uvicorn close the idle connections and wait for the rest (``drain_timeout_s``) and run the
+    app's shutdown (the prediction log flushed). On ``REPLACE_SIGNAL`` it first keeps its open
+    connections for up to ``IDLE_GRACE_S``, answering what arrives on them with ``Connection:
+    close`` (the other workers accept the reconnections).
     """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int | None = None) -> None:
         super().__init__(config)
         self._ready_fd = ready_fd
+        self._replaced = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         """uvicorn's, without raising the signal again once stopped: a drained stop is a clean
         exit (status 0), not a death by SIGTERM."""
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
+        previous = signal.signal(REPLACE_SIGNAL, self._on_replace)
+        try:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+        finally:
+            signal.signal(REPLACE_SIGNAL, previous)
+
+    def _on_replace(self, signum: int, frame: FrameType | None) -> None:
+        self._replaced = True
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -158,7 +172,9 @@ class DrainingServer(uvicorn.Server):
             server.close()
         connections = self.server_state.connections
         close_gently(connections)
-        grace_s = min(IDLE_GRACE_S, self.config.timeout_graceful_shutdown or IDLE_GRACE_S)
+        grace_s = 0.0
+        if self._replaced:
+            grace_s = min(IDLE_GRACE_S, self.config.timeout_graceful_shutdown or IDLE_GRACE_S)
         deadline = time.monotonic() + grace_s
         while connections and time.monotonic() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
@@ -269,7 +285,7 @@ class Supervisor:
                 self._stop([new])
                 return
             if self._children.pop(pid, None) is not None:
-                self._stop([pid])
+                self._stop([pid], REPLACE_SIGNAL)
         logger.info("every worker serves the registry's new versions")
 
     def _wait_ready(self, pid: int, read_end: int) -> bool:
@@ -316,12 +332,12 @@ class Supervisor:
         self._stop(list(self._children))
         self._children.clear()
 
-    def _stop(self, pids: list[int]) -> None:
-        """SIGTERM: each drains (finishes its in-flight requests, flushes its log) and exits;
+    def _stop(self, pids: list[int], signum: int = signal.SIGTERM) -> None:
+        """``signum``: each drains (finishes its in-flight requests, flushes its log) and exits;
         SIGKILL for those still there past the drain deadline."""
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
         drain_s = (
             self._options.drain_timeout_s if self._options else ServerOptions().drain_timeout_s
         )
