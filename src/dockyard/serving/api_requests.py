@@ -64,3 +64,22 @@ def json_schema(example: dict[str, Any], properties: dict[str, Any]) -> dict[str
             "content": {JSON_TYPE: {"schema": schema, "example": example}},
         }
     }
+
+
+COMMENT_SHAPE = '{"comment": "..."}'
+"""The body of an action that takes only an optional comment (a decision, a rollout's end)."""
+
+
+def comment_of(body: dict[str, Any], shape: str) -> str:
+    """The optional ``comment`` string of ``body`` (``shape`` describes the body in the error)."""
+    comment = body.get("comment", "")
+    if not isinstance(comment, str):
+        raise InvalidInput(f"'comment' must be a string: {shape}")
+    return comment
+
+
+async def optional_comment(request: Request) -> str:
+    """The ``comment`` of a body that may be left out (an approval, a rollout's promote)."""
+    if request.headers.get("content-length", "0") == "0":
+        return ""
+    return comment_of(await json_body(request, COMMENT_SHAPE), COMMENT_SHAPE)

@@ -15,14 +15,15 @@ from dockyard.registry.refs import check_name
 from dockyard.services import promotions
 from dockyard.serving.api_requests import (
     STRING,
+    comment_of,
     json_body,
     json_schema,
+    optional_comment,
     principal_of,
     workspace_of,
 )
 
 REQUEST_SHAPE = '{"version": 4, "alias": "production", "comment": "..."}'
-DECISION_SHAPE = '{"comment": "..."}'
 REQUEST_SCHEMA = json_schema(
     {"version": 4, "alias": "production", "comment": "beats v3 on last week's labels"},
     {"version": {"type": "integer", "minimum": 1}, "alias": STRING, "comment": STRING},
@@ -64,7 +65,7 @@ def build_router() -> APIRouter:
             name,
             version,
             alias,
-            _comment(body, REQUEST_SHAPE),
+            comment_of(body, REQUEST_SHAPE),
         )
         return JSONResponse(created.to_dict(), status_code=201)
 
@@ -87,7 +88,7 @@ def build_router() -> APIRouter:
         openapi_extra=DECISION_SCHEMA,
     )
     async def approve(request: Request, promotion_id: int) -> dict[str, Any]:
-        comment = await _decision_comment(request)
+        comment = await optional_comment(request)
         decided = await run_in_threadpool(
             promotions.approve, workspace_of(request), principal_of(request), promotion_id, comment
         )
@@ -99,24 +100,10 @@ def build_router() -> APIRouter:
         openapi_extra=DECISION_SCHEMA,
     )
     async def reject(request: Request, promotion_id: int) -> dict[str, Any]:
-        comment = await _decision_comment(request)
+        comment = await optional_comment(request)
         decided = await run_in_threadpool(
             promotions.reject, workspace_of(request), principal_of(request), promotion_id, comment
         )
         return decided.to_dict()
 
     return router
-
-
-async def _decision_comment(request: Request) -> str:
-    """The ``comment`` of a decision's body; an approval may come without a body."""
-    if request.headers.get("content-length", "0") == "0":
-        return ""
-    return _comment(await json_body(request, DECISION_SHAPE), DECISION_SHAPE)
-
-
-def _comment(body: dict[str, Any], shape: str) -> str:
-    comment = body.get("comment", "")
-    if not isinstance(comment, str):
-        raise InvalidInput(f"'comment' must be a string: {shape}")
-    return comment

@@ -15,6 +15,7 @@ from dockyard.serving.api_requests import (
     STRING,
     json_body,
     json_schema,
+    optional_comment,
     principal_of,
     workspace_of,
 )
@@ -22,7 +23,6 @@ from dockyard.serving.api_requests import (
 START_SHAPE = (
     '{"version": 5, "mode": "canary", "percent": 10, "sticky": "user", "alias": "production"}'
 )
-END_SHAPE = '{"comment": "..."}'
 START_SCHEMA = json_schema(
     {"version": 5, "mode": "canary", "percent": 10},
     {
@@ -78,7 +78,7 @@ def build_router() -> APIRouter:
         openapi_extra=END_SCHEMA,
     )
     async def promote(request: Request, name: str) -> dict[str, Any]:
-        comment = await _comment(request)
+        comment = await optional_comment(request)
         outcome = await run_in_threadpool(
             rollouts.promote_rollout, workspace_of(request), principal_of(request), name, comment
         )
@@ -90,7 +90,7 @@ def build_router() -> APIRouter:
         openapi_extra=END_SCHEMA,
     )
     async def abort(request: Request, name: str) -> dict[str, Any]:
-        comment = await _comment(request)
+        comment = await optional_comment(request)
         ended = await run_in_threadpool(
             rollouts.abort_rollout, workspace_of(request), principal_of(request), name, comment
         )
@@ -108,13 +108,3 @@ def _text(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{key!r} must be a string: {START_SHAPE}")
     return value
-
-
-async def _comment(request: Request) -> str:
-    """The ``comment`` of a promote or abort body; either may come without a body."""
-    if request.headers.get("content-length", "0") == "0":
-        return ""
-    comment = (await json_body(request, END_SHAPE)).get("comment", "")
-    if not isinstance(comment, str):
-        raise InvalidInput(f"'comment' must be a string: {END_SHAPE}")
-    return comment
