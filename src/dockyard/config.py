@@ -67,6 +67,16 @@ class Settings:
 
     home: Path = DEFAULT_HOME
     database_url: str = ""
+    artifact_url: str = ""
+    """Where artifact blobs live. Empty: the home's ``artifacts`` folder. ``s3://BUCKET/PREFIX``:
+    an S3 (or S3-compatible) bucket shared by every machine of one registry (extra ``s3``), read
+    through a verified cache in the home (``artifacts-cache``). Its credentials come from the
+    standard AWS chain (environment, ``~/.aws``, an instance role), never from Dockyard."""
+    s3_endpoint_url: str = ""
+    """The URL of an S3-compatible server (MinIO, Ceph, …) for ``artifact_url``; empty: AWS."""
+    s3_timeout_s: float = 60.0
+    """How long the artifact bucket may take to accept a connection, or to send the next bytes
+    of an answer, before the call fails (after its retries)."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 0
@@ -466,7 +476,18 @@ def _validate(settings: Settings) -> None:
         raise InvalidInput("tls_cert and tls_key go together: give both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
         raise InvalidInput("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
-    for name in ("header_timeout_s", "body_timeout_s"):
+    if settings.artifact_url and not settings.artifact_url.startswith("s3://"):
+        raise InvalidInput(
+            f"artifact_url must be s3://BUCKET/PREFIX (empty: the home's artifacts folder), "
+            f"got {settings.artifact_url!r}"
+        )
+    if settings.s3_endpoint_url and not settings.s3_endpoint_url.startswith(
+        ("http://", "https://")
+    ):
+        raise InvalidInput(
+            f"s3_endpoint_url must be an http:// or https:// URL, got {settings.s3_endpoint_url!r}"
+        )
+    for name in ("header_timeout_s", "body_timeout_s", "s3_timeout_s"):
         if getattr(settings, name) <= 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(settings, name)}")
     if settings.jwt_jwks:

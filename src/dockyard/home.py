@@ -29,6 +29,12 @@ class Home:
         return self.root / "artifacts"
 
     @property
+    def artifacts_cache(self) -> Path:
+        """Local copies of the blobs of a shared artifact store (``artifact_url``), each verified
+        on every use; safe to delete, they are fetched again."""
+        return self.root / "artifacts-cache"
+
+    @property
     def backups(self) -> Path:
         return self.root / "backups"
 

@@ -101,6 +101,8 @@ def _run(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
         ["predict", "--help"],
         ["serve", "--help"],
         ["keys", "--help"],
+        ["loadtest", "--help"],
+        ["capacity", "--help"],
     ],
     ids=lambda argv: " ".join(argv),
 )

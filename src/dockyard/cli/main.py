@@ -19,12 +19,14 @@ import typer
 from dockyard.cli import (
     audit,
     backup,
+    capacity,
     config,
     data,
     deps,
     doctor,
     governance,
     keys,
+    loadtest,
     models,
     monitor,
     predict,
@@ -64,6 +66,8 @@ app.command("retrain")(retrain.retrain)
 app.command("promote")(governance.promote)
 app.command("report")(report.report)
 app.command("doctor")(doctor.doctor)
+app.command("loadtest")(loadtest.loadtest)
+app.command("capacity")(capacity.capacity)
 
 logger = logging.getLogger("dockyard")
 USAGE_EXIT = 2

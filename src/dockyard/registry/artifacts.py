@@ -1,7 +1,8 @@
 """Content-addressed artifact storage: blobs named by their sha256, verified on every read.
 
-``ArtifactStore`` is the seam (a shared bucket for multi-node deployments implements it too);
-``LocalArtifactStore`` keeps blobs under a folder as ``root/<digest[:2]>/<digest>``.
+``ArtifactStore`` is the seam; ``LocalArtifactStore`` keeps blobs under a folder as
+``root/<digest[:2]>/<digest>``, and ``s3_artifacts.S3ArtifactStore`` in a bucket shared by many
+machines (with a local store as its read-through cache).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -115,10 +116,21 @@ class LocalArtifactStore:
         if target.is_file() and self._matches(target, digest):
             logger.debug("artifact %s already stored", digest)
             return digest
-        with _writing(self._root):
-            self._write(source, target, digest)
+        with _reading(source), source.open("rb") as src:
+            written = self.write(iter(lambda: src.read(CHUNK_SIZE), b""), digest)
+        if written != digest:
+            raise InvalidInput(
+                f"cannot store artifact {source}: the file changed while it was being copied"
+            )
         logger.debug("stored artifact %s from %s", digest, source)
         return digest
+
+    def write(self, chunks: Iterable[bytes], digest: str) -> str:
+        """Store the bytes of ``chunks`` as the blob ``digest`` and return their sha256; when
+        that is not ``digest`` nothing is stored (the caller says what went wrong). An exception
+        raised by ``chunks`` leaves no file behind either."""
+        with _writing(self._root):
+            return self._write(chunks, self.path_for(digest), digest)
 
     def verified_path(self, digest: str) -> Path:
         path = self.path_for(digest)
@@ -173,7 +185,7 @@ class LocalArtifactStore:
         except OSError:
             return False
 
-    def _write(self, source: Path, target: Path, digest: str) -> None:
+    def _write(self, chunks: Iterable[bytes], target: Path, digest: str) -> str:
         folder = target.parent
         is_new_folder = not folder.is_dir()
         folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -184,22 +196,23 @@ class LocalArtifactStore:
         temp = Path(temp_name)
         try:
             hasher = hashlib.sha256()
-            with os.fdopen(handle, "wb") as out, source.open("rb") as src:
-                while chunk := src.read(CHUNK_SIZE):
+            with os.fdopen(handle, "wb") as out:
+                for chunk in chunks:
                     hasher.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            if hasher.hexdigest() != digest:
-                raise InvalidInput(
-                    f"cannot store artifact {source}: the file changed while it was being copied"
-                )
+            written = hasher.hexdigest()
+            if written != digest:
+                temp.unlink()
+                return written
             os.chmod(temp, SECRET_FILE_MODE)
             os.replace(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         _fsync_folder(folder)
+        return written
 
 
 def _fsync_folder(folder: Path) -> None:

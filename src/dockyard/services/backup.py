@@ -2,7 +2,8 @@
 
 The registry first (SQLite's online backup API or ``pg_dump``: one consistent snapshot), then
 what it refers to, which is never deleted while referred to: every version's artifact (content
-addressed, its SHA-256 checked as it is copied), then the prediction log's and the labels'
+addressed, its SHA-256 checked as it is copied; from a shared bucket, fetched through the store),
+then the prediction log's and the labels'
 complete segments (written under a temporary name and linked into place; one that a compaction
 deletes meanwhile is found again in the merged segment that replaced it), the config file when it
 lies in the home, and the secrets only when the backup is encrypted under a passphrase. The file is
@@ -158,10 +159,15 @@ def _add_registry(workspace: Workspace, writer: ArchiveWriter, staging: Path) ->
 
 def _add_artifacts(workspace: Workspace, writer: ArchiveWriter) -> None:
     """Every version's artifact, read after the snapshot: a version in the snapshot had its
-    artifact stored before it was committed, and an artifact a version uses is never deleted."""
-    store = LocalArtifactStore(workspace.home.artifacts)
+    artifact stored before it was committed, and an artifact a version uses is never deleted.
+    A shared bucket's blobs are fetched through the store (its verified cache); a local one's
+    are read in place, hashed once, as they are copied."""
+    store = workspace.artifacts
     for digest in sorted({v.digest for v in stored_versions(workspace.store.engine)}):
-        path = store.path_for(digest)
+        if isinstance(store, LocalArtifactStore):
+            path = store.path_for(digest)
+        else:
+            path = store.verified_path(digest)
         name = f"artifacts/{digest[:2]}/{digest}"
         try:
             entry = writer.add_file(path, name)

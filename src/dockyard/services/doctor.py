@@ -1,7 +1,8 @@
 """``dockyard doctor``: what a crash, a lost file or a hand edit left wrong in a home, each problem
 with its repair. The home is examined as it is (not opened as a Workspace, whose start-up sweep
 would hide what a killed process left); only the safe repairs are made, when asked: deleting the
-leftovers of processes that are gone, making secret files private again.
+leftovers of processes that are gone, making secret files private again. Artifacts are checked
+through the configured store: a shared bucket's blobs are fetched into the cache and re-hashed.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from dockyard.errors import ArtifactCorrupt, DockyardError
 from dockyard.home import SECRET_FILE_MODE, Home, process_is_alive
 from dockyard.monitoring.predlog.layout import PREDICTIONS
 from dockyard.monitoring.predlog.storage import PARQUET, SEGMENT_NAME
-from dockyard.registry.artifacts import MISSING, TEMP_PREFIX, LocalArtifactStore
+from dockyard.registry.artifacts import MISSING, TEMP_PREFIX
 from dockyard.services.backup import LABELS, stale_partials
 from dockyard.services.backup_database import audit_problems, opened, stored_versions
 from dockyard.services.staging import owner_of
+from dockyard.services.workspace import open_artifacts
 
 RESTORE = "restore it from a backup (dockyard backup restore)"
+CHECK_STORE = "check artifact_url, s3_endpoint_url, the AWS credentials and the network"
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,10 @@ def _registry(settings: Settings, home: Home) -> list[Problem]:
             broken = audit_problems(engine)
     except DockyardError as exc:
         return [Problem(f"the registry database cannot be opened: {exc.message}", RESTORE)]
-    store = LocalArtifactStore(home.artifacts)
+    try:
+        store = open_artifacts(settings, home)
+    except DockyardError as exc:
+        return [Problem(f"the artifact store cannot be opened: {exc.message}", CHECK_STORE)]
     for version in versions:
         try:
             store.verified_path(version.digest)
@@ -71,6 +77,12 @@ def _registry(settings: Settings, home: Home) -> list[Problem]:
                     f"(dockyard models archive {version.model}:{version.version})",
                 )
             )
+        except DockyardError as exc:
+            # The bucket cannot be reached: every other version would say the same.
+            problems.append(
+                Problem(f"the artifact store cannot be checked: {exc.message}", CHECK_STORE)
+            )
+            break
     problems += [
         Problem(problem, f"restore the registry database from a backup ({RESTORE})")
         for problem in broken
@@ -88,7 +100,9 @@ def _leftovers(home: Home) -> list[Problem]:
             for path in sorted(home.tmp.iterdir())
             if (pid := owner_of(path)) is not None and not process_is_alive(pid)
         ]
-    for path in sorted(home.artifacts.glob(f"??/{TEMP_PREFIX}*")):
+    temps = [*home.artifacts.glob(f"??/{TEMP_PREFIX}*")]
+    temps += home.artifacts_cache.glob(f"??/{TEMP_PREFIX}*")
+    for path in sorted(temps):
         owner = path.name[len(TEMP_PREFIX) :].partition("-")[0]
         if not (owner.isdigit() and process_is_alive(int(owner))):
             found.append(path)

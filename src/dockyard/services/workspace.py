@@ -15,6 +15,7 @@ from dockyard.home import Home, process_is_alive
 from dockyard.registry.artifacts import ArtifactStore, LocalArtifactStore
 from dockyard.registry.records import ArtifactRef, ModelVersion
 from dockyard.registry.refs import parse_ref
+from dockyard.registry.s3_artifacts import S3ArtifactStore
 from dockyard.registry.store import RegistryStore
 from dockyard.runtimes.base import LoadOptions, Runtime
 from dockyard.runtimes.detect import load_runtime
@@ -23,6 +24,19 @@ from dockyard.security.events import EventLog
 from dockyard.security.keystore import KeyStore
 from dockyard.security.principals import local_user
 from dockyard.services.staging import sweep
+
+
+def open_artifacts(settings: Settings, home: Home) -> LocalArtifactStore | S3ArtifactStore:
+    """The artifact store ``settings`` name: the home's ``artifacts`` folder, or the shared
+    bucket of ``artifact_url`` read through the home's ``artifacts-cache``."""
+    if not settings.artifact_url:
+        return LocalArtifactStore(home.artifacts)
+    return S3ArtifactStore(
+        settings.artifact_url,
+        home.artifacts_cache,
+        endpoint_url=settings.s3_endpoint_url,
+        timeout_s=settings.s3_timeout_s,
+    )
 
 
 @dataclass
@@ -39,7 +53,7 @@ class Workspace:
         record the ``[governance]`` policy in the audit trail when it changed (as the local
         user: whoever runs the process brings its configuration)."""
         home = Home(settings.home).ensure()
-        artifacts = LocalArtifactStore(home.artifacts)
+        artifacts = open_artifacts(settings, home)
         workspace = cls(settings=settings, home=home, artifacts=artifacts)
         sweep(home.tmp, artifacts, workspace.uses_artifact)
         artifacts.remove_stale_temps(process_is_alive)

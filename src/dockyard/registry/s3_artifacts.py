@@ -1,0 +1,310 @@
+"""An artifact store in an S3 (or S3-compatible) bucket, shared by every machine of one registry.
+
+Blobs are ``<prefix>/<digest[:2]>/<digest>`` with their sha256 and size as object metadata. Each
+machine reads them through a local cache (a ``LocalArtifactStore`` in the home): a blob is
+downloaded once, hashed while it is written (atomically) and re-hashed on every
+``verified_path``; a cached copy that no longer matches is fetched again, and a bucket copy that
+does not match is never handed out. boto3 (extra ``s3``) is imported here only; credentials come
+from the standard AWS chain, never from Dockyard's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import ArtifactCorrupt, DockyardError, InvalidInput, MissingExtra, Unavailable
+from dockyard.registry.artifacts import (
+    CHUNK_SIZE,
+    DIGEST_PATTERN,
+    MISSING,
+    LocalArtifactStore,
+    check_digest,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "s3://"
+SHA256_KEY = "sha256"
+SIZE_KEY = "size"
+"""Object metadata (``x-amz-meta-…``) written with each blob: what it was stored as."""
+ATTEMPTS = 3
+"""Tries of one call (botocore's standard retry mode: timeouts, throttling, 5xx)."""
+NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+BUSY = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` as (bucket, prefix without surrounding slashes)."""
+    bucket, _, prefix = url.removeprefix(SCHEME).partition("/")
+    if not url.startswith(SCHEME) or not bucket:
+        raise InvalidInput(f"artifact_url must be s3://BUCKET/PREFIX, got {url!r}")
+    return bucket, prefix.strip("/")
+
+
+class S3ArtifactStore:
+    """Blobs in a bucket, read through a verified local cache; see the module's docstring.
+
+    The client is made on first use in each process (a forked worker never shares its parent's
+    connections) from the standard AWS credential chain.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cache: Path,
+        *,
+        endpoint_url: str = "",
+        timeout_s: float = 60.0,
+        attempts: int = ATTEMPTS,
+    ) -> None:
+        self._bucket, self._prefix = parse_url(url)
+        self._cache = LocalArtifactStore(cache)
+        self._make_client = _client_factory(endpoint_url, timeout_s, attempts)
+        self._client: Any = None
+        self._client_pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"{SCHEME}{self._bucket}/{self._prefix}".rstrip("/")
+
+    @property
+    def cache(self) -> LocalArtifactStore:
+        return self._cache
+
+    def key_for(self, digest: str) -> str:
+        """The object key of the blob ``digest``."""
+        check_digest(digest)
+        name = f"{digest[:2]}/{digest}"
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    def put(self, source: Path, digest: str | None = None) -> str:
+        """Copy ``source`` into the cache (verified, as the local store does), then upload it
+        unless the bucket holds it already with the same sha256 and size."""
+        digest = self._cache.put(source, digest)
+        path = self._cache.path_for(digest)
+        size = path.stat().st_size
+        key = self.key_for(digest)
+        with self._errors(key):
+            stored = self._head(key)
+            if stored is not None and _recorded(stored) == (digest, size):
+                logger.debug("artifact %s already in %s", digest, self.url)
+                return digest
+            metadata = {SHA256_KEY: digest, SIZE_KEY: str(size)}
+            self._s3().upload_file(str(path), self._bucket, key, ExtraArgs={"Metadata": metadata})
+        logger.debug("uploaded artifact %s to %s", digest, self.url)
+        return digest
+
+    def verified_path(self, digest: str) -> Path:
+        """The cached copy, re-hashed; fetched from the bucket when it is missing or corrupt."""
+        try:
+            return self._cache.verified_path(digest)
+        except ArtifactCorrupt as exc:
+            if exc.actual != MISSING:
+                logger.warning(
+                    "cached artifact %s is corrupt (found sha256 %s): fetching it again",
+                    exc.path,
+                    exc.actual,
+                )
+        return self._fetch(digest)
+
+    def exists(self, digest: str) -> bool:
+        key = self.key_for(digest)
+        with self._errors(key):
+            return self._head(key) is not None
+
+    def remove(self, digest: str) -> None:
+        key = self.key_for(digest)
+        with self._errors(key):
+            self._s3().delete_object(Bucket=self._bucket, Key=key)
+        self._cache.remove(digest)
+
+    def digests(self) -> set[str]:
+        start = f"{self._prefix}/" if self._prefix else ""
+        found = set()
+        with self._errors(start):
+            pages = self._s3().get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self._bucket, Prefix=start):
+                for item in page.get("Contents", ()):
+                    folder, _, name = str(item["Key"])[len(start) :].partition("/")
+                    if DIGEST_PATTERN.match(name) and folder == name[:2]:
+                        found.add(name)
+        return found
+
+    def remove_stale_temps(self, is_alive: Callable[[int], bool]) -> list[Path]:
+        """The cache's unfinished downloads and copies of processes that are gone, deleted."""
+        return self._cache.remove_stale_temps(is_alive)
+
+    def _fetch(self, digest: str) -> Path:
+        """Download the blob into the cache, hashing and counting it as it arrives: past the size
+        it was stored with, or with other bytes, nothing is kept and ArtifactCorrupt is raised."""
+        from botocore.exceptions import ClientError
+
+        key = self.key_for(digest)
+        where = f"{SCHEME}{self._bucket}/{key}"
+        with self._errors(key):
+            try:
+                answer = self._s3().get_object(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in NOT_FOUND:
+                    raise ArtifactCorrupt(where, digest, MISSING) from None
+                raise
+            body = answer["Body"]
+            try:
+                size = int(answer["ContentLength"])
+                limit = _stored_size(answer.get("Metadata") or {}, size)
+                if size > limit:
+                    raise ArtifactCorrupt(where, digest, _too_large(size, limit))
+                written = self._cache.write(_bounded(body, limit, where, digest), digest)
+            finally:
+                body.close()
+        if written != digest:
+            raise ArtifactCorrupt(where, digest, written)
+        logger.info("fetched artifact %s from %s", digest, self.url)
+        return self._cache.path_for(digest)
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's head, or None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head: dict[str, Any] = self._s3().head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in NOT_FOUND:
+                return None
+            raise
+        return head
+
+    def _s3(self) -> Any:
+        pid = os.getpid()
+        if self._client_pid != pid:  # first use, or a forked child: make its own connections
+            self._lock = threading.Lock()
+            self._client, self._client_pid = None, pid
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """boto3's and botocore's errors as Dockyard's, naming the bucket and what to check."""
+        import botocore.exceptions as boto
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            yield
+        except (boto.BotoCoreError, boto.ClientError) as exc:
+            raise self._translated(exc, key) from exc
+        except S3UploadFailedError as exc:
+            # The upload manager wraps the client's error; what went wrong is that one.
+            cause = exc.__cause__ or exc.__context__
+            error = cause if isinstance(cause, boto.ClientError | boto.BotoCoreError) else exc
+            raise self._translated(error, key) from exc
+
+    def _translated(self, error: Exception, key: str) -> DockyardError:
+        import botocore.exceptions as boto
+
+        where = f"{SCHEME}{self._bucket}/{key}"
+        if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
+            return DockyardError(
+                f"no usable AWS credentials for the artifact store {self.url} ({error}): set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role"
+            )
+        if isinstance(error, boto.ClientError):
+            code = _code(error)
+            message = error.response.get("Error", {}).get("Message", "") or code
+            if code == "NoSuchBucket":
+                return DockyardError(
+                    f"the bucket of artifact_url {self.url} does not exist: create it or fix "
+                    "DOCKYARD_ARTIFACT_URL"
+                )
+            if code in BUSY or code.startswith("5"):
+                return Unavailable(
+                    f"the artifact store is unavailable at {where} ({message}); try again"
+                )
+            return DockyardError(
+                f"the artifact store refused {where}: {code} {message}; check the bucket's "
+                "permissions and the credentials"
+            )
+        if isinstance(error, boto.BotoCoreError):
+            return Unavailable(
+                f"the artifact store cannot be reached for {where} ({error}); check "
+                "DOCKYARD_S3_ENDPOINT_URL, the network and s3_timeout_s"
+            )
+        return DockyardError(f"the artifact store failed on {where}: {error}")
+
+
+def _client_factory(endpoint_url: str, timeout_s: float, attempts: int) -> Callable[[], Any]:
+    """A function making an S3 client; MissingExtra now when boto3 is not installed."""
+    try:
+        import boto3.session
+        from botocore.config import Config
+    except ImportError:
+        raise MissingExtra("boto3 (for an s3:// artifact_url)", "s3") from None
+    config = Config(
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
+
+    def make() -> Any:
+        global _session
+        # Making clients from one session is not thread-safe; one session for the process
+        # (under a lock) reads botocore's service models once, not once per client.
+        with _session_lock:
+            if _session is None:
+                _session = boto3.session.Session()
+            return _session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+    return make
+
+
+def _forget_session() -> None:
+    """In a forked child: a session and a lock of its own (a thread of the parent may have held
+    the lock, or a credential refresh's, at the fork)."""
+    global _session, _session_lock
+    _session, _session_lock = None, threading.Lock()
+
+
+_session: Any = None
+_session_lock = threading.Lock()
+os.register_at_fork(after_in_child=_forget_session)
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", {}) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _recorded(head: dict[str, Any]) -> tuple[str, int]:
+    """The sha256 an object was uploaded with (empty when another tool put it) and its size."""
+    return str((head.get("Metadata") or {}).get(SHA256_KEY, "")), int(head["ContentLength"])
+
+
+def _stored_size(metadata: dict[str, str], size: int) -> int:
+    """The size the blob was uploaded with; the object's own when another tool put it."""
+    recorded = metadata.get(SIZE_KEY, "")
+    return int(recorded) if recorded.isdigit() else size
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"{size} bytes, more than the {limit} it was stored with"
+
+
+def _bounded(body: Any, limit: int, where: str, digest: str) -> Iterator[bytes]:
+    """The body's chunks, failing as soon as they pass ``limit`` bytes."""
+    total = 0
+    while chunk := body.read(CHUNK_SIZE):
+        total += len(chunk)
+        if total > limit:
+            raise ArtifactCorrupt(where, digest, _too_large(total, limit))
+        yield chunk
+
+
+__all__ = ["S3ArtifactStore", "parse_url"]
