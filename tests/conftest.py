@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from chaos import table as chaos_table
 from dockyard.config import load_settings
 from dockyard.reliability import logs
 from dockyard.services.workspace import Workspace
@@ -83,3 +84,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop()
+
+
+_chaos_rows: list[chaos_table.Row] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _chaos_rows.extend(chaos_table.rows_of(report))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    chaos_table.print_table(terminalreporter, _chaos_rows)

@@ -51,22 +51,43 @@ That import lists scikit-learn's estimators (``sklearn.utils.all_estimators`` in
 ``skops.io._trusted_types``), which imports every package under ``sklearn`` to look inside it, and
 ``sklearn.utils._testing``. The packages include scikit-learn's array-API adapters for other array
 libraries, and through them torch (seconds, and gigabytes of address space) wherever torch is
-installed; ``sklearn.utils._testing`` imports pytest, where installed, for its test markers. The
-list skips everything under ``sklearn.externals`` and uses no marker, so it comes out the same
-without them; a model that computes on torch arrays imports its adapter when it needs it."""
+installed; ``sklearn.utils._testing`` imports pytest, where installed, for its test markers. Should
+the list be made after all (``import_skops_io`` skips it), it skips everything under
+``sklearn.externals`` and uses no marker, so it comes out the same without them; a model that
+computes on torch arrays imports its adapter when it needs it."""
 
 
 def import_skops_io() -> ModuleType:
-    """``skops.io``, imported without torch, CuPy, Dask or pytest (KEPT_OUT)."""
+    """``skops.io``, imported without listing scikit-learn's estimators and without torch, CuPy,
+    Dask or pytest (KEPT_OUT).
+
+    skops lists the estimators for its default trust, which Dockyard never uses: every load passes
+    the types ``read_skops`` found, each approved by Dockyard's own allow-list
+    (``runtimes.trust``, which decides one name at a time without the list). Making the list imports
+    every scikit-learn module — seconds of CPU at every server start and every command that reads
+    a model — so while skops is imported its ``all_estimators`` lists none (skops's default
+    trust then names no estimator, which only makes ``get_untrusted_types`` report more of a file's
+    types, all of which ``read_skops`` names anyway).
+    """
     loaded = sys.modules.get(SKOPS_MODULE)
     if loaded is not None:
         return loaded
+    import sklearn.utils
+
+    listing = sklearn.utils.all_estimators
     keep_out = _KeepOut(KEPT_OUT, threading.get_ident())
     sys.meta_path.insert(0, keep_out)
+    sklearn.utils.all_estimators = _no_estimators
     try:
         return importlib.import_module(SKOPS_MODULE)
     finally:
+        sklearn.utils.all_estimators = listing
         sys.meta_path.remove(keep_out)
+
+
+def _no_estimators(type_filter: object = None) -> list[tuple[str, type]]:
+    """``all_estimators`` while skops is imported: none listed (see ``import_skops_io``)."""
+    return []
 
 
 class _KeepOut(importlib.abc.MetaPathFinder):
