@@ -24,9 +24,8 @@ def print_table(terminalreporter: pytest.TerminalReporter, rows: list[Row]) -> N
     if not rows:
         return
     terminalreporter.section("chaos suite")
-    ordered = sorted(rows)
-    widths = [max(len(str(row[i])) for row in [HEADER, *ordered]) for i in range(len(HEADER))]
-    for row in [HEADER, *ordered]:
+    widths = [max(len(str(row[i])) for row in [HEADER, *rows]) for i in range(len(HEADER))]
+    for row in [HEADER, *rows]:
         cells = [
             str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
