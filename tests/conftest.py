@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx._transports.default
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -15,6 +19,26 @@ from dockyard.config import load_settings
 from dockyard.reliability import logs
 from dockyard.services.workspace import Workspace
 from servers import Server
+
+_create_ssl_context = httpx._transports.default.create_ssl_context
+
+
+@functools.cache
+def _verifying_context() -> ssl.SSLContext:
+    return _create_ssl_context()
+
+
+def _shared_default_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    """httpx builds a new SSL context for every client, loading certifi's whole CA bundle: about
+    50 ms of CPU for each ``httpx.get`` the tests make (hundreds, and a server's readiness poll
+    every 50 ms), whatever the URL's scheme. The suite shares one for the default settings; a
+    test that passes its own ``verify`` gets what it asked for."""
+    if verify is True and cert is None and trust_env:
+        return _verifying_context()
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx._transports.default.create_ssl_context = _shared_default_context  # type: ignore[assignment]
 
 
 @pytest.fixture(autouse=True)

@@ -39,6 +39,7 @@ WRITE_MARGIN_S = 0.5
 """Beyond the flush interval, what a killed worker may also lose: the time its last write took
 and the scheduling of a shared machine."""
 CLIENTS = 4
+REQUESTS_PER_CONNECTION = 20
 
 
 @dataclass(frozen=True)
@@ -67,30 +68,30 @@ class Traffic:
 
     def _client(self, url: str, x: np.ndarray, headers: dict[str, str], seed: int) -> None:
         choose = random.Random(seed)
-        with httpx.Client(timeout=10, headers=headers) as http:
-            while not self._stop.is_set():
-                rows = choose.randint(1, 3)
-                start = choose.randrange(len(x) - rows)
-                body = {
-                    "inputs": [
-                        {
-                            "name": "x",
-                            "shape": [rows, x.shape[1]],
-                            "datatype": "FP64",
-                            "data": x[start : start + rows].tolist(),
-                        }
-                    ]
-                }
-                try:
-                    response = http.post(f"{url}/v2/models/lr/infer", json=body)
-                except httpx.TransportError:
-                    time.sleep(0.02)
-                    continue
-                if response.status_code == 200:
-                    outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
-                    self.answered.append(
-                        Answered(response.headers["x-request-id"], rows, time.monotonic(), outputs)
-                    )
+        while not self._stop.is_set():
+            # A new connection every REQUESTS_PER_CONNECTION requests: each is accepted by
+            # whichever worker is free then, so every worker gets some of the traffic.
+            with httpx.Client(timeout=10, headers=headers) as http:
+                self._send(http, url, x, choose)
+
+    def _send(self, http: httpx.Client, url: str, x: np.ndarray, choose: random.Random) -> None:
+        for _ in range(REQUESTS_PER_CONNECTION):
+            if self._stop.is_set():
+                return
+            rows = choose.randint(1, 3)
+            start = choose.randrange(len(x) - rows)
+            data = x[start : start + rows].tolist()
+            inputs = [{"name": "x", "shape": [rows, x.shape[1]], "datatype": "FP64", "data": data}]
+            try:
+                response = http.post(f"{url}/v2/models/lr/infer", json={"inputs": inputs})
+            except httpx.TransportError:
+                time.sleep(0.02)
+                return  # a new connection
+            if response.status_code == 200:
+                outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+                self.answered.append(
+                    Answered(response.headers["x-request-id"], rows, time.monotonic(), outputs)
+                )
 
     def stop(self) -> None:
         self._stop.set()
@@ -155,7 +156,7 @@ def test_a_killed_worker_loses_at_most_its_last_flush_interval(
     traffic = Traffic(server.url, tabular_data[0])
     try:
         victim = server.workers()[0]
-        prefix = f"{victim:x}-"
+        prefix = f"{victim:x}-"  # request ids start with the answering worker's pid
 
         def logged_before_the_last_interval() -> int:
             cutoff = time.monotonic() - FLUSH_S - WRITE_MARGIN_S

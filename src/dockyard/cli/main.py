@@ -24,6 +24,7 @@ from dockyard.cli import (
     data,
     deps,
     doctor,
+    export,
     governance,
     keys,
     loadtest,
@@ -60,6 +61,7 @@ app.add_typer(governance.approvals_app, name="approvals")
 app.add_typer(data.app, name="data")
 app.add_typer(backup.app, name="backup")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(export.app, name="export")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 app.command("retrain")(retrain.retrain)

@@ -168,13 +168,8 @@ def _parse(path: Path, suffix: str, text: str) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise InvalidInput(f"model card file {path} is not valid JSON: {exc}") from exc
-    try:
-        import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
-    except ImportError:
-        raise InvalidInput(
-            f"model card file {path}: reading YAML needs PyYAML (pip install pyyaml); or write "
-            "the card as TOML or JSON"
-        ) from None
+    import yaml  # only for a YAML card
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
