@@ -48,8 +48,18 @@ def test_default_database_is_sqlite_in_home(tmp_path: Path) -> None:
         ({}, {"DOCKYARD_BATCHING": "maybe"}, "batching"),
         ({"nonsense": 1}, {}, "nonsense"),
         ({"port": 70000}, {}, "65535"),
+        ({}, {"DOCKYARD_TRACE_SAMPLE": "1.5"}, "trace_sample must be between 0 and 1"),
+        ({}, {"DOCKYARD_OTLP_ENDPOINT": "collector:4317"}, "otlp_endpoint must be an http"),
     ],
-    ids=["bad-int", "negative-workers", "bad-bool", "unknown", "port-range"],
+    ids=[
+        "bad-int",
+        "negative-workers",
+        "bad-bool",
+        "unknown",
+        "port-range",
+        "trace-sample",
+        "otlp-endpoint",
+    ],
 )
 def test_bad_values_name_the_setting(
     flags: dict[str, object], env: dict[str, str], message: str

@@ -161,6 +161,16 @@ class Settings:
     """How often each worker writes what it logged: what a killed worker can lose at most."""
     log_queue_rows: int = 100_000
     """Most logged rows waiting for the writer; past it new ones are shed and counted."""
+    traces: bool = False
+    """Send OpenTelemetry traces of inference (a span per request, per batch, per predict call)
+    over OTLP/HTTP (extra ``otel``)."""
+    otlp_endpoint: str = ""
+    """Where traces are POSTed (``http://collector:4318/v1/traces``); empty: the OpenTelemetry
+    variables ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``, else
+    ``http://localhost:4318/v1/traces``."""
+    trace_sample: float = 1.0
+    """Share of requests traced (0 to 1) when the caller sent no ``traceparent``; one that did
+    is traced as its caller decided."""
     drift_window: str = "24h"
     """Live traffic drift compares with the reference: a time (``24h``) or rows (``100000rows``)."""
     drift_max_rows: int = 100_000
@@ -486,6 +496,13 @@ def _validate(settings: Settings) -> None:
     ):
         raise InvalidInput(
             f"s3_endpoint_url must be an http:// or https:// URL, got {settings.s3_endpoint_url!r}"
+        )
+    if not 0 <= settings.trace_sample <= 1:
+        raise InvalidInput(f"trace_sample must be between 0 and 1, got {settings.trace_sample}")
+    if settings.otlp_endpoint and not settings.otlp_endpoint.startswith(("http://", "https://")):
+        raise InvalidInput(
+            f"otlp_endpoint must be an http:// or https:// URL (OTLP over HTTP), "
+            f"got {settings.otlp_endpoint!r}"
         )
     for name in ("header_timeout_s", "body_timeout_s", "s3_timeout_s"):
         if getattr(settings, name) <= 0:

@@ -155,6 +155,14 @@ def serve(
             help="Log one record per request (method, path, status, duration, request id).",
         ),
     ] = None,
+    traces: Annotated[
+        bool | None,
+        typer.Option(
+            "--traces/--no-traces",
+            help="Send OpenTelemetry traces (request, batch, predict spans) over OTLP/HTTP to "
+            "DOCKYARD_OTLP_ENDPOINT (extra otel).",
+        ),
+    ] = None,
     follow: Annotated[
         bool | None,
         typer.Option(
@@ -199,6 +207,7 @@ def serve(
         log_level=log_level,
         log_format=log_format,
         access_log=access_log,
+        traces=traces,
         model_options=model_option,
         follow_registry=follow,
         backup_every=backup_every,
@@ -210,6 +219,10 @@ def serve(
     check_alerting(settings)  # alert rules and webhook: one line now, not a worker crash loop
     Policy.of(settings)  # the [governance] table, likewise
     personal_data_rules(settings)
+    if settings.traces:  # the otel extra missing: one line now, not a worker crash loop
+        from dockyard.monitoring.tracing import check_installed
+
+        check_installed()
     if settings.backup_every:  # a bad --backup-every: one line now, not a log record later
         try:
             parse_duration(settings.backup_every)

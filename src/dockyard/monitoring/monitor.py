@@ -1,8 +1,10 @@
-"""One worker's monitoring, fed by the hot path: request metrics and the prediction log.
+"""One worker's monitoring, fed by the hot path: request metrics, the prediction log, traces.
 
 The hot path calls ``observe`` once per inference request, after the answer is sent. Both parts
 only record in memory there (a few dictionary updates; a reference appended to a bounded queue);
-their writers run off the hot path (``start``/``close``, from the app's lifespan).
+their writers run off the hot path (``start``/``close``, from the app's lifespan). The traces
+(``monitoring.tracing``), when on, wrap the request instead, and their exporter starts and stops
+with the others.
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from dockyard.monitoring.predlog import PredictionLog, Protect
+    from dockyard.monitoring.tracing import Traces
     from dockyard.registry.records import ModelVersion
 
 
 class Monitor:
-    """Metrics and the prediction log of one worker process; either may be off (None)."""
+    """Metrics, the prediction log and traces of one worker process; each may be off (None)."""
 
-    def __init__(self, metrics: WorkerMetrics | None, log: PredictionLog | None) -> None:
+    def __init__(
+        self,
+        metrics: WorkerMetrics | None,
+        log: PredictionLog | None,
+        traces: Traces | None = None,
+    ) -> None:
         self.metrics = metrics
         self.log = log
+        self.traces = traces
 
     @classmethod
     def for_worker(
@@ -42,14 +51,19 @@ class Monitor:
         of server ``server`` (its workers share a metrics folder named after it); ``engine``: the
         registry's, for the gauges read from its tables; ``protect``: what the log's rows pass
         through before they are written (the personal-data rules). The prediction log's writer
-        (pyarrow) is imported only when the log is on."""
+        (pyarrow) is imported only when the log is on, OpenTelemetry only when traces are."""
         metrics = WorkerMetrics(metrics_folder(home, server), engine) if settings.metrics else None
         log = None
         if settings.prediction_log:
             from dockyard.monitoring.predlog import PredictionLog
 
             log = PredictionLog.for_worker(settings, home, protect)
-        return cls(metrics, log)
+        traces = None
+        if settings.traces:
+            from dockyard.monitoring.tracing import Traces
+
+            traces = Traces.for_worker(settings)
+        return cls(metrics, log, traces)
 
     def observe(
         self,
@@ -82,6 +96,8 @@ class Monitor:
             await self.metrics.start()
         if self.log is not None:
             await self.log.start()
+        if self.traces is not None:
+            self.traces.start()
 
     async def close(self) -> None:
         """Flush and stop the writers: a graceful stop loses nothing recorded."""
@@ -89,3 +105,5 @@ class Monitor:
             await self.log.close()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.traces is not None:
+            await self.traces.close()

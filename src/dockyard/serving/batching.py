@@ -19,6 +19,10 @@ and starts on it at once, and only then do the answers go back to the event loop
 loop to hand over the next batch would leave the model idle while the loop encodes and sends the
 last batch's responses.
 
+With traces on (``monitoring.tracing``), each batch is a span linked to the spans of the requests
+it serves, with the model's predict call a span inside it; a queued request carries its span's
+context to the batch. With them off, a batch or a queued request costs an ``is None`` test or two.
+
 The queue is bounded (``max_queue`` rows waiting): a request that would pass the bound is refused
 at once with ``Overloaded`` (503 and ``Retry-After``) and never queued, so past saturation the
 admitted requests keep their latency and the others learn in a millisecond to come back later. A
@@ -40,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from dockyard.errors import DockyardError, Overloaded, PredictionFailed, PredictionTimeout
+from dockyard.monitoring import tracing
 from dockyard.reliability.logs import QUOTES_REQUEST
 from dockyard.reliability.overrun import Overrun, call_with_limit, can_interrupt
 from dockyard.runtimes.base import row_count
@@ -86,6 +91,8 @@ class _Pending:
     outputs: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     enqueued: float = field(default_factory=time.monotonic)
+    span: Any = None
+    """The request's span context, which its batch's span links to (traces on only)."""
 
 
 class Batcher:
@@ -180,6 +187,8 @@ class Batcher:
             raise self._shed(waiting)
         loop = asyncio.get_running_loop()
         pending = _Pending(x, rows, outputs, loop.create_future())
+        if tracing.ACTIVE is not None:
+            pending.span = tracing.ACTIVE.current()
         with self._lock:
             self._queue.append(pending)
             self._waiting += rows
@@ -401,7 +410,7 @@ class Batcher:
         if any(not p.outputs for p in batch):
             outputs = ()
         try:
-            return list(zip(batch, self._predict_batch(parts, outputs), strict=True))
+            return list(zip(batch, self._predict_batch(parts, outputs, batch), strict=True))
         except Exception as exc:
             if len(batch) == 1:
                 return [(batch[0], exc)]
@@ -409,16 +418,32 @@ class Batcher:
         return [outcome for pending in batch for outcome in self._execute([pending])]
 
     def _predict_batch(
-        self, parts: list[tuple[Any, int]], outputs: tuple[str, ...]
+        self,
+        parts: list[tuple[Any, int]],
+        outputs: tuple[str, ...],
+        requests: list[_Pending] | None = None,
+        in_span: bool = False,
     ) -> list[dict[str, np.ndarray]]:
-        """Stack the inputs, predict once, split by row offsets; time the model for next time."""
+        """Stack the inputs, predict once, split by row offsets; time the model for next time.
+
+        With traces on, this runs again inside the batch's span (``in_span``), linked to the
+        spans of ``requests`` (None: the lone request being served on the loop thread now); with
+        them off, it runs once, without an extra call."""
+        traces = tracing.ACTIVE
+        if traces is not None and not in_span:
+            spans = None if requests is None else [pending.span for pending in requests]
+            with traces.batch(spans, sum(rows for _, rows in parts)):
+                return self._predict_batch(parts, outputs, requests, True)
         self.batches_run += 1
         x = parts[0][0] if len(parts) == 1 else concat_inputs([part for part, _ in parts])
         total = sum(rows for _, rows in parts)
         if self.on_batch is not None:
             self.on_batch(total)
         started = time.perf_counter()
-        result = self._predict(x, outputs)
+        if traces is None:
+            result = self._predict(x, outputs)
+        else:
+            result = traces.predict(self._predict, x, outputs)
         elapsed = time.perf_counter() - started
         previous = self._batch_seconds
         self._batch_seconds = (

@@ -4,21 +4,24 @@
 operations and answered here; every other request (metadata, management, docs) goes on to the
 FastAPI app. The FastAPI routes for the same paths exist for the OpenAPI docs and call the same
 coroutines in ``serving.inference``. The ``Host`` check (``serving.guards``) is folded into the
-header scan each hot request makes anyway.
+header scan each hot request makes anyway. With traces on, each inference request runs inside
+its span (``_traced``); with them off, ``_predict`` is called directly, chosen once.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from time import perf_counter
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import numpy as np
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.monitoring.monitor import Monitor
+from dockyard.registry.records import ModelVersion
 from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.security.principals import OPEN, Action, Principal
@@ -58,6 +61,10 @@ TARGETS_CACHED = 1024
 client's to choose, so the cache is bounded)."""
 LIVE = b'{"live":true}'
 READY = b'{"ready":true}'
+Serve = Callable[
+    [Scope, Receive, Send, tuple[str, str | None] | None, str | None],
+    Awaitable[Answer | Exception],
+]
 CONTENT_TYPES = {
     content_type: (b"content-type", content_type.encode()) for content_type in (JSON, BINARY)
 }
@@ -95,8 +102,9 @@ class HotPath:
         monitor: Monitor | None = None,
         access_log: bool = False,
     ) -> None:
-        """``monitor`` is told of every inference request once it is answered; with
-        ``access_log``, each one is logged (``reliability.logs.access``) once answered."""
+        """``monitor`` is told of every inference request once it is answered (and traces it,
+        when its traces are on); with ``access_log``, each one is logged
+        (``reliability.logs.access``) once answered."""
         self.app = app
         self.auth = auth
         self.gateway = gateway
@@ -114,6 +122,10 @@ class HotPath:
         measures = monitor is not None and monitor.metrics is not None
         self._monitor = monitor if measures or self._logs else None
         self._access = access_log
+        self._traces = monitor.traces if monitor is not None else None
+        self._serve: Serve = self._predict if self._traces is None else self._traced
+        """How an inference request is served: chosen here, so that with traces off the hot
+        path does not even test for them."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +141,7 @@ class HotPath:
                     self._v2_targets[path] = v2
             v1 = None if v2 else _v1_target(path)
             if v2 is not None or v1 is not None:
-                await self._predict(scope, receive, send, v2, v1)
+                await self._serve(scope, receive, send, v2, v1)
                 return
         elif method == "GET" and path == "/v2/health/live":
             if await self._host_allowed(scope, send):
@@ -163,7 +175,8 @@ class HotPath:
         send: Send,
         v2: tuple[str, str | None] | None,
         v1: str | None,
-    ) -> None:
+    ) -> Answer | Exception:
+        """Answer an inference request; returns the answer sent, or the error answered."""
         started = perf_counter()
         headers: dict[str, str] = {}
         request_id = b""
@@ -185,7 +198,7 @@ class HotPath:
             refusal = refused_host(host)
             await send_error(send, refusal, close=True)
             self._failed(scope, v2, v1, refusal.http_status, started, refusal, OPEN)
-            return
+            return refusal
         if not request_id:
             request_id = b"%s%x" % (self._id_prefix, next(self._ids))
         CURRENT_REQUEST_ID.set(request_id)
@@ -207,7 +220,7 @@ class HotPath:
                 extra["Connection"] = "close"
                 await _respond(send, status, JSON, body, extra, request_id)
                 self._failed(scope, v2, v1, status, started, exc, principal)
-                return
+                return exc
         read = partial(receive_body, headers, receive, self.max_body_bytes)
         try:
             if v2 is not None:
@@ -219,12 +232,54 @@ class HotPath:
             status, extra, body = error_answer(exc, request_id.decode("latin-1"))
             await _respond(send, status, JSON, body, extra, request_id)
             self._failed(scope, v2, v1, status, started, exc, principal)
-            return
+            return exc
         await _respond(send, 200, answer.content_type, answer.body, answer.headers, request_id)
         if self._monitor is not None:
             self._answered(v2, v1, answer, started, request_id, principal)
         if self._access:
             _access(scope, 200, started, principal)
+        return answer
+
+    async def _traced(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        v2: tuple[str, str | None] | None,
+        v1: str | None,
+    ) -> Answer | Exception:
+        """``_predict`` inside the request's span (traces on): the span is current while the
+        request is served, and ends with what was answered."""
+        traces = self._traces
+        assert traces is not None
+        route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
+        span, token = traces.request(scope["headers"], route, name)
+        status = 500
+
+        async def send_traced(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        outcome: Answer | BaseException
+        try:
+            outcome = await self._predict(scope, receive, send_traced, v2, v1)
+        except BaseException as exc:  # a client gone while its answer was sent, a cancellation
+            outcome = exc
+            raise
+        finally:
+            if isinstance(outcome, Answer):
+                version, rows, error = outcome.version, _rows(outcome.inputs), None
+            else:
+                version, rows = self._version_of(name, number), None
+                error = type(outcome).__name__
+            request_id = CURRENT_REQUEST_ID.get()
+            if isinstance(request_id, bytes):
+                request_id = request_id.decode("latin-1")
+            number_served = None if version is None else version.version
+            traces.answered(span, token, status, number_served, rows, request_id, error)
+        return outcome
 
     def _answered(
         self,
@@ -275,15 +330,28 @@ class HotPath:
         if self._monitor is None:
             return
         route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
-        version = routed_version(name, number)  # a rollout's candidate that failed
+        version = self._version_of(name, number)
+        seconds = perf_counter() - started
+        kind = type(error).__name__
+        self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)
+
+    def _version_of(self, name: str, number: str | None) -> ModelVersion | None:
+        """The version a failed request is counted under: the one that would have answered it
+        (a rollout's candidate that failed), none for a model or version not served here."""
+        version = routed_version(name, number)
         if version is None:
             try:
                 version = self.gateway.deployment(name, number).version
             except DockyardError:
                 version = None
-        seconds = perf_counter() - started
-        kind = type(error).__name__
-        self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)
+        return version
+
+
+def _rows(inputs: Mapping[str, np.ndarray] | None) -> int | None:
+    """The rows of a request's decoded tensors (their first dimension)."""
+    for array in (inputs or {}).values():
+        return int(array.shape[0]) if array.ndim else 1
+    return None
 
 
 def _access(scope: Scope, status: int, started: float, principal: Principal) -> None:
