@@ -104,10 +104,6 @@ def describe(
             f"export {ref!r} by an alias (NAME@ALIAS): the pods serve what the alias names and "
             "follow it when it moves"
         )
-    for option in ("cpu", "memory"):
-        value = str(sizing.get(option, "1"))
-        if not QUANTITY.match(value):
-            raise InvalidInput(f"--{option} {value!r} is not a Kubernetes quantity (500m, 2, 1Gi)")
     if image is not None and not IMAGE.match(image):
         raise InvalidInput(
             f"--image {image!r} is not an image name (lowercase letters, digits, . _ / : @ -)"
@@ -116,7 +112,7 @@ def describe(
     settings: Settings = workspace.settings
     extras = sorted({*SHARED_EXTRAS, *_extra(served.framework)})
     requirement = requirement or f"dockyard[{','.join(extras)}]=={_dockyard_version()}"
-    return Deployment(
+    deployment = Deployment(
         model=parsed.name,
         alias=parsed.alias,
         framework=served.framework,
@@ -127,6 +123,10 @@ def describe(
         grace_s=int(settings.drain_timeout_s) + 10,
         **sizing,
     )
+    for option, value in (("cpu", deployment.cpu), ("memory", deployment.memory)):
+        if not QUANTITY.match(value):
+            raise InvalidInput(f"--{option} {value!r} is not a Kubernetes quantity (500m, 2, 1Gi)")
+    return deployment
 
 
 def dockerfile(deployment: Deployment) -> str:
