@@ -38,6 +38,13 @@ MODEL_KNOBS = (
     "max_queue",
     "breaker_failures",
     "fallback",
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+    "replica_cpus",
+    "replica_gpus",
+    "upscale_delay_s",
+    "downscale_delay_s",
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models", "alerts", "governance"})
@@ -59,6 +66,13 @@ class ModelOptions:
     max_queue: int
     breaker_failures: int
     fallback: str
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    replica_cpus: float
+    replica_gpus: float
+    upscale_delay_s: float
+    downscale_delay_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +91,32 @@ class Settings:
     s3_timeout_s: float = 60.0
     """How long the artifact bucket may take to accept a connection, or to send the next bytes
     of an answer, before the call fails (after its retries)."""
+    backend: str = "local"
+    """Where models run: ``local`` (in the serving processes) or ``ray`` (Ray Serve replicas on a
+    Ray cluster, extra ``ray``; the server in front keeps every route, auth rule and metric)."""
+    ray_address: str = ""
+    """The Ray cluster of the ``ray`` backend: ``host:port`` of its head, ``auto`` (the one this
+    machine runs), or ``ray://host:10001`` (Ray Client); empty: a Ray instance started for this
+    server alone, on 127.0.0.1."""
+    ray_deploy_timeout_s: float = 300.0
+    """How long a version's replicas may take to start on Ray (placed, loaded) before the version
+    counts as failed to load."""
+    min_replicas: int = 1
+    """Fewest Ray Serve replicas of a served version (``ray`` backend); a per-model knob."""
+    max_replicas: int = 1
+    """Most replicas Ray's autoscaler may start; above ``min_replicas`` it scales on the requests
+    each replica holds (``target_ongoing_requests``). A per-model knob."""
+    target_ongoing_requests: float = 2.0
+    """Batches each replica should hold at once; the autoscaler adds replicas above it and removes
+    them below it. A per-model knob."""
+    replica_cpus: float = 1.0
+    """CPUs Ray reserves for each replica (and the threads its model uses); a per-model knob."""
+    replica_gpus: float = 0.0
+    """GPUs Ray reserves for each replica; a per-model knob."""
+    upscale_delay_s: float = 30.0
+    """How long the load must stay above the target before the autoscaler adds a replica."""
+    downscale_delay_s: float = 600.0
+    """How long the load must stay below the target before the autoscaler removes a replica."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 0
@@ -448,6 +488,30 @@ def _tables(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     return {str(name): dict(table) for name, table in raw.items()}
 
 
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
+
+
+def _check_replicas(settings: Settings, model: str | None) -> None:
+    """The Ray replica knobs of ``model`` (None: the defaults), each with the name it was set as."""
+    options = settings.model_options(model) if model is not None else settings
+    where = "" if model is None else f"models.{model}."
+    if options.min_replicas < 0 or options.max_replicas < max(1, options.min_replicas):
+        raise InvalidInput(
+            f"{where}min_replicas and {where}max_replicas must satisfy 0 <= min <= max and "
+            f"max >= 1, got {options.min_replicas} and {options.max_replicas}"
+        )
+    if options.target_ongoing_requests <= 0:
+        raise InvalidInput(
+            f"{where}target_ongoing_requests must be more than 0, got "
+            f"{options.target_ongoing_requests}"
+        )
+    for knob in ("replica_cpus", "replica_gpus", "upscale_delay_s", "downscale_delay_s"):
+        if getattr(options, knob) < 0:
+            raise InvalidInput(f"{where}{knob} must be 0 or more, got {getattr(options, knob)}")
+
+
 def _parse_model_flags(items: Any) -> dict[str, dict[str, str]]:
     """``["fraud.max_batch_size=32", "fraud.batching=false"]`` as nested overrides."""
     parsed: dict[str, dict[str, str]] = {}
@@ -469,6 +533,19 @@ def _validate(settings: Settings) -> None:
         )
     if settings.log_format not in ("text", "json"):
         raise InvalidInput(f"log_format must be text or json, got {settings.log_format!r}")
+    if settings.backend not in ("local", "ray"):
+        raise InvalidInput(f"backend must be local or ray, got {settings.backend!r}")
+    if settings.ray_address and not (
+        settings.ray_address == "auto"
+        or settings.ray_address.startswith("ray://")
+        or _is_host_port(settings.ray_address)
+    ):
+        raise InvalidInput(
+            f"ray_address must be HOST:PORT, auto or ray://HOST:PORT (empty: a Ray instance of "
+            f"this server's own), got {settings.ray_address!r}"
+        )
+    for model in (None, *settings.models):
+        _check_replicas(settings, model)
     if settings.workers < 0:
         raise InvalidInput(f"workers must be 0 (one per core) or more, got {settings.workers}")
     for name in (

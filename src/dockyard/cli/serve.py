@@ -62,6 +62,20 @@ def _check_auth_sources(settings: Settings) -> None:
         JwtVerifier.from_settings(settings, refresh_in_background=False)
 
 
+def _workers(settings: Settings) -> int:
+    """Worker processes to run: with the ray backend one (the replicas scale, on the cluster; a
+    process joined to Ray cannot be forked into more)."""
+    if settings.backend != "ray":
+        return settings.effective_workers()
+    if settings.workers > 1:
+        raise InvalidInput(
+            f"the ray backend serves from one process (--workers {settings.workers} asked for "
+            "more): scale its models with replicas ([models.NAME] min_replicas, max_replicas), "
+            "or run more servers in front of the same Ray cluster"
+        )
+    return 1
+
+
 def _say(settings: Settings, text: str) -> None:
     """A line for the user: printed, or a log record when the logs are JSON lines (so that every
     line the server writes is one)."""
@@ -102,6 +116,19 @@ def serve(
     ] = None,
     model_threads: Annotated[
         int | None, typer.Option(help="OpenMP/BLAS threads per worker (0: cores / workers - 1).")
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="local (models in the serving processes) or ray (Ray Serve replicas; extra ray)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The ray backend's cluster: HOST:PORT, auto or ray://HOST:PORT (default: a Ray "
+            "instance of this server's own, on 127.0.0.1)."
+        ),
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most rows in one batch.")] = None,
     max_delay_ms: Annotated[
@@ -194,6 +221,8 @@ def serve(
         port=port,
         workers=workers,
         model_threads=model_threads,
+        backend=backend,
+        ray_address=ray_address,
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         batching=batching,
@@ -265,7 +294,7 @@ def _serve_on(
     retention = retention_period(settings)  # a mistake stops serve before any model loads
     workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else None
-    workers = settings.effective_workers()
+    workers = _workers(settings)
     follower = Follower(workspace, refs) if settings.follow_registry else None
     if follower is not None:
         follower.moved()  # the audit head before loading: a move meanwhile is followed
@@ -379,3 +408,7 @@ def _serve_on(
     finally:
         monitoring.stop()
         current[0].close()
+        if settings.backend == "ray":
+            from dockyard.scaling.ray_cluster import leave
+
+            leave()

@@ -111,14 +111,17 @@ class Batcher:
         loop_cost_s: float = LOOP_COST_S,
         thread_setup: Callable[[], object] | None = None,
         max_queue: int = 0,
+        parallel: int = 1,
     ) -> None:
         """``thread_setup`` runs first thing on the model's thread (per-thread state such as the
         OpenMP thread count, which a limit set on another thread does not reach); ``max_queue``:
-        most rows waiting (0: no bound)."""
+        most rows waiting (0: no bound); ``parallel``: batches that may run at once, each on a
+        model thread of its own (a model predicting elsewhere, on several replicas; such a
+        batcher never runs a batch on the event loop)."""
         self._predict = predict
         self._name = name
         self._loop_cost_s = loop_cost_s
-        self._inline_budget_s = inline_budget_s
+        self._inline_budget_s = inline_budget_s if parallel == 1 else 0.0
         self._inline_limit_s = OVERRUN_FACTOR * inline_budget_s if can_interrupt() else 0.0
         """How long an inline batch may run before it is interrupted; 0: it cannot be (built off
         the main thread, or SIGALRM belongs to something else, such as a test runner)."""
@@ -136,8 +139,10 @@ class Batcher:
         self._lock = threading.Lock()
         """Guards the queue's hand-over between the event loop and the model's thread."""
         self._arrived = threading.Condition(self._lock)
-        self._draining = False
-        """True while a leader, the inline drainer or the model's thread owns the queue."""
+        self._parallel = parallel
+        self._owners = 0
+        """How many of a leader, the inline drainer and the model's threads own the queue now
+        (at most ``parallel``; one for a batcher that runs a batch at a time)."""
         self._outstanding = 0
         """Rows submitted and not yet answered: the concurrency the batches are cut from."""
         self._drainer: asyncio.Task[None] | None = None
@@ -145,7 +150,7 @@ class Batcher:
         self.turns_skipped = 0
         """Leads that ran at once, without the loop turn (a lone client; counted for tests)."""
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"predict-{name}", initializer=thread_setup
+            max_workers=parallel, thread_name_prefix=f"predict-{name}", initializer=thread_setup
         )
         self.batches_run = 0
         """Number of batches handed to the model; tests count these instead of timing."""
@@ -156,7 +161,7 @@ class Batcher:
         self._overrun_logged = -OVERRUN_LOG_EVERY_S
         self.on_batch: Callable[[int], object] | None = None
         """Called with each batch's row count (the worker's metrics), on the thread that runs it;
-        one batch of a model runs at a time, so it needs no lock."""
+        under the lock when batches may run at once."""
 
     @property
     def queue_depth(self) -> int:
@@ -177,7 +182,7 @@ class Batcher:
         itself, with no task or thread hand-off; otherwise it wakes the model's thread. While
         recent turns found no batch-mates (a lone client), it skips the turn and the queue too.
         """
-        if not self._draining and self._lone():
+        if not self._owners and self._lone():
             alone = self._alone(x, outputs)
             if alone is not None:
                 return alone
@@ -192,8 +197,9 @@ class Batcher:
         with self._lock:
             self._queue.append(pending)
             self._waiting += rows
-            idle = not self._draining
-            self._draining = True
+            idle = self._owners < self._parallel
+            if idle:
+                self._owners += 1
             if self._max_delay_s:
                 self._arrived.notify()
         self._outstanding += pending.rows
@@ -283,7 +289,7 @@ class Batcher:
         """After inline batches: stop, go on inline, or wake the model's thread (it slowed)."""
         with self._lock:
             if not self._queue:
-                self._draining = False
+                self._owners -= 1
                 return
         if self._runs_inline():
             self._drainer = loop.create_task(self._drain_inline())
@@ -333,7 +339,7 @@ class Batcher:
                     batch = self._take(most=self._pipelined_rows())
                 else:
                     batch = []
-                    self._draining = False
+                    self._owners -= 1
             if outcomes:
                 loop.call_soon_threadsafe(_settle, outcomes)
             if not batch:
@@ -438,7 +444,11 @@ class Batcher:
         x = parts[0][0] if len(parts) == 1 else concat_inputs([part for part, _ in parts])
         total = sum(rows for _, rows in parts)
         if self.on_batch is not None:
-            self.on_batch(total)
+            if self._parallel > 1:
+                with self._lock:
+                    self.on_batch(total)
+            else:
+                self.on_batch(total)
         started = time.perf_counter()
         if traces is None:
             result = self._predict(x, outputs)

@@ -17,6 +17,7 @@ from dockyard.registry.plans import InputPlan
 from dockyard.registry.records import ModelVersion
 from dockyard.reliability.isolation import IsolatedRuntime
 from dockyard.runtimes.base import Runtime
+from dockyard.scaling.ray_runtime import RayRuntime
 from dockyard.serving.batching import LOOP_COST_S, Batcher
 from dockyard.serving.breaker import Breaker, Ticket
 
@@ -63,7 +64,8 @@ class Deployment:
         cls, version: ModelVersion, runtime: Runtime, settings: Settings, load_seconds: float = 0.0
     ) -> Deployment:
         options = settings.model_options(version.model)
-        if options.isolate:
+        remote = isinstance(runtime, RayRuntime)
+        if options.isolate and not remote:
             runtime = IsolatedRuntime(
                 runtime, name=version.ref, timeout_s=options.prediction_timeout_s
             )
@@ -74,15 +76,17 @@ class Deployment:
             max_delay_s=options.max_delay_ms / 1000,
             timeout_s=options.prediction_timeout_s,
             enabled=options.batching,
-            # An isolated model's batch waits on a pipe: never on the event loop, however quick.
-            inline_budget_s=0.0 if options.isolate else options.inline_budget_ms / 1000,
+            # An isolated model's batch waits on a pipe, a Ray replica's on the cluster: never on
+            # the event loop, however quick.
+            inline_budget_s=0.0 if options.isolate or remote else options.inline_budget_ms / 1000,
             # Splitting waiting requests pays only where the model runs beside the event loop;
             # in this process it would mostly wait for the loop's GIL.
-            loop_cost_s=LOOP_COST_S if options.isolate else 0.0,
+            loop_cost_s=LOOP_COST_S if options.isolate or remote else 0.0,
             # An OpenMP thread count is per thread: the limit `serve` set on the main thread does
             # not reach the model's own, which would otherwise spin one OpenMP thread per core.
             thread_setup=partial(threadpool_limits, limits=settings.effective_model_threads()),
             max_queue=options.max_queue,
+            parallel=runtime.parallel if isinstance(runtime, RayRuntime) else 1,
         )
         breaker = Breaker(
             version.ref, failures=options.breaker_failures, reset_s=settings.breaker_reset_s
@@ -156,7 +160,7 @@ class Deployment:
 
     def close(self) -> None:
         self.batcher.close()
-        if isinstance(self.runtime, IsolatedRuntime):
+        if isinstance(self.runtime, IsolatedRuntime | RayRuntime):
             self.runtime.close()
         if self.fallback is not None and self.owns_fallback:
             self.fallback.close()

@@ -15,6 +15,8 @@ from typing import Protocol
 from dockyard.errors import DockyardError, NotFound, NotReady
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.refs import ModelRef
+from dockyard.runtimes.base import Runtime
+from dockyard.scaling.ray_runtime import RayRuntime
 from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
 from dockyard.serving.deployments import Deployment
@@ -262,7 +264,11 @@ def load_deployment(
     """Load ``version`` (verified, deserialized), wrap it for serving and warm it with ``warm``;
     raises what stopped it (nothing is left open then)."""
     started = time.perf_counter()
-    runtime = load_for_serving(workspace, version)
+    runtime: Runtime
+    if workspace.settings.backend == "ray":
+        runtime = RayRuntime.deploy(workspace.settings, version)
+    else:
+        runtime = load_for_serving(workspace, version)
     seconds = time.perf_counter() - started
     deployment = Deployment.create(version, runtime, workspace.settings, seconds)
     if warm is not None:
