@@ -107,8 +107,11 @@ def dockyard_spec(
     )
 
 
-def reference_spec(script: str, label: str, model_file: Path, *, workers: int = 1) -> ServerSpec:
-    """``bare_asgi.py`` or ``fastapi_endpoint.py`` serving ``model_file``."""
+def reference_spec(
+    script: str, label: str, model_file: Path, *, workers: int | None = 1
+) -> ServerSpec:
+    """``bare_asgi.py``, ``fastapi_endpoint.py`` or ``ray_serve_plain.py`` (``workers=None``: it
+    takes no ``--workers``) serving ``model_file``."""
     return ServerSpec(
         label=label,
         command=[
@@ -117,11 +120,10 @@ def reference_spec(script: str, label: str, model_file: Path, *, workers: int = 
             str(model_file),
             "--port",
             "{port}",
-            "--workers",
-            str(workers),
+            *(("--workers", str(workers)) if workers is not None else ()),
         ],
         infer_path="/v2/models/model/infer",
-        workers=workers,
+        workers=workers or 1,
     )
 
 

@@ -54,6 +54,22 @@ AUTH_COST_NOTE = (
 )
 
 
+DOCKYARD_LOCAL = "dockyard (local backend)"
+DOCKYARD_RAY = "dockyard (ray backend)"
+RAY_SERVE = "ray serve (its HTTP proxy)"
+RAY_CONNECTIONS = (1, 64)
+RAY_NOTE = (
+    f"Each server starts a Ray instance of its own on this machine's 2 cores (127.0.0.1, like "
+    f"every local Ray start here) and runs alone. '{DOCKYARD_RAY}' is `dockyard serve small:1` "
+    "with DOCKYARD_BACKEND=ray and every other default: one serving process in front (routes, "
+    "auth, metrics, the prediction log, batching) and one Ray Serve replica of 1 CPU predicting "
+    f"its batches. '{RAY_SERVE}' is a plain Ray Serve deployment of the same model file "
+    "(benchmarks/ray_serve_plain.py: one replica of 1 CPU parsing the V2 JSON itself, as the "
+    f"bare ASGI reference does) behind Ray's HTTP proxy. '{DOCKYARD_LOCAL}' is the same "
+    "`dockyard serve small:1` with the model in its one worker."
+)
+
+
 DOCKYARD_UNMONITORED = "dockyard (metrics off)"
 DOCKYARD_METRICS = "dockyard (metrics on)"
 DOCKYARD_LOGGED = "dockyard (metrics on, every request logged)"
@@ -230,6 +246,33 @@ def auth_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
     return [
         Entry(DOCKYARD_AUTH, limited, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
         Entry(DOCKYARD_NO_AUTH, open_, bodies.tabular, connections=AUTH_COST_CONNECTIONS),
+    ]
+
+
+def ray_backend(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
+    """The small model on the Ray backend, on plain Ray Serve and on the local backend, side by
+    side at 1 and 64 connections (``RAY_NOTE``); the Ray backend's server is profiled."""
+    plain = launch.reference_spec("ray_serve_plain.py", RAY_SERVE, built.small_file, workers=None)
+    return [
+        Entry(
+            DOCKYARD_RAY,
+            _dockyard(built, "small:1", label=DOCKYARD_RAY, env={"DOCKYARD_BACKEND": "ray"}),
+            bodies.tabular,
+            connections=RAY_CONNECTIONS,
+            is_profiled=True,
+        ),
+        Entry(
+            RAY_SERVE,
+            plain,
+            bodies.tabular,
+            connections=RAY_CONNECTIONS,
+        ),
+        Entry(
+            DOCKYARD_LOCAL,
+            _dockyard(built, "small:1", label=DOCKYARD_LOCAL),
+            bodies.tabular,
+            connections=RAY_CONNECTIONS,
+        ),
     ]
 
 

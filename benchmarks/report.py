@@ -9,9 +9,10 @@ from typing import Any
 import cli_timings
 import shedding
 import swap
-from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE, PRIVACY_COST_NOTE
+from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE, PRIVACY_COST_NOTE, RAY_NOTE
 
 SCENARIO_NOTES = {
+    "ray": RAY_NOTE,
     "auth-cost": AUTH_COST_NOTE,
     "monitoring-cost": MONITORING_COST_NOTE,
     "privacy-cost": PRIVACY_COST_NOTE,

@@ -96,6 +96,9 @@ METHOD = [
     "with the same 3 x repeats as 'auth-cost'. Scenario 'privacy-cost' serves it twice with",
     "every request logged: as it came, and through personal-data rules (x0 hashed, x1",
     "generalized), with the same repeats.",
+    "Scenario 'ray' serves the small model on the Ray backend, on a plain Ray Serve deployment",
+    "behind Ray's HTTP proxy and on the local backend, one at a time, each with a Ray instance",
+    "of its own on 127.0.0.1 (the local backend none); the Ray backend's server is profiled.",
 ]
 
 
@@ -221,6 +224,11 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         lambda: _scenario(
             results, "privacy-cost", lineup.privacy_cost(built, bodies), auth_plan, closed, logs
         ),
+    )
+    _section(
+        results,
+        "ray",
+        lambda: _scenario(results, "ray", lineup.ray_backend(built, bodies), plan, closed, logs),
     )
     _section(
         results,

@@ -1,7 +1,8 @@
-"""The targets of issues 3 and 8, the cost of auth (auth + rate limits against ``--no-auth``), of
-monitoring (issue 11: metrics, and metrics with every request logged, against neither) and of
-personal-data rules (issue 12: every request logged through them, against logged as it came),
-checked against one run's results: measured value, pass/fail, margin."""
+"""The targets of issues 3 and 8, the Ray backend's throughput (issue 14), the cost of auth (auth
++ rate limits against ``--no-auth``), of monitoring (issue 11: metrics, and metrics with every
+request logged, against neither) and of personal-data rules (issue 12: every request logged
+through them, against logged as it came), checked against one run's results: measured value,
+pass/fail, margin."""
 
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from lineup import (
     DOCKYARD_AUTH,
     DOCKYARD_DEFAULTS,
     DOCKYARD_ISOLATED,
+    DOCKYARD_LOCAL,
     DOCKYARD_LOGGED,
     DOCKYARD_METRICS,
     DOCKYARD_NO_AUTH,
+    DOCKYARD_RAY,
     DOCKYARD_THREAD_ENV,
     DOCKYARD_UNBATCHED,
     DOCKYARD_UNMONITORED,
     MLSERVER_BATCHED,
+    RAY_SERVE,
     SMALL_YARDSTICK,
 )
 
@@ -40,6 +44,10 @@ METRICS_THROUGHPUT = 0.97
 """Metrics may cost at most 3 % of the small model's throughput at 64 connections (issue 11)."""
 LOGGED_THROUGHPUT = 0.90
 """Metrics and logging every request may cost at most 10 % of it (issue 11)."""
+RAY_VS_RAY_SERVE = 10.0
+"""The Ray backend serves at least 10 x a plain Ray Serve deployment behind its proxy (issue 14)."""
+RAY_VS_LOCAL = 0.5
+"""The Ray backend serves at least half of what the local backend does, same CPUs (issue 14)."""
 ANONYMIZED_THROUGHPUT = 0.95
 """Personal-data rules on every logged request may cost at most 5 % of logging it (issue 12)."""
 
@@ -252,6 +260,20 @@ CHECKS = (
         f"personal-data rules >= {ANONYMIZED_THROUGHPUT} x the same server logging it as it came",
         _vs("privacy-cost", DOCKYARD_ANONYMIZED, "privacy-cost", DOCKYARD_LOGGED, 1, 64, "rps"),
         ANONYMIZED_THROUGHPUT,
+        True,
+    ),
+    Check(
+        f"Ray backend, small, 64 conn, one Ray instance on the machine's 2 cores: req/s >= "
+        f"{RAY_VS_RAY_SERVE:g} x a plain Ray Serve deployment behind its HTTP proxy",
+        _vs("ray", DOCKYARD_RAY, "ray", RAY_SERVE, 1, 64, "rps"),
+        RAY_VS_RAY_SERVE,
+        True,
+    ),
+    Check(
+        f"Ray backend, small, 64 conn: req/s >= {RAY_VS_LOCAL:g} x the local backend (1 worker), "
+        "same cores",
+        _vs("ray", DOCKYARD_RAY, "ray", DOCKYARD_LOCAL, 1, 64, "rps"),
+        RAY_VS_LOCAL,
         True,
     ),
     Check(

@@ -162,15 +162,27 @@ def test_request_batch_and_predict_spans_reach_a_collector_when_the_server_stops
             headers={"X-Request-ID": "v1"},
         ),
         "bad": httpx.post(infer, json=_v2(1, 29), headers={"X-Request-ID": "bad"}),
+        # A caller's traceparent is hostile input: malformed or huge, it is ignored (a trace of
+        # the server's own starts), never an error.
+        "malformed": httpx.post(
+            infer,
+            json=_v2(),
+            headers={"X-Request-ID": "malformed", "traceparent": f"00-{TRACE_ID}-zz-01; DROP"},
+        ),
+        "oversized": httpx.post(
+            infer,
+            json=_v2(),
+            headers={"X-Request-ID": "oversized", "traceparent": f"00-{TRACE_ID * 600}-01"},
+        ),
     }
-    assert [answer.status_code for answer in sent.values()] == [200, 200, 200, 400]
+    assert [answer.status_code for answer in sent.values()] == [200, 200, 200, 400, 200, 200]
     asyncio.run(_burst(infer, 8))
     assert receiver.spans == []  # queued in the workers
 
     server.stop()
     assert server.process.returncode == 0
     deadline = time.monotonic() + WAIT_S
-    while len(receiver.named("dockyard.request")) < 12:
+    while len(receiver.named("dockyard.request")) < 14:
         assert time.monotonic() < deadline, "the request spans did not arrive"
         time.sleep(0.05)
 
@@ -178,7 +190,9 @@ def test_request_batch_and_predict_spans_reach_a_collector_when_the_server_stops
         _attributes(span.attributes)["dockyard.request_id"]: span
         for span in receiver.named("dockyard.request")
     }
-    assert set(requests) == {"plain", "traced", "v1", "bad"} | {f"burst-{i}" for i in range(8)}
+    assert set(requests) == {"plain", "traced", "v1", "bad", "malformed", "oversized"} | {
+        f"burst-{i}" for i in range(8)
+    }
     plain = _attributes(requests["plain"].attributes)
     assert plain == {
         "dockyard.route": "v2",
@@ -197,6 +211,9 @@ def test_request_batch_and_predict_spans_reach_a_collector_when_the_server_stops
     assert traced.parent_span_id.hex() == PARENT_ID
     assert requests["plain"].trace_id.hex() != TRACE_ID
     assert requests["plain"].parent_span_id == b""
+    for hostile in ("malformed", "oversized"):
+        assert requests[hostile].parent_span_id == b""
+        assert requests[hostile].trace_id.hex() != TRACE_ID
     bad = requests["bad"]
     assert bad.status.code == Status.STATUS_CODE_ERROR
     assert _attributes(bad.attributes)["http.response.status_code"] == 400
