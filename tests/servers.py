@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,20 @@ def children(pid: int) -> list[int]:
             found += [int(child) for child in (task / "children").read_text().split()]
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``: its children, theirs, and so on."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        try:
+            below = children(todo.pop())
+        except FileNotFoundError:  # it ended meanwhile
+            continue
+        todo += [child for child in below if child not in found]
+        found.update(below)
     return found
 
 
@@ -56,9 +71,12 @@ class Server:
         tls: ssl.SSLContext | None = None,
         auth: bool = False,
         port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
     ) -> None:
         """``auth`` False starts it with ``--no-auth`` (tests of other things); True keeps the
-        default, API keys required, and ``admin_key`` reads the first admin key."""
+        default, API keys required, and ``admin_key`` reads the first admin key. ``env``: the
+        environment it runs with (default this process's), ``DOCKYARD_HOME`` set to ``home``."""
         self.home = home
         if not auth:
             args = [*args, "--no-auth"]
@@ -66,7 +84,8 @@ class Server:
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log
-        env = {**os.environ, "DOCKYARD_HOME": str(home)}
+        self.startup_timeout_s = startup_timeout_s
+        env = {**(os.environ if env is None else env), "DOCKYARD_HOME": str(home)}
         with log.open("wb") as handle:
             self.process = subprocess.Popen(
                 [*dockyard_command(), "serve", *args, "--port", str(self.port)],
@@ -77,7 +96,7 @@ class Server:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
@@ -89,7 +108,9 @@ class Server:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s:\n{self.log.read_text()}")
+        raise RuntimeError(
+            f"server not ready in {self.startup_timeout_s} s:\n{self.log.read_text()}"
+        )
 
     @property
     def admin_key(self) -> str:

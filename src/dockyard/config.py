@@ -27,6 +27,16 @@ SECRET_FIELDS = frozenset(
     {"database_url", "api_key_secret", "encryption_key", "alert_webhook_secret"}
 )
 DEFAULT_HOME = Path("~/.dockyard")
+RAY_KNOBS = (
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+    "replica_cpus",
+    "replica_gpus",
+    "upscale_delay_s",
+    "downscale_delay_s",
+)
+"""The per-model knobs (``[models.NAME]``) that size a version's Ray Serve replicas."""
 MODEL_KNOBS = (
     "batching",
     "max_batch_size",
@@ -38,13 +48,7 @@ MODEL_KNOBS = (
     "max_queue",
     "breaker_failures",
     "fallback",
-    "min_replicas",
-    "max_replicas",
-    "target_ongoing_requests",
-    "replica_cpus",
-    "replica_gpus",
-    "upscale_delay_s",
-    "downscale_delay_s",
+    *RAY_KNOBS,
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models", "alerts", "governance"})
@@ -87,7 +91,8 @@ class Settings:
     through a verified cache in the home (``artifacts-cache``). Its credentials come from the
     standard AWS chain (environment, ``~/.aws``, an instance role), never from Dockyard."""
     s3_endpoint_url: str = ""
-    """The URL of an S3-compatible server (MinIO, Ceph, …) for ``artifact_url``; empty: AWS."""
+    """The URL of an S3-compatible server (MinIO, Ceph, …) for ``artifact_url`` and
+    ``backup_url``; empty: AWS."""
     s3_timeout_s: float = 60.0
     """How long the artifact bucket may take to accept a connection, or to send the next bytes
     of an answer, before the call fails (after its retries)."""
@@ -246,6 +251,12 @@ class Settings:
     """Take a backup of the home this often while serving (``1h``, ``30m``); empty: never."""
     backup_keep: int = 24
     """Scheduled backups kept in the home's ``backups`` folder; older ones are deleted."""
+    backup_url: str = ""
+    """Where backups are copied besides the home's ``backups`` folder. Empty: nowhere else.
+    ``s3://BUCKET/PREFIX``: every backup ``dockyard backup create`` and the schedule write is
+    verified, then uploaded there (extra ``s3``; ``s3_endpoint_url``, ``s3_timeout_s`` and the
+    standard AWS credential chain, as for ``artifact_url``), the local copy kept; the schedule
+    keeps the newest ``backup_keep`` there too."""
     rollout_max_error_rate: float = 0.05
     """A rollout's candidate whose share of failed requests passes this is rolled back."""
     rollout_max_p99_ratio: float = 2.0
@@ -567,6 +578,11 @@ def _validate(settings: Settings) -> None:
         raise InvalidInput(
             f"artifact_url must be s3://BUCKET/PREFIX (empty: the home's artifacts folder), "
             f"got {settings.artifact_url!r}"
+        )
+    if settings.backup_url and not settings.backup_url.startswith("s3://"):
+        raise InvalidInput(
+            f"backup_url must be s3://BUCKET/PREFIX (empty: the home's backups folder only), "
+            f"got {settings.backup_url!r}"
         )
     if settings.s3_endpoint_url and not settings.s3_endpoint_url.startswith(
         ("http://", "https://")

@@ -18,10 +18,20 @@ from dockyard.client import Client
 from dockyard.errors import InvalidInput, NotFound
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
-from servers import Server
+from ray_cluster import foreign_connections, process_titles, tcp_connections
+from servers import Server, descendants
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]  # the first ray test starts its server
 BODY_LIMIT = 200_000
+RAY_START_S = 180.0
+"""A Ray instance started and two applications deployed, on 2 cores shared with other tests."""
+
+
+@pytest.fixture(scope="module", params=["local", "ray"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the server's models run: every test of this file passes on both backends."""
+    chosen: str = request.param
+    return chosen
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +39,11 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
     logistic: LogisticRegression,
     tabular_data: tuple[np.ndarray, np.ndarray],
+    backend: str,
 ) -> Iterator[Server]:
+    """``lr@production`` and ``lr:2``. With the ray backend and no ``--ray-address``, the server
+    starts a Ray instance of its own (the laptop default) and each version is a Ray Serve
+    application of one replica (1 CPU each, of the instance's 2)."""
     home = tmp_path_factory.mktemp("home")
     workspace = open_unprotected(home)
     x, _ = tabular_data
@@ -38,7 +52,12 @@ def server(
     )
     register(workspace, logistic, Registration(name="lr", reference_data=x[:200], alias="staging"))
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    running = Server(home, ["lr@production", "lr:2", "--max-body-bytes", str(BODY_LIMIT)], log)
+    args = ["lr@production", "lr:2", "--max-body-bytes", str(BODY_LIMIT)]
+    if backend == "ray":
+        # The user's environment, not ray_env(): the server pins its Ray to loopback itself.
+        running = Server(home, [*args, "--backend", "ray"], log, startup_timeout_s=RAY_START_S)
+    else:
+        running = Server(home, args, log)
     yield running
     running.stop()
 
@@ -345,3 +364,22 @@ def test_python_client(
             client.infer("nope", rows)
         with pytest.raises(InvalidInput, match="input-0"):
             client.infer("lr", rows[:, :5])
+
+
+def test_the_server_talks_over_loopback_only(server: Server, backend: str) -> None:
+    """The ray backend's own Ray instance (its GCS, raylet, replicas: processes under the
+    server's) keeps every connection on loopback, though the machine has another address; the
+    local backend starts no Ray at all."""
+    _assert_serving(server, ROW)
+    processes = {server.process.pid} | descendants(server.process.pid)
+    titles = " ".join(process_titles(processes).values())
+    if backend == "ray":
+        assert "gcs_server" in titles
+        assert "raylet" in titles
+        assert "ray::ServeReplica:dockyard-lr-v1:lr" in titles
+        assert "ray::ServeReplica:dockyard-lr-v2:lr" in titles
+        assert tcp_connections(processes - {server.process.pid})  # Ray's, between its processes
+    else:
+        assert "raylet" not in titles
+        assert "ray::" not in titles
+    assert foreign_connections(processes) == []

@@ -310,3 +310,78 @@ async def test_the_thread_setup_runs_on_the_models_thread() -> None:
     assert len(seen) == 1
     assert seen[0].startswith("predict-setup")
     batcher.close()
+
+
+class BarrierModel:
+    """Each batch waits inside predict until ``parties`` batches are in there at once (a model
+    predicting elsewhere, on several replicas); counts the most it saw at once."""
+
+    def __init__(self, parties: int, timeout_s: float) -> None:
+        self.barrier = threading.Barrier(parties, timeout=timeout_s)
+        self._lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+
+    def predict(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            self.barrier.wait()  # BrokenBarrierError when the others never come
+        finally:
+            with self._lock:
+                self.inside -= 1
+        return {"double": x[:, 0] * 2}
+
+
+async def test_a_parallel_batcher_runs_that_many_batches_at_once() -> None:
+    model = BarrierModel(parties=2, timeout_s=WAIT_S)
+    batcher = Batcher(model.predict, name="remote", max_batch_size=1, parallel=2)
+    results = await asyncio.gather(*(batcher.submit(_row(v), ()) for v in (1, 2, 3, 4)))
+    assert [float(r["double"][0]) for r in results] == [2.0, 4.0, 6.0, 8.0]
+    assert model.most_inside == 2
+    assert batcher.batches_inline == 0  # a remote model's batch never holds the event loop
+    batcher.close()
+
+
+async def test_a_batcher_of_one_never_runs_two_batches_at_once() -> None:
+    """The control of the test above: the same model on a batcher of one breaks its barrier."""
+    model = BarrierModel(parties=2, timeout_s=0.3)
+    batcher = Batcher(model.predict, name="local", max_batch_size=1, inline_budget_s=0.0)
+    results = await asyncio.gather(
+        *(batcher.submit(_row(v), ()) for v in (1, 2)), return_exceptions=True
+    )
+    assert all(isinstance(result, PredictionFailed) for result in results), results
+    assert model.most_inside == 1
+    batcher.close()
+
+
+async def test_a_parallel_batcher_counts_every_batch_and_stays_within_its_bound() -> None:
+    lock = threading.Lock()
+    inside = most_inside = 0
+    predicted: list[int] = []
+
+    def predict(x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+            predicted.append(len(x))
+        time.sleep(0.005)
+        with lock:
+            inside -= 1
+        return {"double": x[:, 0] * 2}
+
+    counted: list[int] = []
+    batcher = Batcher(predict, name="remote", max_batch_size=4, parallel=3)
+    batcher.on_batch = counted.append
+    sizes = [1 + (i % 3) for i in range(90)]
+    results = await asyncio.gather(
+        *(batcher.submit(_row(float(i), rows), ()) for i, rows in enumerate(sizes))
+    )
+    for i, (rows, result) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(result["double"], np.full(rows, 2.0 * i))
+    assert sorted(counted) == sorted(predicted)  # every batch counted once, with its rows
+    assert sum(counted) == sum(sizes)
+    assert 1 < most_inside <= 3
+    batcher.close()

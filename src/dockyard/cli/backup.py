@@ -1,21 +1,33 @@
-"""``dockyard backup create|verify|restore``: consistent snapshots of a home and their restore."""
+"""``dockyard backup create|list|verify|restore``: consistent snapshots of a home, copied to the
+``backup_url`` bucket when one is set, and their restore (from a file or from the bucket)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.options import HomeOption, JsonListOption, open_workspace, settings_from
+from dockyard.errors import DockyardError
 
 app = typer.Typer(
-    help="Backups of a home: create, verify, restore onto a new home.", no_args_is_help=True
+    help="Backups of a home: create, list, verify, restore onto a new home.",
+    no_args_is_help=True,
 )
 PASSPHRASE_ENV = "DOCKYARD_BACKUP_PASSPHRASE"
 
-FileArgument = Annotated[Path, typer.Argument(help="The backup file.", show_default=False)]
+SourceArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The backup file, or a backup in a bucket: s3://BUCKET/PREFIX/NAME.",
+        show_default=False,
+    ),
+]
 
 
 def _passphrase(*, confirm: bool) -> str:
@@ -43,11 +55,16 @@ def create_command(
     ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Back up a home while it serves: registry, artifacts, prediction log, labels, config."""
+    """Back up a home while it serves: registry, artifacts, prediction log, labels, config;
+    with backup_url set, verified and uploaded to that bucket too (the local file kept)."""
     from dockyard.services.backup import WITHOUT_SECRETS, create_backup
 
     passphrase = _passphrase(confirm=True) if encrypt else ""
     workspace = open_workspace(home)
+    if workspace.settings.backup_url and out is not None:
+        from dockyard.services.backup_bucket import check_file_name
+
+        check_file_name(out.name)  # before the backup is written, not after
     backup = create_backup(workspace, out, passphrase)
     manifest = backup.manifest
     typer.echo(
@@ -63,16 +80,56 @@ def create_command(
             "keep it: the sealed prediction log cannot be read without it",
             err=True,
         )
+    if workspace.settings.backup_url:
+        from dockyard.services.backup_bucket import BackupBucket, upload_backup
+
+        bucket = BackupBucket.from_settings(workspace.settings)
+        uploaded = upload_backup(bucket, backup.path, passphrase)
+        typer.echo(f"backup uploaded: {uploaded.location} ({uploaded.size} bytes, sha256 recorded)")
+
+
+@app.command("list")
+def list_command(home: HomeOption = None, as_json: JsonListOption = False) -> None:
+    """The backups in the home's backups folder and, with backup_url set, in its bucket: name,
+    size, time written (or uploaded), location."""
+    from dockyard.home import Home
+    from dockyard.services.backup_bucket import BackupBucket, local_backups
+
+    settings = settings_from(home=home)
+    listed = local_backups(Home(settings.home).backups)
+    failure = None
+    if settings.backup_url:
+        try:
+            listed += BackupBucket.from_settings(settings).backups()
+        except DockyardError as exc:  # the local ones are shown still, then the error
+            failure = exc
+    if as_json:
+        typer.echo(json.dumps([backup.to_dict() for backup in listed], indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("name", "size", "time (UTC)", "location")
+        table.columns[0].no_wrap = table.columns[2].no_wrap = True
+        table.columns[3].overflow = "fold"
+        for backup in listed:
+            time = backup.time.strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(backup.name, str(backup.size), time, backup.location)
+        Console().print(table)
+    if failure is not None:
+        raise failure
 
 
 @app.command("verify")
-def verify_command(file: FileArgument) -> None:
+def verify_command(file: SourceArgument) -> None:
     """Check a backup: every file against its manifest, the registry opens, the audit chain
-    verifies. Exit 0 when sound, else 13 naming the first problem."""
+    verifies (one in a bucket is downloaded first, checked against its recorded size and
+    SHA-256). Exit 0 when sound, else 13 naming the first problem."""
     from dockyard.services.backup_restore import is_encrypted_file, verify_backup
 
-    passphrase = _passphrase(confirm=False) if is_encrypted_file(file) else ""
-    verified = verify_backup(file, passphrase)
+    with _local(file) as path:
+        passphrase = _passphrase(confirm=False) if is_encrypted_file(path) else ""
+        verified = verify_backup(path, passphrase)
     manifest = verified.manifest
     audit = "audit chain verified" if verified.audit_checked else "PostgreSQL dump readable"
     typer.echo(
@@ -83,7 +140,7 @@ def verify_command(file: FileArgument) -> None:
 
 @app.command("restore")
 def restore_command(
-    file: FileArgument,
+    file: SourceArgument,
     home: Annotated[
         Path,
         typer.Option("--home", help="The new home: a folder that is absent or empty."),
@@ -96,11 +153,19 @@ def restore_command(
         ),
     ] = "",
 ) -> None:
-    """Restore a backup as a new home (verified first; nothing is written on a failure)."""
-    from dockyard.services.backup_restore import is_encrypted_file, restore_backup
+    """Restore a backup as a new home (verified first; nothing is written on a failure). One
+    in a bucket is downloaded beside the new home first, checked against its recorded size and
+    SHA-256 (exit 13 when it does not match)."""
+    from dockyard.services.backup_restore import (
+        check_restore_target,
+        is_encrypted_file,
+        restore_backup,
+    )
 
-    passphrase = _passphrase(confirm=False) if is_encrypted_file(file) else ""
-    restored = restore_backup(file, home, passphrase, database_url)
+    target = check_restore_target(home)
+    with _local(file, beside=target.parent) as path:
+        passphrase = _passphrase(confirm=False) if is_encrypted_file(path) else ""
+        restored = restore_backup(path, home, passphrase, database_url)
     typer.echo(f"restored {file} into {home}: {restored.versions} versions, audit chain verified")
     if database_url:
         typer.echo(f"serve it with DOCKYARD_DATABASE_URL set to that database and --home {home}")
@@ -110,3 +175,17 @@ def restore_command(
             "(create new ones with dockyard keys create); see docs/reliability.md",
             err=True,
         )
+
+
+@contextlib.contextmanager
+def _local(source: str, beside: Path | None = None) -> Iterator[Path]:
+    """The backup ``source`` names as a local file: a path as it is; an ``s3://`` URL
+    downloaded (into a hidden folder in ``beside``, else the temporary folder) and verified
+    against its recorded size and SHA-256, deleted on exit."""
+    from dockyard.services.backup_bucket import fetched, is_bucket_url
+
+    if not is_bucket_url(source):
+        yield Path(source)
+        return
+    with fetched(source, settings_from(), beside) as path:
+        yield path

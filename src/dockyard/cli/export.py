@@ -1,4 +1,4 @@
-"""``dockyard export docker|k8s NAME``: files that deploy a model's alias elsewhere."""
+"""``dockyard export docker|k8s|ray NAME``: files that deploy a model's alias elsewhere."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace
+from dockyard.cli.options import HomeOption, open_workspace, settings_from
+
+RAY_CONFIG = "serve-config.yaml"
 
 app = typer.Typer(
-    help="Write deployment files for a model's alias: a Dockerfile, Kubernetes manifests.",
+    help="Write deployment files for a model's alias: a Dockerfile, Kubernetes manifests, a "
+    "Ray Serve config.",
     no_args_is_help=True,
 )
 
@@ -86,6 +89,47 @@ def k8s(
     typer.echo(f"wrote {path}")
     typer.echo(f"the Secret it reads: {exports.secret_command(deployment)}")
     typer.echo(f"then: kubectl apply -f {path}")
+
+
+@app.command("ray")
+def ray_serve(
+    ref: RefArgument,
+    out: OutOption = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL.SETTING=VALUE per-model override (min_replicas, replica_cpus, ...), "
+            "repeatable."
+        ),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """A Ray Serve config (serve-config.yaml) running the version REF names now on a Ray
+    cluster, its replicas sized by the model's knobs, for `dockyard serve --backend ray`."""
+    import yaml
+
+    from dockyard.services import exports
+    from dockyard.services.workspace import Workspace
+
+    workspace = Workspace.open(settings_from(home=home, model_options=model_option))
+    deployment = exports.describe(workspace, ref)
+    folder = _folder(out, deployment.model, "ray")
+    path = folder / RAY_CONFIG
+    config = exports.ray_config(deployment, workspace.settings)
+    header = exports.ray_header(deployment, config, path.name)
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    typer.echo(f"wrote {path}: {deployment.ref} is version {deployment.version} now")
+    typer.echo(
+        "nothing secret is in it: each Ray node takes DOCKYARD_DATABASE_URL (a shared registry's) "
+        "and the bucket's credentials from its environment"
+    )
+    if registry_home := exports.ray_home(config):
+        typer.echo(
+            f"its replicas open the registry in {registry_home}: every node must reach that path"
+        )
+    typer.echo(f"deploy: serve deploy {path} (through Ray's dashboard), or")
+    typer.echo(f"        serve run {path} --address HEAD:PORT --non-blocking")
+    typer.echo(f"then: {exports.ray_front_command(deployment)}")
 
 
 def _folder(out: Path | None, model: str, kind: str) -> Path:

@@ -255,7 +255,7 @@ def serve(
     if settings.backend == "ray":  # the ray extra missing: one line now, before any model loads
         from dockyard.scaling.ray_cluster import import_ray
 
-        import_ray()
+        import_ray(settings.ray_address)
     if settings.backup_every:  # a bad --backup-every: one line now, not a log record later
         try:
             parse_duration(settings.backup_every)

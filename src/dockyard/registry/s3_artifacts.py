@@ -39,11 +39,12 @@ NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 BUSY = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://BUCKET/PREFIX`` as (bucket, prefix without surrounding slashes)."""
+def parse_url(url: str, setting: str = "artifact_url") -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` as (bucket, prefix without surrounding slashes); InvalidInput
+    naming ``setting`` otherwise."""
     bucket, _, prefix = url.removeprefix(SCHEME).partition("/")
     if not url.startswith(SCHEME) or not bucket:
-        raise InvalidInput(f"artifact_url must be s3://BUCKET/PREFIX, got {url!r}")
+        raise InvalidInput(f"{setting} must be s3://BUCKET/PREFIX, got {url!r}")
     return bucket, prefix.strip("/")
 
 
@@ -65,7 +66,7 @@ class S3ArtifactStore:
     ) -> None:
         self._bucket, self._prefix = parse_url(url)
         self._cache = LocalArtifactStore(cache)
-        self._make_client = _client_factory(endpoint_url, timeout_s, attempts)
+        self._make_client = client_factory(endpoint_url, timeout_s, attempts)
         self._client: Any = None
         self._client_pid = 0
         self._lock = threading.Lock()
@@ -152,7 +153,7 @@ class S3ArtifactStore:
             try:
                 answer = self._s3().get_object(Bucket=self._bucket, Key=key)
             except ClientError as exc:
-                if _code(exc) in NOT_FOUND:
+                if error_code(exc) in NOT_FOUND:
                     raise ArtifactCorrupt(where, digest, MISSING) from None
                 raise
             body = answer["Body"]
@@ -176,7 +177,7 @@ class S3ArtifactStore:
         try:
             head: dict[str, Any] = self._s3().head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in NOT_FOUND:
+            if error_code(exc) in NOT_FOUND:
                 return None
             raise
         return head
@@ -191,62 +192,75 @@ class S3ArtifactStore:
                 self._client = self._make_client()
             return self._client
 
-    @contextlib.contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
-        """boto3's and botocore's errors as Dockyard's, naming the bucket and what to check."""
-        import botocore.exceptions as boto
-        from boto3.exceptions import S3UploadFailedError
-
-        try:
-            yield
-        except (boto.BotoCoreError, boto.ClientError) as exc:
-            raise self._translated(exc, key) from exc
-        except S3UploadFailedError as exc:
-            # The upload manager wraps the client's error; what went wrong is that one.
-            cause = exc.__cause__ or exc.__context__
-            error = cause if isinstance(cause, boto.ClientError | boto.BotoCoreError) else exc
-            raise self._translated(error, key) from exc
-
-    def _translated(self, error: Exception, key: str) -> DockyardError:
-        import botocore.exceptions as boto
-
-        where = f"{SCHEME}{self._bucket}/{key}"
-        if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
-            return DockyardError(
-                f"no usable AWS credentials for the artifact store {self.url} ({error}): set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role"
-            )
-        if isinstance(error, boto.ClientError):
-            code = _code(error)
-            message = error.response.get("Error", {}).get("Message", "") or code
-            if code == "NoSuchBucket":
-                return DockyardError(
-                    f"the bucket of artifact_url {self.url} does not exist: create it or fix "
-                    "DOCKYARD_ARTIFACT_URL"
-                )
-            if code in BUSY or code.startswith("5"):
-                return Unavailable(
-                    f"the artifact store is unavailable at {where} ({message}); try again"
-                )
-            return DockyardError(
-                f"the artifact store refused {where}: {code} {message}; check the bucket's "
-                "permissions and the credentials"
-            )
-        if isinstance(error, boto.BotoCoreError):
-            return Unavailable(
-                f"the artifact store cannot be reached for {where} ({error}); check "
-                "DOCKYARD_S3_ENDPOINT_URL, the network and s3_timeout_s"
-            )
-        return DockyardError(f"the artifact store failed on {where}: {error}")
+    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return s3_errors(
+            "the artifact store",
+            self.url,
+            f"{SCHEME}{self._bucket}/{key}",
+            "create it or fix DOCKYARD_ARTIFACT_URL",
+        )
 
 
-def _client_factory(endpoint_url: str, timeout_s: float, attempts: int) -> Callable[[], Any]:
-    """A function making an S3 client; MissingExtra now when boto3 is not installed."""
+@contextlib.contextmanager
+def s3_errors(store: str, url: str, where: str, fix: str) -> Iterator[None]:
+    """boto3's and botocore's errors as Dockyard's, naming the bucket (``store``, ``url``), the
+    object (``where``) and what to check; ``fix`` says what to do when the bucket is missing."""
+    import botocore.exceptions as boto
+    from boto3.exceptions import S3UploadFailedError
+
+    try:
+        yield
+    except (boto.BotoCoreError, boto.ClientError) as exc:
+        raise _translated(exc, store, url, where, fix) from exc
+    except S3UploadFailedError as exc:
+        # The upload manager wraps the client's error; what went wrong is that one.
+        cause = exc.__cause__ or exc.__context__
+        error = cause if isinstance(cause, boto.ClientError | boto.BotoCoreError) else exc
+        raise _translated(error, store, url, where, fix) from exc
+
+
+def _translated(error: Exception, store: str, url: str, where: str, fix: str) -> DockyardError:
+    import botocore.exceptions as boto
+
+    if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return DockyardError(
+            f"no usable AWS credentials for {store} {url} ({error}): set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role"
+        )
+    if isinstance(error, boto.ClientError):
+        code = error_code(error)
+        message = error.response.get("Error", {}).get("Message", "") or code
+        if code == "NoSuchBucket":
+            return DockyardError(f"the bucket of {store} {url} does not exist: {fix}")
+        if code in BUSY or code.startswith("5"):
+            return Unavailable(f"{store} is unavailable at {where} ({message}); try again")
+        return DockyardError(
+            f"{store} refused {where}: {code} {message}; check the bucket's "
+            "permissions and the credentials"
+        )
+    if isinstance(error, boto.BotoCoreError):
+        return Unavailable(
+            f"{store} cannot be reached for {where} ({error}); check "
+            "DOCKYARD_S3_ENDPOINT_URL, the network and s3_timeout_s"
+        )
+    return DockyardError(f"{store} failed on {where}: {error}")
+
+
+def client_factory(
+    endpoint_url: str,
+    timeout_s: float,
+    attempts: int = ATTEMPTS,
+    *,
+    purpose: str = "an s3:// artifact_url",
+) -> Callable[[], Any]:
+    """A function making an S3 client (the settings' endpoint, ``timeout_s`` to connect and
+    between bytes, ``attempts`` tries of each call), shared by every bucket Dockyard uses;
+    MissingExtra naming ``purpose`` now when boto3 is not installed."""
     try:
         import boto3.session
         from botocore.config import Config
     except ImportError:
-        raise MissingExtra("boto3 (for an s3:// artifact_url)", "s3") from None
+        raise MissingExtra(f"boto3 (for {purpose})", "s3") from None
     config = Config(
         connect_timeout=timeout_s,
         read_timeout=timeout_s,
@@ -277,7 +291,8 @@ _session_lock = threading.Lock()
 os.register_at_fork(after_in_child=_forget_session)
 
 
-def _code(error: Exception) -> str:
+def error_code(error: Exception) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``404``, …); else empty."""
     response = getattr(error, "response", {}) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
@@ -307,4 +322,4 @@ def _bounded(body: Any, limit: int, where: str, digest: str) -> Iterator[bytes]:
         yield chunk
 
 
-__all__ = ["S3ArtifactStore", "parse_url"]
+__all__ = ["S3ArtifactStore", "client_factory", "error_code", "parse_url", "s3_errors"]

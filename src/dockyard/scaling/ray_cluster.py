@@ -26,6 +26,7 @@ LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_
 """What a process joining (or starting) a Ray cluster on this machine needs: Ray's node address
 stays 127.0.0.1, and nothing is reported to Ray's usage statistics server."""
 NAMESPACE = "dockyard"
+RAY_LOGGERS = ("ray", "ray.serve")
 
 _lock = threading.Lock()
 _joined: str | None = None
@@ -46,8 +47,16 @@ def is_local_address(address: str) -> bool:
         return False
 
 
-def import_ray() -> Any:
-    """``ray`` and ``ray.serve``, or MissingExtra naming the extra to install."""
+def import_ray(address: str) -> Any:
+    """``ray`` and ``ray.serve``, or MissingExtra naming the extra to install. gRPC, under Ray,
+    logs only errors: its notes (one at every fork of the monitoring process) are not Dockyard's
+    log lines. For a cluster on this machine (``address``, a ``ray_address`` setting), Ray is
+    pinned to loopback first: it reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at import (set
+    later, 127.0.0.1 given to ``ray.init`` still resolves to the machine's first address)."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if is_local_address(address):
+        for name, value in LOCAL_CLUSTER_ENV.items():
+            os.environ.setdefault(name, value)
     try:
         import ray
         from ray import serve  # noqa: F401  (Serve's controller API, checked here once)
@@ -71,11 +80,10 @@ def join(settings: Settings) -> Any:
             from ray import serve
 
             return serve
-        if is_local_address(address):
-            for name, value in LOCAL_CLUSTER_ENV.items():
-                os.environ.setdefault(name, value)
-        ray = import_ray()
+        ray = import_ray(address)
         from ray import serve
+
+        _route_logs()
 
         options: dict[str, Any] = {
             "namespace": NAMESPACE,
@@ -85,8 +93,8 @@ def join(settings: Settings) -> Any:
         }
         if address:
             options["address"] = address
-        else:
-            options.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+        else:  # "local": a new instance, never the machine's latest cluster nor RAY_ADDRESS's
+            options.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
             if not ray.is_initialized():
                 ray.init(**options)
@@ -98,6 +106,17 @@ def join(settings: Settings) -> Any:
         _joined = address
         logger.info("joined Ray at %s", address or "a local instance of this server's own")
         return serve
+
+
+def _route_logs() -> None:
+    """Ray's records in this process go through Dockyard's handlers (its text or JSON lines),
+    warnings and worse only: Ray gives its loggers handlers of their own at import."""
+    for name in RAY_LOGGERS:
+        ray_logger = logging.getLogger(name)
+        for handler in list(ray_logger.handlers):
+            ray_logger.removeHandler(handler)
+        ray_logger.propagate = True
+        ray_logger.setLevel(logging.WARNING)
 
 
 def leave() -> None:

@@ -7,7 +7,8 @@ name a shared PostgreSQL and S3 bucket: ``docs/scaling.md``), loads the version 
 numeric libraries get as many threads as the CPUs Ray reserved for it.
 
 ``build`` makes the same application from plain arguments, for a Ray Serve config file
-(``dockyard export ray``).
+(``dockyard export ray``). The application's name and Ray options come from
+``dockyard.services.ray_options``, which that export writes too.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ from typing import Any
 import numpy as np
 
 from dockyard.config import Settings, load_settings
+from dockyard.services.ray_options import DEPLOYMENT_PREFIX as DEPLOYMENT_PREFIX
+from dockyard.services.ray_options import application_name as application_name
+from dockyard.services.ray_options import deployment_options
 from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
-
-DEPLOYMENT_PREFIX = "dockyard"
-
-
-def application_name(model: str, version: int) -> str:
-    """The Ray Serve application of one model version (one deployment, no HTTP route)."""
-    return f"{DEPLOYMENT_PREFIX}-{model}-v{version}"
 
 
 class Replica:
@@ -47,29 +44,6 @@ class Replica:
 
     def check_health(self) -> None:
         """Ray Serve calls this periodically; a replica that loaded stays healthy."""
-
-
-def deployment_options(settings: Settings, model: str) -> dict[str, Any]:
-    """Ray Serve's options for ``model``'s replicas, from its knobs (``[models.NAME]``)."""
-    options = settings.model_options(model)
-    actor = {"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus}
-    # Enough batches queued at each replica for the autoscaler to see the load above its target.
-    ongoing = max(4, int(options.target_ongoing_requests * 4))
-    scaling: dict[str, Any]
-    if options.min_replicas == options.max_replicas:
-        scaling = {"num_replicas": options.max_replicas}
-    else:
-        scaling = {
-            "autoscaling_config": {
-                "min_replicas": options.min_replicas,
-                "initial_replicas": max(1, options.min_replicas),
-                "max_replicas": options.max_replicas,
-                "target_ongoing_requests": options.target_ongoing_requests,
-                "upscale_delay_s": options.upscale_delay_s,
-                "downscale_delay_s": options.downscale_delay_s,
-            }
-        }
-    return {"ray_actor_options": actor, "max_ongoing_requests": ongoing, **scaling}
 
 
 def application(settings: Settings, model: str, version: int) -> Any:

@@ -34,7 +34,10 @@ logger = logging.getLogger(__name__)
 RETRIES = 2
 """A batch whose replica died under it (killed, its node lost) is sent again this many times: a
 prediction has no side effect, and Ray Serve routes the retry to a live replica."""
-RUNNING, FAILED = "RUNNING", "DEPLOY_FAILED"
+RUNNING, DEPLOYING, FAILED = "RUNNING", "DEPLOYING", "DEPLOY_FAILED"
+IN_USE = frozenset({RUNNING, DEPLOYING, "UNHEALTHY"})
+"""An application in these states is someone's (another server's, an export's): used, not
+redeployed, and never deleted by this server."""
 POLL_S = 0.2
 ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Corrupt|Extra|Invalid\w*)\b: ")
 """A traceback's last line: ``ArtifactCorrupt: the artifact of …``."""
@@ -65,7 +68,10 @@ class RayRuntime:
         serve = ray_cluster.join(settings)
         options = settings.model_options(version.model)
         name = application_name(version.model, version.version)
-        owned = not _is_running(serve, name)
+        existing = _app_status(serve, name)
+        owned = existing not in IN_USE
+        if existing == DEPLOYING:  # another server's, starting: wait for it, do not redeploy
+            _wait_running(serve, name, version, settings.ray_deploy_timeout_s)
         if owned:
             started = time.perf_counter()
             try:
@@ -85,6 +91,8 @@ class RayRuntime:
                 name,
                 time.perf_counter() - started,
             )
+        else:
+            logger.info("using the Ray application %s already running for %s", name, version.ref)
         parallel = max(2, round(options.max_replicas * options.target_ongoing_requests))
         return cls(
             version,
@@ -133,9 +141,10 @@ class RayRuntime:
             _delete(serve, self.app)
 
 
-def _is_running(serve: Any, name: str) -> bool:
+def _app_status(serve: Any, name: str) -> str:
+    """The status of application ``name`` (``RUNNING``, ``DEPLOYING``, …); empty when absent."""
     status = serve.status().applications.get(name)
-    return status is not None and status.status == RUNNING
+    return "" if status is None else str(status.status.value)
 
 
 def _wait_running(serve: Any, name: str, version: ModelVersion, timeout_s: float) -> None:
@@ -146,8 +155,9 @@ def _wait_running(serve: Any, name: str, version: ModelVersion, timeout_s: float
         state = "" if status is None else str(status.status.value)
         if state == RUNNING:
             return
-        if state == FAILED:
-            raise _deploy_failure(version, status.message)
+        if state == FAILED:  # the replica's traceback is in its deployment's message
+            messages = [status.message, *(d.message for d in status.deployments.values())]
+            raise _deploy_failure(version, "\n".join(messages))
         if time.monotonic() > deadline:
             waiting = (
                 "; ".join(

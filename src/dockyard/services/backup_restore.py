@@ -80,9 +80,7 @@ def restore_backup(
 ) -> Verified:
     """Restore the backup at ``path`` as the new home ``target`` (absent or empty; Conflict
     otherwise), its registry into ``database_url`` for a PostgreSQL backup."""
-    target = target.expanduser().absolute()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise Conflict(f"{target} is not empty: restore onto a new or empty home folder")
+    target = check_restore_target(target)
     verified = verify_backup(path, passphrase)
     manifest = verified.manifest
     if manifest.database == "postgresql" and not database_url:
@@ -119,6 +117,15 @@ def restore_backup(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return verified
+
+
+def check_restore_target(target: Path) -> Path:
+    """``target`` as an absolute path when a restore may write it (absent or an empty folder),
+    else Conflict."""
+    target = target.expanduser().absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise Conflict(f"{target} is not empty: restore onto a new or empty home folder")
+    return target
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Deployment exports: a Dockerfile and Kubernetes manifests serving one model's alias.
+"""Deployment exports: a Dockerfile, Kubernetes manifests or a Ray Serve config for a model's alias.
 
 The image installs Dockyard with the extras the served version's framework needs and runs
 ``dockyard serve NAME@ALIAS``; every replica reads one shared registry (PostgreSQL for metadata,
@@ -6,6 +6,11 @@ an S3 bucket for artifacts: ``docs/scaling.md``) and follows it, so an alias mov
 reaches every pod without a new image. Nothing secret is written: the manifests name a Kubernetes
 Secret (database URL, API-key hash key, encryption key, bucket credentials) that the operator
 creates, and the files say how.
+
+The Ray Serve config runs the replicas of the version the alias names now on a Ray cluster, as the
+``ray`` backend would deploy them (``dockyard.services.ray_options``); a ``dockyard serve NAME
+--backend ray`` in front uses that application as it finds it. Its nodes take the secrets from
+their environment, likewise.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from dockyard.config import Settings
+from dockyard.config import RAY_KNOBS, SECRET_FIELDS, Settings
 from dockyard.errors import InvalidInput
 from dockyard.registry.refs import parse_ref
+from dockyard.services.ray_options import application_name, deployment_options
 from dockyard.services.workspace import Workspace
 
 PORT = 8000
@@ -50,6 +56,8 @@ NAME_PATTERN = re.compile(r"[^a-z0-9-]+")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 """A Kubernetes resource quantity (``500m``, ``2``, ``1Gi``)."""
 IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+RAY_BUILDER = "dockyard.scaling.ray_replica:build"
+"""The application builder a Ray Serve config names: it loads the version as ``dockyard serve``."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class Deployment:
     image: str
     requirement: str
     """The pip requirement the image installs (Dockyard with the extras it needs)."""
+    version: int = 0
+    """The version the alias names now (the one a Ray Serve config serves); 0: not resolved."""
     artifact_url: str = ""
     s3_endpoint_url: str = ""
     workers: int = 1
@@ -97,7 +107,8 @@ def describe(
 ) -> Deployment:
     """The deployment of ``ref`` (``NAME`` means ``NAME@production``); the framework is the one
     of the version the alias names now. Refused unless it is an alias: a version number would pin
-    the pods to one version and they could never follow a rollout."""
+    the pods to one version and they could never follow a rollout (a Ray Serve config serves one
+    version, and the ``dockyard serve NAME@ALIAS`` in front of it follows the alias)."""
     parsed = parse_ref(ref if "@" in ref or ":" in ref else f"{ref}@production")
     if parsed.alias is None:
         raise InvalidInput(
@@ -110,14 +121,14 @@ def describe(
         )
     served = workspace.resolve(f"{parsed.name}@{parsed.alias}")
     settings: Settings = workspace.settings
-    extras = sorted({*SHARED_EXTRAS, *_extra(served.framework)})
-    requirement = requirement or f"dockyard[{','.join(extras)}]=={_dockyard_version()}"
+    requirement = requirement or _requirement(served.framework)
     deployment = Deployment(
         model=parsed.name,
         alias=parsed.alias,
         framework=served.framework,
         image=image or f"dockyard-{parsed.name.lower()}:{_dockyard_version()}",
         requirement=requirement,
+        version=served.version,
         artifact_url=settings.artifact_url,
         s3_endpoint_url=settings.s3_endpoint_url,
         grace_s=int(settings.drain_timeout_s) + 10,
@@ -247,6 +258,99 @@ def secret_command(deployment: Deployment) -> str:
     return f"kubectl create secret generic {deployment.secret} {values}"
 
 
+def ray_config(deployment: Deployment, settings: Settings) -> dict[str, Any]:
+    """A Ray Serve config (``serve deploy``): one application serving the version the alias
+    names now, without Ray's HTTP proxy (requests come through ``dockyard serve --backend ray``)
+    and with the replicas sized by the model's knobs."""
+    return {
+        "proxy_location": "Disabled",
+        "applications": [
+            {
+                "name": application_name(deployment.model, deployment.version),
+                "route_prefix": None,
+                "import_path": RAY_BUILDER,
+                "args": {
+                    "model": deployment.model,
+                    "version": deployment.version,
+                    "settings": ray_settings(settings, deployment.model),
+                },
+                "deployments": [
+                    {"name": deployment.model, **deployment_options(settings, deployment.model)}
+                ],
+            }
+        ],
+    }
+
+
+def ray_settings(settings: Settings, model: str) -> dict[str, Any]:
+    """The settings a replica opens the registry and loads the version with, none of them
+    secret: the database URL and the keys come from the ``DOCKYARD_*`` environment of the
+    cluster's nodes. Only what is set here is written, since an entry outranks the nodes' own
+    variables: the home when the registry lives in it (its SQLite database or its artifacts
+    folder: the nodes must reach it at that path), the bucket, ``require_signed`` when on, and
+    the model's Ray knobs."""
+    table: dict[str, Any] = {}
+    if not (settings.database_url and settings.artifact_url):
+        table["home"] = str(settings.home.resolve())
+    if settings.artifact_url:
+        table["artifact_url"] = settings.artifact_url
+        table["s3_timeout_s"] = settings.s3_timeout_s
+        if settings.s3_endpoint_url:
+            table["s3_endpoint_url"] = settings.s3_endpoint_url
+    if settings.require_signed:
+        table["require_signed"] = True
+    options = settings.model_options(model)
+    table["model_options"] = [f"{model}.{knob}={getattr(options, knob)}" for knob in RAY_KNOBS]
+    assert not table.keys() & SECRET_FIELDS
+    return table
+
+
+def ray_header(deployment: Deployment, config: dict[str, Any], file: str) -> str:
+    """The comment at the top of Ray Serve config ``config`` (written as ``file``): what it
+    serves, what the nodes need, how to deploy it and to serve it."""
+    app = application_name(deployment.model, deployment.version)
+    home = ray_home(config)
+    where = (
+        [
+            f"# The registry lives in the home {home} (its SQLite database or artifacts folder):",
+            "# every node must reach it at that path (this machine, or a shared file system).",
+        ]
+        if home
+        else []
+    )
+    return "\n".join(
+        [
+            f"# Ray Serve config: application {app} serves {deployment.model} version "
+            f"{deployment.version} ({deployment.framework}),",
+            f"# the version {deployment.ref} names now (written by `dockyard export ray`).",
+            "# Nothing secret is written here. Every node of the cluster needs",
+            f'#   pip install "{_requirement(deployment.framework, "ray")}"',
+            "# and the registry's secrets in its environment: DOCKYARD_DATABASE_URL (a shared",
+            "# PostgreSQL), DOCKYARD_ENCRYPTION_KEY if the registry uses one, the bucket's AWS",
+            "# credentials (or a node role); and DOCKYARD_CONFIG, the dockyard.toml every machine",
+            "# of the registry runs with (its [governance] policy).",
+            *where,
+            f"# Deploy: serve deploy {file} --address http://HEAD:8265 (Ray's dashboard)",
+            f"#     or: serve run {file} --address HEAD:PORT --non-blocking",
+            f"# Then serve it: {ray_front_command(deployment)}",
+            "# (that server uses this application as it finds it, and leaves it running).",
+            "",
+        ]
+    )
+
+
+def ray_home(config: dict[str, Any]) -> str | None:
+    """The home a Ray Serve config's replicas open the registry in (None: the nodes' own homes,
+    the registry being shared)."""
+    home: str | None = config["applications"][0]["args"]["settings"].get("home")
+    return home
+
+
+def ray_front_command(deployment: Deployment) -> str:
+    """The ``dockyard serve`` line that answers for the Ray application."""
+    return f"dockyard serve {deployment.ref} --backend ray --ray-address HEAD:PORT"
+
+
 def _pod(deployment: Deployment) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": "DOCKYARD_HOME", "value": HOME},
@@ -303,6 +407,13 @@ def _pod(deployment: Deployment) -> dict[str, Any]:
         ],
         "volumes": [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
+
+
+def _requirement(framework: str, *extras: str) -> str:
+    """Dockyard with the extras a served ``framework`` needs, the shared registry's and
+    ``extras``, at this version."""
+    names = sorted({*SHARED_EXTRAS, *_extra(framework), *extras})
+    return f"dockyard[{','.join(names)}]=={_dockyard_version()}"
 
 
 def _extra(framework: str) -> list[str]:

@@ -26,7 +26,6 @@ from dockyard.monitoring.monitor import Monitor
 from dockyard.registry.audit import read_head
 from dockyard.registry.records import ModelVersion
 from dockyard.registry.refs import ModelRef
-from dockyard.services.signatures import load_for_serving
 from dockyard.services.workspace import Workspace
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.fallbacks import attach_fallbacks
@@ -36,6 +35,7 @@ from dockyard.serving.gateway import (
     WarmCheck,
     load_deployment,
     log_failure,
+    open_runtime,
 )
 from dockyard.serving.holdings import Holdings, held_versions
 from dockyard.serving.warmup import warm_here
@@ -248,11 +248,12 @@ class LoopFollower:
             task.add_done_callback(self._draining.discard)
 
     async def _load(self, version: ModelVersion) -> Deployment:
-        """Verify and deserialize on a thread; wrap for serving here (the batcher is built on the
-        event loop's thread, where its time limit on inline batches works); warm on a thread."""
+        """Verify and deserialize (or deploy on Ray) on a thread; wrap for serving here (the
+        batcher is built on the event loop's thread, where its time limit on inline batches
+        works); warm on a thread."""
         workspace = self._follower.workspace
         started = time.perf_counter()
-        runtime = await asyncio.to_thread(load_for_serving, workspace, version)
+        runtime = await asyncio.to_thread(open_runtime, workspace, version)
         seconds = time.perf_counter() - started
         deployment = Deployment.create(version, runtime, workspace.settings, seconds)
         try:

@@ -264,11 +264,7 @@ def load_deployment(
     """Load ``version`` (verified, deserialized), wrap it for serving and warm it with ``warm``;
     raises what stopped it (nothing is left open then)."""
     started = time.perf_counter()
-    runtime: Runtime
-    if workspace.settings.backend == "ray":
-        runtime = RayRuntime.deploy(workspace.settings, version)
-    else:
-        runtime = load_for_serving(workspace, version)
+    runtime = open_runtime(workspace, version)
     seconds = time.perf_counter() - started
     deployment = Deployment.create(version, runtime, workspace.settings, seconds)
     if warm is not None:
@@ -278,6 +274,14 @@ def load_deployment(
             deployment.close()
             raise
     return deployment
+
+
+def open_runtime(workspace: Workspace, version: ModelVersion) -> Runtime:
+    """``version``'s runtime on the configured backend: loaded here (verified, deserialized),
+    or, with the ``ray`` backend, deployed as (or found running as) a Ray Serve application."""
+    if workspace.settings.backend == "ray":
+        return RayRuntime.deploy(workspace.settings, version)
+    return load_for_serving(workspace, version)
 
 
 def log_failure(failure: LoadFailure) -> None:
