@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +54,8 @@ MODEL_KNOBS = (
 )
 """Settings a single model may override: ``[models.NAME]`` in the file, ``--model-option`` flags."""
 NOT_SETTINGS = frozenset({"sources", "models", "alerts", "governance"})
+MACHINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""A ``log_machine``: one folder name (no ``/``, not ``.`` or ``..``)."""
 OMP_THREADS_ENV = "OMP_NUM_THREADS"
 """Read as ``model_threads`` when DOCKYARD_MODEL_THREADS and the flag are not given."""
 
@@ -91,8 +95,8 @@ class Settings:
     through a verified cache in the home (``artifacts-cache``). Its credentials come from the
     standard AWS chain (environment, ``~/.aws``, an instance role), never from Dockyard."""
     s3_endpoint_url: str = ""
-    """The URL of an S3-compatible server (MinIO, Ceph, …) for ``artifact_url`` and
-    ``backup_url``; empty: AWS."""
+    """The URL of an S3-compatible server (MinIO, Ceph, …) for ``artifact_url``, ``backup_url``
+    and ``prediction_log_url``; empty: AWS."""
     s3_timeout_s: float = 60.0
     """How long the artifact bucket may take to accept a connection, or to send the next bytes
     of an answer, before the call fails (after its retries)."""
@@ -257,6 +261,19 @@ class Settings:
     verified, then uploaded there (extra ``s3``; ``s3_endpoint_url``, ``s3_timeout_s`` and the
     standard AWS credential chain, as for ``artifact_url``), the local copy kept; the schedule
     keeps the newest ``backup_keep`` there too."""
+    prediction_log_url: str = ""
+    """Where the prediction log is mirrored besides the home's ``predictions`` folder. Empty:
+    nowhere. ``s3://BUCKET/PREFIX``: the monitoring process copies the home's settled segments to
+    ``PREFIX/<log_machine>/<model>/<YYYY-MM-DD>/`` every ``log_ship_interval_s`` (as they are on
+    disk, sealed ones sealed) and deletes there what compaction, retention or an erasure removed
+    here; ``dockyard monitor log --machines all`` reads every machine's (extra ``s3``; the
+    endpoint, timeout and credentials of ``artifact_url``)."""
+    log_machine: str = ""
+    """This home's folder under ``prediction_log_url``; empty: the host name. Each home writing
+    to one bucket needs its own: a home mirrors its folder, deleting what it does not hold."""
+    log_ship_interval_s: float = 60.0
+    """How often the prediction log is mirrored to ``prediction_log_url``: what a retention purge
+    or an erasure removed is gone from the bucket within this interval."""
     rollout_max_error_rate: float = 0.05
     """A rollout's candidate whose share of failed requests passes this is rolled back."""
     rollout_max_p99_ratio: float = 2.0
@@ -324,6 +341,11 @@ class Settings:
     def effective_database_url(self) -> str:
         """The SQLAlchemy URL of the registry: the configured one, else the SQLite file in home."""
         return self.database_url or f"sqlite:///{self.home / 'dockyard.db'}"
+
+    def effective_log_machine(self) -> str:
+        """The folder of this home's segments under ``prediction_log_url``: ``log_machine``, else
+        the host name."""
+        return self.log_machine or socket.gethostname()
 
 
 def setting_names() -> list[str]:
@@ -499,6 +521,25 @@ def _tables(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     return {str(name): dict(table) for name, table in raw.items()}
 
 
+def _check_prediction_log(settings: Settings) -> None:
+    """``prediction_log_url`` an ``s3://BUCKET/PREFIX``, and the machine's folder in it a name
+    that cannot leave it."""
+    bucket = settings.prediction_log_url.removeprefix("s3://").partition("/")[0]
+    if not settings.prediction_log_url.startswith("s3://") or not bucket:
+        raise InvalidInput(
+            f"prediction_log_url must be s3://BUCKET/PREFIX (empty: the home's predictions "
+            f"folder only), got {settings.prediction_log_url!r}"
+        )
+    machine = settings.effective_log_machine()
+    if not MACHINE_NAME.match(machine):
+        given = "log_machine" if settings.log_machine else "the host name (log_machine unset)"
+        raise InvalidInput(
+            f"{given} {machine!r} cannot name a folder in prediction_log_url: set log_machine "
+            "(DOCKYARD_LOG_MACHINE) to 1-128 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit"
+        )
+
+
 def _is_host_port(address: str) -> bool:
     host, sep, port = address.rpartition(":")
     return bool(sep and host and port.isdigit() and int(port) <= 65535)
@@ -584,6 +625,8 @@ def _validate(settings: Settings) -> None:
             f"backup_url must be s3://BUCKET/PREFIX (empty: the home's backups folder only), "
             f"got {settings.backup_url!r}"
         )
+    if settings.prediction_log_url:
+        _check_prediction_log(settings)
     if settings.s3_endpoint_url and not settings.s3_endpoint_url.startswith(
         ("http://", "https://")
     ):
@@ -597,7 +640,7 @@ def _validate(settings: Settings) -> None:
             f"otlp_endpoint must be an http:// or https:// URL (OTLP over HTTP), "
             f"got {settings.otlp_endpoint!r}"
         )
-    for name in ("header_timeout_s", "body_timeout_s", "s3_timeout_s"):
+    for name in ("header_timeout_s", "body_timeout_s", "s3_timeout_s", "log_ship_interval_s"):
         if getattr(settings, name) <= 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(settings, name)}")
     if settings.jwt_jwks:

@@ -35,6 +35,13 @@ class Home:
         return self.root / "artifacts-cache"
 
     @property
+    def predictions_cache(self) -> Path:
+        """Other machines' prediction logs downloaded from ``prediction_log_url``
+        (``<machine>/<model>/<YYYY-MM-DD>/``), each segment checked as it arrived; safe to delete,
+        they are fetched again."""
+        return self.root / "predictions-cache"
+
+    @property
     def backups(self) -> Path:
         return self.root / "backups"
 

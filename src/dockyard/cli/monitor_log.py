@@ -39,6 +39,15 @@ def log(
             "100000)."
         ),
     ] = None,
+    machines: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the log of these machines from prediction_log_url: 'all' (every machine "
+            "in the bucket and this one) or NAME,NAME (log_machine values); default: this "
+            "home's log only.",
+            show_default=False,
+        ),
+    ] = None,
     home: HomeOption = None,
     url: UrlOption = None,
 ) -> None:
@@ -52,10 +61,12 @@ def log(
         raise typer.BadParameter("parquet is binary: give --output FILE (or redirect stdout)")
     if limit is not None and limit < 1:
         raise typer.BadParameter("--limit must be at least 1")
+    if url and machines is not None:
+        raise typer.BadParameter("--machines reads the bucket from this home: leave out --url")
     if url:
         data = _remote_log(url, home, model, since, version, output_format, limit)
     else:
-        data = _local_log(home, model, since, version, output_format, limit)
+        data = _local_log(home, model, machines, since, version, output_format, limit)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -68,7 +79,13 @@ def log(
 
 
 def _local_log(
-    home: Path | None, model: str, since: str, version: int | None, fmt: str, limit: int | None
+    home: Path | None,
+    model: str,
+    machines: str | None,
+    since: str,
+    version: int | None,
+    fmt: str,
+    limit: int | None,
 ) -> bytes:
     from dockyard.monitoring.predlog import encode_table, log_cipher, read_predictions
     from dockyard.registry.store import utc_now
@@ -77,14 +94,31 @@ def _local_log(
     start = utc_now() - parse_duration(since)
     workspace = open_workspace(home)
     workspace.store.get_model(model)
-    table = read_predictions(
-        workspace.home,
-        model,
-        since=start,
-        version=version,
-        cipher=log_cipher(workspace.settings, workspace.home),
-        limit=limit,
-    )
+    cipher = log_cipher(workspace.settings, workspace.home)
+    if machines is None:
+        table = read_predictions(
+            workspace.home, model, since=start, version=version, cipher=cipher, limit=limit
+        )
+    else:
+        from dockyard.monitoring.predlog.machines import read_machines
+
+        if not workspace.settings.prediction_log_url:
+            raise InvalidInput(
+                "--machines reads the bucket of prediction_log_url, which is not set: set it "
+                "(DOCKYARD_PREDICTION_LOG_URL=s3://BUCKET/PREFIX) as the servers have it"
+            )
+        names = [name.strip() for name in machines.split(",") if name.strip()]
+        if not names:
+            raise InvalidInput("--machines takes 'all' or machine names, NAME,NAME")
+        table = read_machines(
+            workspace.home,
+            workspace.settings,
+            model,
+            machines=None if names == ["all"] else names,
+            since=start,
+            version=version,
+            limit=limit,
+        )
     return encode_table(table, fmt)
 
 

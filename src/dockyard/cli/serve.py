@@ -261,6 +261,10 @@ def serve(
             parse_duration(settings.backup_every)
         except InvalidInput as exc:
             raise InvalidInput(f"backup_every: {exc.message}") from None
+    if settings.prediction_log_url:  # boto3 missing: one line now, not a log record later
+        from dockyard.monitoring.predlog.bucket import LogBucket
+
+        LogBucket.from_settings(settings)
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
     sock = bind_socket(settings.host, settings.port)
     try:
@@ -280,6 +284,7 @@ def _serve_on(
     from dockyard.monitoring.scheduler import MonitorScheduler
     from dockyard.registry.refs import parse_ref
     from dockyard.reliability.backup_schedule import backup_schedule
+    from dockyard.reliability.log_shipping import log_shipping
     from dockyard.reliability.monitor_process import BackgroundJob, MonitorProcess
     from dockyard.reliability.rollout_watch import rollout_watch
     from dockyard.reliability.supervisor import (
@@ -345,6 +350,7 @@ def _serve_on(
             scheduler,
             *rollout_watch(workspace, settings, metrics),
             *backup_schedule(workspace, settings),
+            *log_shipping(workspace.home, settings),
         ]
 
     monitoring = MonitorProcess(monitoring_jobs, settings.log_level, settings.log_format)

@@ -64,16 +64,19 @@ class S3ArtifactStore:
         timeout_s: float = 60.0,
         attempts: int = ATTEMPTS,
     ) -> None:
-        self._bucket, self._prefix = parse_url(url)
+        self._place = BucketPrefix(
+            url,
+            "artifact_url",
+            client_factory(endpoint_url, timeout_s, attempts),
+            "the artifact store",
+            "create it or fix DOCKYARD_ARTIFACT_URL",
+        )
+        self._bucket, self._prefix = self._place.bucket, self._place.prefix
         self._cache = LocalArtifactStore(cache)
-        self._make_client = client_factory(endpoint_url, timeout_s, attempts)
-        self._client: Any = None
-        self._client_pid = 0
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"{SCHEME}{self._bucket}/{self._prefix}".rstrip("/")
+        return self._place.url
 
     @property
     def cache(self) -> LocalArtifactStore:
@@ -83,7 +86,7 @@ class S3ArtifactStore:
         """The object key of the blob ``digest``."""
         check_digest(digest)
         name = f"{digest[:2]}/{digest}"
-        return f"{self._prefix}/{name}" if self._prefix else name
+        return self._place.key(name)
 
     def put(self, source: Path, digest: str | None = None) -> str:
         """Copy ``source`` into the cache (verified, as the local store does), then upload it
@@ -171,18 +174,42 @@ class S3ArtifactStore:
         return self._cache.path_for(digest)
 
     def _head(self, key: str) -> dict[str, Any] | None:
-        """The object's head, or None when there is none."""
-        from botocore.exceptions import ClientError
-
-        try:
-            head: dict[str, Any] = self._s3().head_object(Bucket=self._bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                return None
-            raise
-        return head
+        return head_object(self._s3(), self._bucket, key)
 
     def _s3(self) -> Any:
+        return self._place.client()
+
+    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return self._place.errors(key)
+
+
+class BucketPrefix:
+    """The bucket and prefix of an ``s3://BUCKET/PREFIX`` setting, its client (made on first use
+    in each process: a forked worker never shares its parent's connections) and its errors
+    translated naming it: what each of Dockyard's buckets starts from."""
+
+    def __init__(
+        self, url: str, setting: str, make_client: Callable[[], Any], store: str, fix: str
+    ) -> None:
+        """``store`` names the bucket in errors (``the artifact store``), ``fix`` says what to do
+        when it does not exist; InvalidInput naming ``setting`` when ``url`` is malformed."""
+        self.bucket, self.prefix = parse_url(url, setting)
+        self.url = f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
+        self._make_client = make_client
+        self._store, self._fix = store, fix
+        self._client: Any = None
+        self._client_pid = 0
+        self._lock = threading.Lock()
+
+    def key(self, name: str) -> str:
+        """The key of ``name`` under the prefix (``""``: the prefix's folder itself)."""
+        return (self.prefix and f"{self.prefix}/") + name
+
+    def where(self, key: str) -> str:
+        """The ``s3://`` URL of the object ``key``."""
+        return f"{SCHEME}{self.bucket}/{key}"
+
+    def client(self) -> Any:
         pid = os.getpid()
         if self._client_pid != pid:  # first use, or a forked child: make its own connections
             self._lock = threading.Lock()
@@ -192,13 +219,9 @@ class S3ArtifactStore:
                 self._client = self._make_client()
             return self._client
 
-    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return s3_errors(
-            "the artifact store",
-            self.url,
-            f"{SCHEME}{self._bucket}/{key}",
-            "create it or fix DOCKYARD_ARTIFACT_URL",
-        )
+    def errors(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """S3's errors on the object ``key`` as Dockyard's (``s3_errors``)."""
+        return s3_errors(self._store, self.url, self.where(key), self._fix)
 
 
 @contextlib.contextmanager
@@ -291,6 +314,19 @@ _session_lock = threading.Lock()
 os.register_at_fork(after_in_child=_forget_session)
 
 
+def head_object(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The head of the object ``key`` (its size, metadata, ETag), or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head: dict[str, Any] = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in NOT_FOUND:
+            return None
+        raise
+    return head
+
+
 def error_code(error: Exception) -> str:
     """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``404``, …); else empty."""
     response = getattr(error, "response", {}) or {}
@@ -322,4 +358,12 @@ def _bounded(body: Any, limit: int, where: str, digest: str) -> Iterator[bytes]:
         yield chunk
 
 
-__all__ = ["S3ArtifactStore", "client_factory", "error_code", "parse_url", "s3_errors"]
+__all__ = [
+    "BucketPrefix",
+    "S3ArtifactStore",
+    "client_factory",
+    "error_code",
+    "head_object",
+    "parse_url",
+    "s3_errors",
+]

@@ -42,10 +42,10 @@ from dockyard.registry.s3_artifacts import (
     SCHEME,
     SHA256_KEY,
     SIZE_KEY,
+    BucketPrefix,
     client_factory,
     error_code,
-    parse_url,
-    s3_errors,
+    head_object,
 )
 from dockyard.services.backup import BACKUP_NAME, ENCRYPTED_SUFFIX, PLAIN_SUFFIX
 from dockyard.services.backup_restore import verify_backup
@@ -90,13 +90,15 @@ class BackupBucket:
         attempts: int = ATTEMPTS,
         part_bytes: int = PART_BYTES,
     ) -> None:
-        self._bucket, self._prefix = parse_url(url, "backup_url")
-        self._make_client = client_factory(
-            endpoint_url, timeout_s, attempts, purpose="backups in an s3:// bucket"
+        self._place = BucketPrefix(
+            url,
+            "backup_url",
+            client_factory(endpoint_url, timeout_s, attempts, purpose="backups in an s3:// bucket"),
+            "the backup bucket",
+            "create it, or fix backup_url (DOCKYARD_BACKUP_URL) or the URL given",
         )
+        self._bucket = self._place.bucket
         self._part_bytes = part_bytes
-        self._client: Any = None
-        self._client_pid = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str = "") -> BackupBucket:
@@ -109,13 +111,13 @@ class BackupBucket:
 
     @property
     def url(self) -> str:
-        return f"{SCHEME}{self._bucket}/{self._prefix}".rstrip("/")
+        return self._place.url
 
     def key_for(self, name: str) -> str:
-        return f"{self._prefix}/{name}" if self._prefix else name
+        return self._place.key(name)
 
     def url_of(self, name: str) -> str:
-        return f"{SCHEME}{self._bucket}/{self.key_for(name)}"
+        return self._place.where(self.key_for(name))
 
     def upload(self, path: Path) -> ListedBackup:
         """Upload the backup file ``path`` as ``<prefix>/<its name>`` with its SHA-256 and size
@@ -155,7 +157,7 @@ class BackupBucket:
 
     def backups(self) -> list[ListedBackup]:
         """The backups right under the prefix (``.tar.gz``, ``.tar.gz.enc``), by name."""
-        start = f"{self._prefix}/" if self._prefix else ""
+        start = self._place.key("")
         found = []
         with self._errors(start):
             pages = self._s3().get_paginator("list_objects_v2")
@@ -215,28 +217,13 @@ class BackupBucket:
         return target
 
     def _head(self, key: str) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            head: dict[str, Any] = self._s3().head_object(Bucket=self._bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                return None
-            raise
-        return head
+        return head_object(self._s3(), self._bucket, key)
 
     def _s3(self) -> Any:
-        if self._client is None or self._client_pid != os.getpid():
-            self._client, self._client_pid = self._make_client(), os.getpid()
-        return self._client
+        return self._place.client()
 
     def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return s3_errors(
-            "the backup bucket",
-            self.url,
-            f"{SCHEME}{self._bucket}/{key}",
-            "create it, or fix backup_url (DOCKYARD_BACKUP_URL) or the URL given",
-        )
+        return self._place.errors(key)
 
 
 def upload_backup(bucket: BackupBucket, path: Path, passphrase: str = "") -> ListedBackup:

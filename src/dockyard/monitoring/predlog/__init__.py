@@ -7,6 +7,10 @@ table of the batch (``tables``) as a file linked into place (``storage``), later
 neighbours (``compaction``). Retention's purge and a data subject's erasure remove rows from
 written segments (``rewrites``); ``read_predictions`` reads a model's rows in a time window
 (``reader``) and ``encode_table`` hands them out as a file (``export``).
+
+With ``prediction_log_url`` set, the monitoring process mirrors the home's segments to its
+machine's folder of a bucket (``bucket``: the S3 calls; ``mirror``: what to upload and delete), and
+``read_machines`` reads every machine's through a verified cache in the home (``machines``).
 """
 
 from dockyard.monitoring.predlog.compaction import (

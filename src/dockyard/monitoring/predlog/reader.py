@@ -29,19 +29,21 @@ def read_predictions(
     columns: Sequence[str] | None = None,
     cipher: Cipher | None = None,
     limit: int | None = None,
+    folder: Path | None = None,
 ) -> pa.Table:
     """``model``'s logged rows with ``since <= time < until`` (naive datetimes are UTC), of one
     ``version`` if given, in time order; only ``columns`` (None: all; a column no segment has
     is left out). Reads only the day folders and segments that can hold such rows, and only the
     columns asked for. ``limit``: the newest ``limit`` rows only (read newest segment first, and
-    no further than needed). ``cipher`` reads sealed segments (``log_cipher``)."""
+    no further than needed). ``cipher`` reads sealed segments (``log_cipher``). ``folder``: the
+    model's folder to read instead of the home's (another machine's, from ``predictions-cache``)."""
     start, end = _aware(since), _aware(until)
     wanted = None if columns is None else list(dict.fromkeys(columns))
     reads = wanted
     if wanted is not None and limit is not None and "time" not in wanted:
         reads = [*wanted, "time"]
     where = _where(start, end, version)
-    folder = predictions_folder(home, model)
+    folder = predictions_folder(home, model) if folder is None else folder
 
     def listing() -> list[tuple[int, Path]]:
         return _segments_between(folder, start, end)
