@@ -95,13 +95,15 @@ class S3ArtifactStore:
         path = self._cache.path_for(digest)
         size = path.stat().st_size
         key = self.key_for(digest)
-        with self._errors(key):
-            stored = self._head(key)
+        with self._place.errors(key):
+            stored = self._place.head(key)
             if stored is not None and _recorded(stored) == (digest, size):
                 logger.debug("artifact %s already in %s", digest, self.url)
                 return digest
             metadata = {SHA256_KEY: digest, SIZE_KEY: str(size)}
-            self._s3().upload_file(str(path), self._bucket, key, ExtraArgs={"Metadata": metadata})
+            self._place.client().upload_file(
+                str(path), self._bucket, key, ExtraArgs={"Metadata": metadata}
+            )
         logger.debug("uploaded artifact %s to %s", digest, self.url)
         return digest
 
@@ -120,20 +122,20 @@ class S3ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         key = self.key_for(digest)
-        with self._errors(key):
-            return self._head(key) is not None
+        with self._place.errors(key):
+            return self._place.head(key) is not None
 
     def remove(self, digest: str) -> None:
         key = self.key_for(digest)
-        with self._errors(key):
-            self._s3().delete_object(Bucket=self._bucket, Key=key)
+        with self._place.errors(key):
+            self._place.client().delete_object(Bucket=self._bucket, Key=key)
         self._cache.remove(digest)
 
     def digests(self) -> set[str]:
         start = f"{self._prefix}/" if self._prefix else ""
         found = set()
-        with self._errors(start):
-            pages = self._s3().get_paginator("list_objects_v2")
+        with self._place.errors(start):
+            pages = self._place.client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self._bucket, Prefix=start):
                 for item in page.get("Contents", ()):
                     folder, _, name = str(item["Key"])[len(start) :].partition("/")
@@ -152,9 +154,9 @@ class S3ArtifactStore:
 
         key = self.key_for(digest)
         where = f"{SCHEME}{self._bucket}/{key}"
-        with self._errors(key):
+        with self._place.errors(key):
             try:
-                answer = self._s3().get_object(Bucket=self._bucket, Key=key)
+                answer = self._place.client().get_object(Bucket=self._bucket, Key=key)
             except ClientError as exc:
                 if error_code(exc) in NOT_FOUND:
                     raise ArtifactCorrupt(where, digest, MISSING) from None
@@ -172,15 +174,6 @@ class S3ArtifactStore:
             raise ArtifactCorrupt(where, digest, written)
         logger.info("fetched artifact %s from %s", digest, self.url)
         return self._cache.path_for(digest)
-
-    def _head(self, key: str) -> dict[str, Any] | None:
-        return head_object(self._s3(), self._bucket, key)
-
-    def _s3(self) -> Any:
-        return self._place.client()
-
-    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return self._place.errors(key)
 
 
 class BucketPrefix:
@@ -218,6 +211,10 @@ class BucketPrefix:
             if self._client is None:
                 self._client = self._make_client()
             return self._client
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The head of the object ``key`` (``head_object``), or None when there is none."""
+        return head_object(self.client(), self.bucket, key)
 
     def errors(self, key: str) -> contextlib.AbstractContextManager[None]:
         """S3's errors on the object ``key`` as Dockyard's (``s3_errors``)."""

@@ -45,7 +45,6 @@ from dockyard.registry.s3_artifacts import (
     BucketPrefix,
     client_factory,
     error_code,
-    head_object,
 )
 from dockyard.services.backup import BACKUP_NAME, ENCRYPTED_SUFFIX, PLAIN_SUFFIX
 from dockyard.services.backup_restore import verify_backup
@@ -126,8 +125,8 @@ class BackupBucket:
         check_file_name(path.name)
         size, digest = _file_digest(path)
         key = self.key_for(path.name)
-        with self._errors(key):
-            head = self._head(key)
+        with self._place.errors(key):
+            head = self._place.head(key)
             if head is not None and _recorded(head) != (digest, size):
                 raise Conflict(
                     f"{self.url_of(path.name)} exists already and holds another backup: "
@@ -139,14 +138,14 @@ class BackupBucket:
                 transfer = TransferConfig(
                     multipart_threshold=self._part_bytes, multipart_chunksize=self._part_bytes
                 )
-                self._s3().upload_file(
+                self._place.client().upload_file(
                     str(path),
                     self._bucket,
                     key,
                     ExtraArgs={"Metadata": {SHA256_KEY: digest, SIZE_KEY: str(size)}},
                     Config=transfer,
                 )
-                head = self._head(key)
+                head = self._place.head(key)
         if head is None or _recorded(head) != (digest, size):
             raise Unavailable(
                 f"{self.url_of(path.name)} does not hold what was uploaded (another writer?): "
@@ -159,8 +158,8 @@ class BackupBucket:
         """The backups right under the prefix (``.tar.gz``, ``.tar.gz.enc``), by name."""
         start = self._place.key("")
         found = []
-        with self._errors(start):
-            pages = self._s3().get_paginator("list_objects_v2")
+        with self._place.errors(start):
+            pages = self._place.client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self._bucket, Prefix=start, Delimiter="/"):
                 for item in page.get("Contents", ()):
                     name = str(item["Key"])[len(start) :]
@@ -177,8 +176,8 @@ class BackupBucket:
         named = [backup.name for backup in self.backups() if BACKUP_NAME.match(backup.name)]
         removed = named[: max(0, len(named) - keep)]
         for name in removed:
-            with self._errors(self.key_for(name)):
-                self._s3().delete_object(Bucket=self._bucket, Key=self.key_for(name))
+            with self._place.errors(self.key_for(name)):
+                self._place.client().delete_object(Bucket=self._bucket, Key=self.key_for(name))
         return [self.url_of(name) for name in removed]
 
     def download(self, name: str, folder: Path) -> Path:
@@ -190,9 +189,9 @@ class BackupBucket:
         key = self.key_for(name)
         where = self.url_of(name)
         target = folder / name
-        with self._errors(key):
+        with self._place.errors(key):
             try:
-                answer = self._s3().get_object(Bucket=self._bucket, Key=key)
+                answer = self._place.client().get_object(Bucket=self._bucket, Key=key)
             except ClientError as exc:
                 if error_code(exc) in NOT_FOUND:
                     raise NotFound(f"no backup {where}: see dockyard backup list") from None
@@ -215,15 +214,6 @@ class BackupBucket:
                 body.close()
         logger.info("downloaded backup %s (%d bytes, sha256 verified)", where, size)
         return target
-
-    def _head(self, key: str) -> dict[str, Any] | None:
-        return head_object(self._s3(), self._bucket, key)
-
-    def _s3(self) -> Any:
-        return self._place.client()
-
-    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return self._place.errors(key)
 
 
 def upload_backup(bucket: BackupBucket, path: Path, passphrase: str = "") -> ListedBackup:

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, NotFound
@@ -32,7 +32,6 @@ from dockyard.registry.s3_artifacts import (
     BucketPrefix,
     client_factory,
     error_code,
-    head_object,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,8 +98,8 @@ class LogBucket:
         """The machines with a folder under the prefix (those whose name is safe), by name."""
         start = self._place.key("")
         found = []
-        with self._errors(start):
-            pages = self._s3().get_paginator("list_objects_v2")
+        with self._place.errors(start):
+            pages = self._place.client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self._bucket, Prefix=start, Delimiter="/"):
                 for folder in page.get("CommonPrefixes", ()):
                     name = str(folder["Prefix"])[len(start) :].rstrip("/")
@@ -113,8 +112,8 @@ class LogBucket:
         relative to it; objects that are not segments of the layout are left out."""
         start = self.key_for(machine)
         found = {}
-        with self._errors(start):
-            pages = self._s3().get_paginator("list_objects_v2")
+        with self._place.errors(start):
+            pages = self._place.client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self._bucket, Prefix=start + (model and f"{model}/")):
                 for item in page.get("Contents", ()):
                     name = str(item["Key"])[len(start) :]
@@ -125,8 +124,8 @@ class LogBucket:
     def recorded(self, machine: str, name: str) -> tuple[str, int] | None:
         """The SHA-256 and size the object was uploaded with (None: no such object)."""
         key = self.key_for(machine, name)
-        with self._errors(key):
-            head = head_object(self._s3(), self._bucket, key)
+        with self._place.errors(key):
+            head = self._place.head(key)
         if head is None:
             return None
         metadata = head.get("Metadata") or {}
@@ -137,16 +136,16 @@ class LogBucket:
         what is there; its ETag."""
         key = self.key_for(machine, name)
         metadata = {SHA256_KEY: digest, SIZE_KEY: str(len(data))}
-        with self._errors(key):
-            answer = self._s3().put_object(
+        with self._place.errors(key):
+            answer = self._place.client().put_object(
                 Bucket=self._bucket, Key=key, Body=data, Metadata=metadata
             )
         return str(answer.get("ETag", ""))
 
     def delete(self, machine: str, name: str) -> None:
         key = self.key_for(machine, name)
-        with self._errors(key):
-            self._s3().delete_object(Bucket=self._bucket, Key=key)
+        with self._place.errors(key):
+            self._place.client().delete_object(Bucket=self._bucket, Key=key)
 
     def fetch(self, machine: str, name: str, target: Path) -> None:
         """Download ``name`` of ``machine``'s folder to ``target`` (written beside it, 0600, then
@@ -156,9 +155,9 @@ class LogBucket:
 
         key = self.key_for(machine, name)
         where = self._place.where(key)
-        with self._errors(key):
+        with self._place.errors(key):
             try:
-                answer = self._s3().get_object(Bucket=self._bucket, Key=key)
+                answer = self._place.client().get_object(Bucket=self._bucket, Key=key)
             except ClientError as exc:
                 if error_code(exc) in NOT_FOUND:
                     raise NotFound(
@@ -186,9 +185,3 @@ class LogBucket:
             os.replace(temp, target)
         finally:
             temp.unlink(missing_ok=True)
-
-    def _s3(self) -> Any:
-        return self._place.client()
-
-    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return self._place.errors(key)
