@@ -297,6 +297,42 @@ async def test_an_inline_batch_that_overruns_moves_off_the_loop_and_meets_its_de
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.mark.timeout(60, method="thread")
+@pytest.mark.parametrize("lone", [True, False], ids=["lone client", "batch"])
+async def test_a_batch_interrupted_on_the_loop_and_run_again_counts_its_rows_once(
+    lone: bool,
+) -> None:
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    slow_left = [1]
+
+    def predict(x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        if (x < 0).any() and slow_left[0]:
+            slow_left[0] -= 1
+            time.sleep(0.3)  # past the inline limit on the loop; fast when run again
+        return {"double": x[:, 0] * 2}
+
+    counted: list[int] = []
+    batcher = Batcher(predict, name="once", inline_budget_s=0.01, timeout_s=5)
+    batcher.on_batch = counted.append
+    try:
+        for value in range(4 if lone else 2):
+            await batcher.submit(_row(value), ())
+        assert batcher._lone() is lone
+        before = len(counted)
+        slow = asyncio.create_task(batcher.submit(_row(-1, 2), ()))
+        others = [] if lone else [asyncio.create_task(batcher.submit(_row(v), ())) for v in (7, 8)]
+        await asyncio.gather(slow, *others)
+        assert batcher.overruns == 1
+        # The interrupted batch is counted once, when the model's thread has run it.
+        assert sum(counted[before:]) == 2 + 2 * (not lone)
+        if lone:
+            assert counted[before:] == [2]
+    finally:
+        batcher.close()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 async def test_the_thread_setup_runs_on_the_models_thread() -> None:
     seen: list[str] = []
     batcher = Batcher(

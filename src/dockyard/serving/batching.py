@@ -160,8 +160,9 @@ class Batcher:
         """Inline batches interrupted past the limit and moved to the model's thread."""
         self._overrun_logged = -OVERRUN_LOG_EVERY_S
         self.on_batch: Callable[[int], object] | None = None
-        """Called with each batch's row count (the worker's metrics), on the thread that runs it;
-        under the lock when batches may run at once."""
+        """Called with each batch's row count (the worker's metrics), on the thread that ran it,
+        once it ran (a batch interrupted on the event loop and run again counts once); under the
+        lock when batches may run at once."""
 
     @property
     def queue_depth(self) -> int:
@@ -260,17 +261,21 @@ class Batcher:
         self._quiet_leads += 1
         self.turns_skipped += 1
         self.batches_inline += 1
+        rows = row_count(x)
         try:
             (result,) = call_with_limit(
-                self._inline_limit_s, self._predict_batch, [(x, row_count(x))], outputs
+                self._inline_limit_s, self._predict_batch, [(x, rows)], outputs
             )
         except Overrun:
             self._overran(1)
             return None
         except DockyardError:
+            self._count([rows])
             raise
         except Exception as exc:
+            self._count([rows])
             raise _model_failure(exc) from None
+        self._count([rows])
         return _selected(result, outputs)
 
     async def _drain_inline(self) -> None:
@@ -299,14 +304,16 @@ class Batcher:
     def _run_inline(self, batch: list[_Pending]) -> None:
         """Run a batch on the loop thread; past the limit, put it back for the model's thread."""
         self.batches_inline += 1
+        ran: list[int] = []
         try:
-            outcomes = call_with_limit(self._inline_limit_s, self._execute, batch)
-        except Overrun:
+            outcomes = call_with_limit(self._inline_limit_s, self._execute, batch, ran)
+        except Overrun:  # nothing counted: the model's thread runs the batch again
             self._overran(len(batch))
             with self._lock:
                 self._queue.extendleft(reversed(batch))
                 self._waiting += sum(p.rows for p in batch)
             return
+        self._count(ran)
         _settle(outcomes)
 
     def _overran(self, requests: int) -> None:
@@ -347,7 +354,22 @@ class Batcher:
             if self._max_delay_s:
                 with self._lock:
                     self._wait_for_more(batch)
-            outcomes = self._execute(batch)
+            ran: list[int] = []
+            outcomes = self._execute(batch, ran)
+            self._count(ran)
+
+    def _count(self, ran: list[int]) -> None:
+        """Report the row counts of the batches that ran (``on_batch``)."""
+        on_batch = self.on_batch
+        if on_batch is None:
+            return
+        if self._parallel > 1:
+            with self._lock:
+                for rows in ran:
+                    on_batch(rows)
+        else:
+            for rows in ran:
+                on_batch(rows)
 
     def _runs_inline(self) -> bool:
         """Whether batches run on the event-loop thread: the model has proved fast enough."""
@@ -404,10 +426,12 @@ class Batcher:
             batch.extend(more)
             rows += sum(p.rows for p in more)
 
-    def _execute(self, batch: list[_Pending]) -> list[tuple[_Pending, Outcome]]:
+    def _execute(self, batch: list[_Pending], ran: list[int]) -> list[tuple[_Pending, Outcome]]:
         """Predict a batch; if it raises, predict its requests one by one, so only the request at
         fault fails. Each request is paired with its result or its exception. Requests already
-        answered (past their deadline while they waited) are left out, never run."""
+        answered (past their deadline while they waited) are left out, never run. Each batch
+        handed to the model adds its row count to ``ran``, for the caller to report once the
+        whole call is through (``_count``)."""
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return []
@@ -415,13 +439,14 @@ class Batcher:
         outputs = tuple(dict.fromkeys(name for p in batch for name in p.outputs))
         if any(not p.outputs for p in batch):
             outputs = ()
+        ran.append(sum(rows for _, rows in parts))
         try:
             return list(zip(batch, self._predict_batch(parts, outputs, batch), strict=True))
         except Exception as exc:
             if len(batch) == 1:
                 return [(batch[0], exc)]
         logger.info("batch of %d requests failed; retrying them one by one", len(batch))
-        return [outcome for pending in batch for outcome in self._execute([pending])]
+        return [outcome for pending in batch for outcome in self._execute([pending], ran)]
 
     def _predict_batch(
         self,
@@ -443,12 +468,6 @@ class Batcher:
         self.batches_run += 1
         x = parts[0][0] if len(parts) == 1 else concat_inputs([part for part, _ in parts])
         total = sum(rows for _, rows in parts)
-        if self.on_batch is not None:
-            if self._parallel > 1:
-                with self._lock:
-                    self.on_batch(total)
-            else:
-                self.on_batch(total)
         started = time.perf_counter()
         if traces is None:
             result = self._predict(x, outputs)
