@@ -76,8 +76,9 @@ def unprotected_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def workspace(home: Path) -> Workspace:
-    return Workspace.open(load_settings({"home": home}, env={}))
+def workspace(home: Path) -> Iterator[Workspace]:
+    with Workspace.open(load_settings({"home": home}, env={})) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

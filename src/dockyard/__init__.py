@@ -77,7 +77,6 @@ def register_model(
     from dockyard.services.register import Registration, register
     from dockyard.services.workspace import Workspace
 
-    workspace = Workspace.open(load_settings({"home": home}))
     request = Registration(
         name=name,
         reference_data=reference_data,
@@ -92,7 +91,8 @@ def register_model(
         input_names=input_names,
         alias=alias,
     )
-    return register(workspace, model_or_path, request)
+    with Workspace.open(load_settings({"home": home})) as workspace:
+        return register(workspace, model_or_path, request)
 
 
 def load_model(ref: str, home: str | Path | None = None) -> LoadedModel:
@@ -101,4 +101,5 @@ def load_model(ref: str, home: str | Path | None = None) -> LoadedModel:
     from dockyard.services.predict import load_model as load
     from dockyard.services.workspace import Workspace
 
-    return load(Workspace.open(load_settings({"home": home})), ref)
+    with Workspace.open(load_settings({"home": home})) as workspace:
+        return load(workspace, ref)

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dockyard.cli.options import HomeOption, JsonListOption, LimitOption, settings_from
+from dockyard.cli.options import (
+    HomeOption,
+    JsonListOption,
+    LimitOption,
+    close_when_done,
+    settings_from,
+)
 from dockyard.errors import AuditTampered, InvalidInput
 
 if TYPE_CHECKING:
@@ -30,7 +36,9 @@ FORMATS = ("jsonl",)
 def _registry(home: Path | None) -> RegistryStore:
     from dockyard.registry.store import RegistryStore
 
-    return RegistryStore.open(settings_from(home=home).effective_database_url())
+    store = RegistryStore.open(settings_from(home=home).effective_database_url())
+    close_when_done(store.close)
+    return store
 
 
 @app.command("verify")

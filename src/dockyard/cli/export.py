@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli.options import HomeOption, open_workspace, settings_from
+from dockyard.cli.options import HomeOption, open_workspace
 
 RAY_CONFIG = "serve-config.yaml"
 
@@ -109,9 +109,8 @@ def ray_serve(
     import yaml
 
     from dockyard.services import exports
-    from dockyard.services.workspace import Workspace
 
-    workspace = Workspace.open(settings_from(home=home, model_options=model_option))
+    workspace = open_workspace(home, model_options=model_option)
     deployment = exports.describe(workspace, ref)
     folder = _folder(out, deployment.model, "ray")
     path = folder / RAY_CONFIG

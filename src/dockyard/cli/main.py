@@ -37,6 +37,7 @@ from dockyard.cli import (
     security,
     serve,
 )
+from dockyard.cli.options import close_opened
 from dockyard.errors import DockyardError, storage_full
 
 app = typer.Typer(
@@ -126,6 +127,14 @@ def run(argv: list[str] | None = None) -> None:
     if argv is None:
         atexit.register(_exit_without_sweeping)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        _run(argv)
+    finally:
+        close_opened()  # what the command opened, whichever way it ended
+
+
+def _run(argv: list[str] | None) -> None:
+    """The command, its errors turned into a line on stderr and an exit code."""
     try:
         # Outside standalone mode click returns a ``typer.Exit``'s code instead of exiting.
         code = app(args=argv, standalone_mode=False)

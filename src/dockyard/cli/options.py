@@ -7,6 +7,8 @@ opens one.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,10 +37,29 @@ def settings_from(**flags: Any) -> Settings:
     return load_settings(flags)
 
 
-def open_workspace(home: Path | None) -> Workspace:
+_opened = contextlib.ExitStack()
+"""How to close what the running command opened (workspaces, registries): ``run`` closes it all
+when the command ends, however it ends."""
+
+
+def close_when_done(close: Callable[[], object]) -> None:
+    """Call ``close`` when the running command ends."""
+    _opened.callback(close)
+
+
+def close_opened() -> None:
+    """Close what the command opened (``run``, once the command has ended)."""
+    _opened.close()
+
+
+def open_workspace(home: Path | None, **flags: Any) -> Workspace:
+    """The workspace of ``home`` (other command-line ``flags`` on top), closed when the running
+    command ends."""
     from dockyard.services.workspace import Workspace
 
-    return Workspace.open(settings_from(home=home))
+    workspace = Workspace.open(settings_from(home=home, **flags))
+    close_when_done(workspace.close)
+    return workspace
 
 
 def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:

@@ -434,6 +434,7 @@ def _serve_on(
     finally:
         monitoring.stop()
         current[0].close()
+        workspace.close()
         if settings.backend == "ray":
             from dockyard.scaling.ray_cluster import leave
 

@@ -34,9 +34,9 @@ class Replica:
 
         options = settings.model_options(model)
         threadpool_limits(limits=max(1, int(options.replica_cpus)))
-        self._workspace = Workspace.open(settings)
-        self._version = self._workspace.store.get_version(model, version)
-        self._runtime = load_for_serving(self._workspace, self._version)
+        with Workspace.open(settings) as workspace:  # the loaded runtime needs no registry
+            self._version = workspace.store.get_version(model, version)
+            self._runtime = load_for_serving(workspace, self._version)
 
     def predict(self, x: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Predict one batch (already checked against the signature by the serving process)."""

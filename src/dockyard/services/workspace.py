@@ -55,10 +55,28 @@ class Workspace:
         home = Home(settings.home).ensure()
         artifacts = open_artifacts(settings, home)
         workspace = cls(settings=settings, home=home, artifacts=artifacts)
-        sweep(home.tmp, artifacts, workspace.uses_artifact)
-        artifacts.remove_stale_temps(process_is_alive)
-        record_policy(workspace.store.engine, settings, local_user())
+        try:
+            sweep(home.tmp, artifacts, workspace.uses_artifact)
+            artifacts.remove_stale_temps(process_is_alive)
+            record_policy(workspace.store.engine, settings, local_user())
+        except BaseException:
+            workspace.close()
+            raise
         return workspace
+
+    def close(self) -> None:
+        """Close the registry's pooled database connections. Whoever opens a workspace closes
+        it when done (a CLI command, the Python API, ``serve`` on its way out): a connection
+        left to the collector holds its file open until a collection, and Python 3.13 warns
+        about it. The workspace stays usable: a later query opens a new connection."""
+        if "store" in self.__dict__:
+            self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @cached_property
     def store(self) -> RegistryStore:
