@@ -7,7 +7,7 @@ PORT ?= 8000
 # The demo's registry and keys live in the checkout (git ignores it), not in the user's ~/.dockyard.
 DEMO_HOME ?= $(CURDIR)/demo-home
 
-.PHONY: demo test lint bench install install-dev clean
+.PHONY: demo test test-pythons lint bench install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,17 @@ lint: install-dev
 test: lint
 	$(PY) -m pytest --numprocesses=auto --maxprocesses=4 --dist loadfile
 
+# The suite on every supported Python installed here (noxfile.py), one virtual environment each
+# under .nox/; nox's summary names the interpreters it ran and those it skipped.
+test-pythons: lint
+	env "$$(bash .ci/pythons.sh)" $(VENV)/bin/nox
+
 bench: install-dev
 	$(PY) benchmarks/run.py
+
+# Regenerate the gRPC modules beside src/dockyard/serving/grpc_v2/grpc_predict_v2.proto (grpcio-tools).
+grpc-proto: install-dev
+	$(PY) tools/grpc_proto.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

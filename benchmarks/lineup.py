@@ -112,6 +112,30 @@ PRIVACY_COST_NOTE = (
 )
 
 
+OPTIMIZE_ORIGINAL = "dockyard, {model} original"
+OPTIMIZE_OPTIMIZED = "dockyard, {model} optimized"
+OPTIMIZE_DEFAULTS = " (defaults)"
+OPTIMIZE_HEAVY_CONNECTIONS = (1, 64)
+OPTIMIZE_SMALL_CONNECTIONS = (1,)
+OPTIMIZE_DEFAULTS_CONNECTIONS = (64,)
+OPTIMIZE_NOTE = (
+    "Each model served from its original version and from the fastest version `dockyard "
+    "optimize` registered from it (skl2onnx for the logistic regression; Treelite's GTIL or "
+    "tl2cgen's native code for the gradient boosting, where skl2onnx 1.20 fails: the table of "
+    "optimized versions above says which), side by side, 1 worker each and every other "
+    "default; the same request body (input-0 [1, 30] FP64, predict_proba) to both: the optimized "
+    "version keeps the original's signature. The '(defaults)' rows serve the heavy model "
+    "with one worker per core, as `dockyard serve` does by default."
+)
+
+
+def optimize_label(model: str, *, optimized: bool, defaults: bool = False) -> str:
+    """The server label of one side of the ``optimize`` scenario (its ref is in the report's
+    table of optimized versions); ``defaults``: served with one worker per core."""
+    template = OPTIMIZE_OPTIMIZED if optimized else OPTIMIZE_ORIGINAL
+    return template.format(model=model) + (OPTIMIZE_DEFAULTS if defaults else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class Bodies:
     tabular: Path
@@ -307,3 +331,35 @@ def privacy_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
         )
         for label, env in envs.items()
     ]
+
+
+def optimize(
+    built: models.ModelSet, bodies: Bodies, refs: dict[str, tuple[str, str]]
+) -> list[Entry]:
+    """Each model's original and optimized versions side by side (``OPTIMIZE_NOTE``): the heavy
+    one at 1 and 64 connections (1 worker) and at 64 with one worker per core, the small one at
+    1. ``refs``: model -> (original, optimized)."""
+    connections = {"heavy": OPTIMIZE_HEAVY_CONNECTIONS, "small": OPTIMIZE_SMALL_CONNECTIONS}
+    entries = []
+    for model, pair in refs.items():
+        for ref, is_optimized in zip(pair, (False, True), strict=True):
+            label = optimize_label(model, optimized=is_optimized)
+            entries.append(
+                Entry(
+                    label,
+                    _dockyard(built, ref, label=label),
+                    bodies.tabular,
+                    connections=connections[model],
+                )
+            )
+            if model == "heavy":
+                label = optimize_label(model, optimized=is_optimized, defaults=True)
+                entries.append(
+                    Entry(
+                        label,
+                        _dockyard(built, ref, label=label, workers=None),
+                        bodies.tabular,
+                        connections=OPTIMIZE_DEFAULTS_CONNECTIONS,
+                    )
+                )
+    return entries

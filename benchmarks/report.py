@@ -7,12 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import cli_timings
+import grpc_bench
 import shedding
 import swap
-from lineup import AUTH_COST_NOTE, MONITORING_COST_NOTE, PRIVACY_COST_NOTE, RAY_NOTE
+from lineup import (
+    AUTH_COST_NOTE,
+    MONITORING_COST_NOTE,
+    OPTIMIZE_NOTE,
+    PRIVACY_COST_NOTE,
+    RAY_NOTE,
+)
 
 SCENARIO_NOTES = {
     "ray": RAY_NOTE,
+    "optimize": OPTIMIZE_NOTE,
     "auth-cost": AUTH_COST_NOTE,
     "monitoring-cost": MONITORING_COST_NOTE,
     "privacy-cost": PRIVACY_COST_NOTE,
@@ -206,8 +214,14 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in results.get("reference", [])
             ],
         ),
+        "## dockyard optimize",
+        "",
+        *_optimize(results),
         *_closed_tables(results),
         *_open_tables(results),
+        "## REST and gRPC",
+        "",
+        *_grpc(results),
         "## Load shedding",
         "",
         *_shedding(results),
@@ -236,6 +250,68 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _optimize(results: dict[str, Any]) -> list[str]:
+    """What optimize registered (converter, error, in-process speed-up as it measured it, each
+    converter's fate), then the raw in-process rows of each original and optimized runtime."""
+    records = results.get("optimize") or []
+    if not records:
+        return ["Not measured.", ""]
+    refused = [r for r in records if "refused" in r]
+    records = [r for r in records if "refused" not in r]
+    lines = _table(
+        [
+            "model",
+            "optimized",
+            "converter",
+            "max error",
+            "speed-up (batch: x)",
+            "served",
+            "attempts",
+        ],
+        [
+            [
+                r["model"],
+                r["optimized"],
+                f"{r['converter']} {r['converter_version']}",
+                f"{r['max_error']:.2g}",
+                ", ".join(f"{k}: {v}" for k, v in r["speedup"].items()),
+                "yes" if r.get("served") else "no",
+                "; ".join(
+                    f"{a['converter']}: {'passed' if a['passed'] else a['reason']}"
+                    for a in r.get("attempts", [])
+                ),
+            ]
+            for r in records
+        ],
+    )
+    if refused:
+        lines += _table(
+            ["model", "target", "refused (nothing registered)"],
+            [[r["model"], r["target"], r["refused"]] for r in refused],
+        )
+    lines += _table(
+        [
+            "runtime (as Dockyard loads it, predict_proba, 1 thread)",
+            "batch",
+            "rows/s",
+            "ms per call",
+        ],
+        [
+            [r["model"], r["batch"], r["rows_per_s"], r["ms_per_call"]]
+            for r in results.get("optimize_raw", [])
+        ],
+    )
+    return lines
+
+
+def _grpc(results: dict[str, Any]) -> list[str]:
+    measured = grpc_bench.rows(results)
+    if measured is None:
+        return ["Not measured.", ""]
+    setup, rows = measured
+    return [setup, "", *_table(grpc_bench.ROW_HEADER, rows)]
 
 
 def _shedding(results: dict[str, Any]) -> list[str]:

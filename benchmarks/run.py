@@ -26,6 +26,7 @@ from typing import Any
 
 import cli_timings
 import core_env
+import grpc_bench
 import launch
 import lineup
 import loadgen
@@ -33,6 +34,7 @@ import machine
 import memory
 import mlserver_env
 import models
+import optimized
 import reference
 import report
 import scenarios
@@ -96,9 +98,15 @@ METHOD = [
     "with the same 3 x repeats as 'auth-cost'. Scenario 'privacy-cost' serves it twice with",
     "every request logged: as it came, and through personal-data rules (x0 hashed, x1",
     "generalized), with the same repeats.",
+    "Section 'REST and gRPC': one server answering both (benchmarks/grpc_bench.py): the small",
+    "model at 64 connections (wrk) against 64 concurrent streams on one HTTP/2 connection",
+    "(h2load posting the gRPC frame), and with the Python clients loadgen.py and",
+    "grpc_loadgen.py; a 1,000 x 30 FP32 request, one at a time, REST JSON against gRPC raw.",
     "Scenario 'ray' serves the small model on the Ray backend, on a plain Ray Serve deployment",
     "behind Ray's HTTP proxy and on the local backend, one at a time, each with a Ray instance",
     "of its own on 127.0.0.1 (the local backend none); the Ray backend's server is profiled.",
+    "Scenario 'optimize' serves each model from its original version and from the version",
+    "`dockyard optimize` registered from it (auto), side by side, 1 worker each.",
 ]
 
 
@@ -162,6 +170,37 @@ def _scenario(
     results["failures"] += outcome.failures
 
 
+def _optimize(
+    results: dict[str, Any],
+    built: models.ModelSet,
+    bodies: lineup.Bodies,
+    plan: Plan,
+    closed: scenarios.ClosedLoop,
+    logs: Path,
+    seconds: float,
+) -> None:
+    """Issue 15: both models optimized in the bench home, raw in-process rows of each runtime,
+    and the original and optimized versions served side by side."""
+    done = _section(results, "optimize (convert and prove)", lambda: optimized.register(built))
+    if done is None:
+        return
+    results["optimize"] = done.records
+    results["optimize_raw"] = (
+        _section(
+            results,
+            "optimize: raw in-process predict",
+            lambda: optimized.measure_raw(built, done, seconds),
+        )
+        or []
+    )
+    for row in results["optimize_raw"]:
+        print(f"  {row['model']:<44} batch {row['batch']:>3}: {row['ms_per_call']:>8.3f} ms")
+    entries = lineup.optimize(built, bodies, done.refs)
+    _section(
+        results, "optimize", lambda: _scenario(results, "optimize", entries, plan, closed, logs)
+    )
+
+
 def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
     plan = QUICK if quick else FULL
     logs = work / "logs"
@@ -199,6 +238,7 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         _section(
             results, name, lambda n=name, e=entries: _scenario(results, n, e, plan, closed, logs)
         )
+    _optimize(results, built, bodies, plan, closed, logs, REFERENCE_S[quick])
     _section(
         results,
         "auth-cost",
@@ -236,6 +276,9 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
         lambda: _scenario(
             results, "heavy-defaults", lineup.heavy_defaults(built, bodies), plan, closed, logs
         ),
+    )
+    results["grpc"] = _section(
+        results, "REST and gRPC", lambda: grpc_bench.measure(built, logs, plan, closed, work)
     )
     results["shedding"] = _section(
         results, "shedding", lambda: shedding.measure(logs, plan.open_duration_s)

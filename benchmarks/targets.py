@@ -1,7 +1,8 @@
 """The targets of issues 3 and 8, the Ray backend's throughput (issue 14), the cost of auth (auth
 + rate limits against ``--no-auth``), of monitoring (issue 11: metrics, and metrics with every
 request logged, against neither) and of personal-data rules (issue 12: every request logged
-through them, against logged as it came), checked against one run's results: measured value,
+through them, against logged as it came) and of ``dockyard optimize`` (issue 15: each model served
+from its optimized version against the original), checked against one run's results: measured value,
 pass/fail, margin."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cli_timings
+import grpc_bench
 import shedding
 import swap
 from lineup import (
@@ -34,6 +36,7 @@ from lineup import (
     MLSERVER_BATCHED,
     RAY_SERVE,
     SMALL_YARDSTICK,
+    optimize_label,
 )
 
 LATENCY_NOISE = 1.05
@@ -48,6 +51,11 @@ RAY_VS_RAY_SERVE = 10.0
 """The Ray backend serves at least 10 x a plain Ray Serve deployment behind its proxy (issue 14)."""
 RAY_VS_LOCAL = 0.5
 """The Ray backend serves at least half of what the local backend does, same CPUs (issue 14)."""
+OPTIMIZED_HEAVY_P50 = 5.0
+"""The heavy model's p50 at 1 connection, served from its optimized version, is at least 5 x lower
+than from the original (issue 15)."""
+OPTIMIZED_HEAVY_THROUGHPUT = 2.0
+"""...and its throughput at 64 connections at least 2 x the original's (issue 15)."""
 ANONYMIZED_THROUGHPUT = 0.95
 """Personal-data rules on every logged request may cost at most 5 % of logging it (issue 12)."""
 
@@ -101,6 +109,30 @@ def _vs(
             f"{value:.2f}x"
         )
         return value, text
+
+    return ratio
+
+
+def _optimized(
+    model: str, connections: int, metric: str, *, defaults: bool = False
+) -> Callable[[dict[str, Any]], tuple[float, str] | None]:
+    """How much better the optimized version of ``model`` does than the original (side by side in
+    the ``optimize`` scenario): original p50 / optimized p50, or optimized req/s / original's;
+    ``defaults``: the rows served with one worker per core."""
+    original = optimize_label(model, optimized=False, defaults=defaults)
+    optimized = optimize_label(model, optimized=True, defaults=defaults)
+    workers = len(os.sched_getaffinity(0)) if defaults else 1
+
+    def ratio(results: dict[str, Any]) -> tuple[float, str] | None:
+        before = closed(results, "optimize", original, workers, connections)
+        after = closed(results, "optimize", optimized, workers, connections)
+        if before is None or after is None or not before[metric] or not after[metric]:
+            return None
+        if metric == "rps":
+            value = after["rps"] / before["rps"]
+            return value, f"{after['rps']:.0f} vs {before['rps']:.0f} req/s: {value:.2f}x"
+        value = before[metric] / after[metric]
+        return value, f"p50 {after[metric]:.2f} vs {before[metric]:.2f} ms: {value:.2f}x lower"
 
     return ratio
 
@@ -299,6 +331,44 @@ CHECKS = (
         "Alias move under load: req/s in the 10 s around the swap >= 0.8 x steady state",
         swap.window_ratio,
         0.8,
+        True,
+    ),
+    Check(
+        "Optimize: heavy model, 1 conn, p50 from its optimized version >= 5 x lower than original",
+        _optimized("heavy", 1, "p50_ms"),
+        OPTIMIZED_HEAVY_P50,
+        True,
+    ),
+    Check(
+        "Optimize: small model, 1 conn, p50 from its optimized version lower than original",
+        _optimized("small", 1, "p50_ms"),
+        1.0,
+        True,
+    ),
+    Check(
+        "Optimize: heavy model, 64 conn, req/s from its optimized version >= 2 x original",
+        _optimized("heavy", 64, "rps"),
+        OPTIMIZED_HEAVY_THROUGHPUT,
+        True,
+    ),
+    Check(
+        "Optimize: heavy model, 64 conn, one worker per core (defaults): req/s from its "
+        "optimized version >= 2 x original",
+        _optimized("heavy", 64, "rps", defaults=True),
+        OPTIMIZED_HEAVY_THROUGHPUT,
+        True,
+    ),
+    Check(
+        "gRPC, small, 64 concurrent streams, 1 worker: req/s >= REST's at 64 connections "
+        "(same server, side by side)",
+        grpc_bench.throughput_ratio,
+        1.0,
+        True,
+    ),
+    Check(
+        "gRPC, 1,000 x 30 FP32 request, raw contents: p50 >= 2 x faster than REST JSON",
+        grpc_bench.large_request_ratio,
+        2.0,
         True,
     ),
     Check("Memory: 2 workers <= 1.3 x 1 worker (PSS, >= 200 MB model)", _memory, 1.3, False),

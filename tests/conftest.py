@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ import httpx._transports.default
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import Engine
 
 from chaos import table as chaos_table
 from dockyard.config import load_settings
+from dockyard.registry import db
+from dockyard.registry.store import RegistryStore
 from dockyard.reliability import logs
 from dockyard.services.workspace import Workspace
 from servers import Server
@@ -39,6 +43,52 @@ def _shared_default_context(verify: Any = True, cert: Any = None, trust_env: boo
 
 
 httpx._transports.default.create_ssl_context = _shared_default_context  # type: ignore[assignment]
+
+
+_TESTS = str(Path(__file__).resolve().parent)
+_opened_by_tests: list[Workspace | RegistryStore | Engine] = []
+"""Registries the tests' own code opened (not Dockyard's, which closes its own), to be closed."""
+
+
+def _owned_by_the_tests(opener: Callable[..., Any]) -> Callable[..., Any]:
+    def opening(*args: Any, **kwargs: Any) -> Any:
+        opened = opener(*args, **kwargs)
+        if sys._getframe(1).f_code.co_filename.startswith(_TESTS):
+            _opened_by_tests.append(opened)
+        return opened
+
+    return opening
+
+
+# Test code opens registries all over (``open_unprotected(home)``, module fixtures); each is closed
+# when the test (or the module, for one a module fixture opened) ends, as a command closes its own:
+# an engine left to the collector holds its SQLite file open, and Python 3.13 warns about it.
+Workspace.open = staticmethod(_owned_by_the_tests(Workspace.open))  # type: ignore[method-assign]
+RegistryStore.open = staticmethod(_owned_by_the_tests(RegistryStore.open))  # type: ignore[method-assign]
+db.open_engine = _owned_by_the_tests(db.open_engine)
+
+
+def _close_opened_since(count: int) -> None:
+    while len(_opened_by_tests) > count:
+        opened = _opened_by_tests.pop()
+        if isinstance(opened, Engine):
+            opened.dispose()
+        else:
+            opened.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registries_closed_after_the_module() -> Iterator[None]:
+    start = len(_opened_by_tests)
+    yield
+    _close_opened_since(start)
+
+
+@pytest.fixture(autouse=True)
+def _registries_closed_after_the_test() -> Iterator[None]:
+    start = len(_opened_by_tests)
+    yield
+    _close_opened_since(start)
 
 
 @pytest.fixture(autouse=True)

@@ -73,14 +73,21 @@ class Server:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        grpc: bool = False,
     ) -> None:
         """``auth`` False starts it with ``--no-auth`` (tests of other things); True keeps the
         default, API keys required, and ``admin_key`` reads the first admin key. ``env``: the
-        environment it runs with (default this process's), ``DOCKYARD_HOME`` set to ``home``."""
+        environment it runs with (default this process's), ``DOCKYARD_HOME`` set to ``home``.
+        ``grpc``: serve gRPC too, on another free port (``grpc_address``)."""
         self.home = home
         if not auth:
             args = [*args, "--no-auth"]
         self.port = port or free_port()
+        self.grpc_address = ""
+        if grpc:
+            grpc_port = free_port()
+            self.grpc_address = f"127.0.0.1:{grpc_port}"
+            args = [*args, "--grpc-port", str(grpc_port)]
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log

@@ -128,6 +128,9 @@ class Settings:
     """How long the load must stay below the target before the autoscaler removes a replica."""
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0
+    """Serve the Open Inference Protocol's gRPC service on this port too, from every worker
+    (extra ``grpc``); 0: no gRPC."""
     workers: int = 0
     """0 means one worker per CPU core."""
     model_threads: int = 0
@@ -579,6 +582,12 @@ def _parse_model_flags(items: Any) -> dict[str, dict[str, str]]:
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise InvalidInput(f"port must be between 0 and 65535, got {settings.port}")
+    if not 0 <= settings.grpc_port <= 65535:
+        raise InvalidInput(
+            f"grpc_port must be between 1 and 65535 (0: no gRPC), got {settings.grpc_port}"
+        )
+    if settings.grpc_port and settings.grpc_port == settings.port:
+        raise InvalidInput(f"grpc_port and port are both {settings.port}: give gRPC its own port")
     if settings.model_threads < 0:
         raise InvalidInput(
             f"model_threads must be 0 (automatic) or more, got {settings.model_threads}"

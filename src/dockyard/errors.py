@@ -1,7 +1,7 @@
 """The one exception tree of Dockyard.
 
-Every class carries the HTTP status and CLI exit code it maps to; the HTTP error handler and the CLI
-error boundary read them from here and nowhere else.
+Every class carries the HTTP status, gRPC status code name and CLI exit code it maps to; the HTTP
+error handler, the gRPC service and the CLI error boundary read them from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ class DockyardError(Exception):
     """Base of every error Dockyard raises on purpose; its message is safe to show a user."""
 
     http_status: int = 500
+    grpc_status: str = "INTERNAL"
+    """The name of a ``grpc.StatusCode`` (the gRPC service reads it; this module imports no
+    gRPC)."""
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
@@ -27,6 +30,7 @@ class InvalidInput(DockyardError):
     """The request or the command line is malformed or does not fit what the model takes."""
 
     http_status = 400
+    grpc_status = "INVALID_ARGUMENT"
     exit_code = 2
 
 
@@ -38,6 +42,7 @@ class PayloadTooLarge(DockyardError):
     """The request body is larger than the configured limit."""
 
     http_status = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
     exit_code = 2
 
 
@@ -45,6 +50,7 @@ class Unauthenticated(DockyardError):
     """No credentials, or credentials that do not identify anyone."""
 
     http_status = 401
+    grpc_status = "UNAUTHENTICATED"
     exit_code = 3
 
 
@@ -52,6 +58,7 @@ class Forbidden(DockyardError):
     """Known caller, but not allowed to do this."""
 
     http_status = 403
+    grpc_status = "PERMISSION_DENIED"
     exit_code = 3
 
 
@@ -59,6 +66,7 @@ class NotFound(DockyardError):
     """An unknown model, version, alias or key."""
 
     http_status = 404
+    grpc_status = "NOT_FOUND"
     exit_code = 4
 
 
@@ -66,6 +74,7 @@ class Conflict(DockyardError):
     """The thing exists already, or the action needs an approval first."""
 
     http_status = 409
+    grpc_status = "FAILED_PRECONDITION"
     exit_code = 5
 
 
@@ -73,6 +82,7 @@ class RateLimited(DockyardError):
     """Too many requests; `retry_after` seconds until the next one may pass."""
 
     http_status = 429
+    grpc_status = "RESOURCE_EXHAUSTED"
     exit_code = 6
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
@@ -85,6 +95,7 @@ class Unavailable(DockyardError):
     server that cannot be reached."""
 
     http_status = 503
+    grpc_status = "UNAVAILABLE"
     exit_code = 7
 
 
@@ -93,6 +104,7 @@ class StorageFull(Unavailable):
     (temporary files, then a rename), so nothing stored is left half-written."""
 
     http_status = 507
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 def storage_full(error: BaseException) -> StorageFull | None:
@@ -117,6 +129,8 @@ class NotReady(Unavailable):
 class Overloaded(NotReady):
     """Too much queued work; shed load instead of queueing without bound."""
 
+    grpc_status = "RESOURCE_EXHAUSTED"
+
 
 class CircuitOpen(NotReady):
     """A served version failed too often in a row: it is not asked again until its breaker's
@@ -127,6 +141,7 @@ class PredictionTimeout(DockyardError):
     """The model did not answer within the deadline."""
 
     http_status = 504
+    grpc_status = "DEADLINE_EXCEEDED"
     exit_code = 7
 
 
@@ -134,6 +149,7 @@ class PredictionFailed(DockyardError):
     """The model raised; the cause is logged, not sent to the client."""
 
     http_status = 500
+    grpc_status = "INTERNAL"
     exit_code = 8
 
 
@@ -142,12 +158,14 @@ class ModelCrashed(PredictionFailed):
     server's state for a moment, which a retry finds mended."""
 
     http_status = 503
+    grpc_status = "UNAVAILABLE"
 
 
 class ArtifactCorrupt(DockyardError):
     """A stored artifact's bytes do not match the digest it was stored under."""
 
     http_status = 500
+    grpc_status = "DATA_LOSS"
     exit_code = 9
 
     def __init__(self, path: str, expected: str, actual: str) -> None:
@@ -179,6 +197,7 @@ class AuditTampered(DockyardError):
     (``dockyard audit verify`` names each)."""
 
     http_status = 500
+    grpc_status = "DATA_LOSS"
     exit_code = 12
 
 
@@ -187,6 +206,7 @@ class BackupInvalid(DockyardError):
     its manifest's checksum."""
 
     http_status = 400
+    grpc_status = "INVALID_ARGUMENT"
     exit_code = 13
 
 
@@ -196,6 +216,16 @@ class HomeInconsistent(DockyardError):
 
     http_status = 500
     exit_code = 14
+
+
+class OptimizationRefused(DockyardError):
+    """``dockyard optimize`` registered nothing: no converter could convert the version, or every
+    conversion predicted differently from it (the message names each converter's reason and the
+    worst row)."""
+
+    http_status = 422
+    grpc_status = "FAILED_PRECONDITION"
+    exit_code = 15
 
 
 __all__ = [
@@ -212,6 +242,7 @@ __all__ = [
     "ModelCrashed",
     "NotFound",
     "NotReady",
+    "OptimizationRefused",
     "Overloaded",
     "PayloadTooLarge",
     "PredictionFailed",

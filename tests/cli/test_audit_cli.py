@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def test_export_refuses_another_format(capsys: pytest.CaptureFixture[str], audit
 def test_a_tampered_trail_fails_verify_naming_each_entry(
     capsys: pytest.CaptureFixture[str], audited: Path
 ) -> None:
-    with sqlite3.connect(audited / "dockyard.db") as connection:
+    with closing(sqlite3.connect(audited / "dockyard.db")) as connection, connection:
         connection.execute('UPDATE audit_log SET details = \'{"role": "admin"}\' WHERE seq = 1')
         connection.execute("DELETE FROM audit_log WHERE seq = 3")
 
@@ -154,7 +155,7 @@ def test_a_tampered_trail_fails_verify_naming_each_entry(
 def test_verify_still_runs_when_the_head_row_is_gone(
     capsys: pytest.CaptureFixture[str], audited: Path
 ) -> None:
-    with sqlite3.connect(audited / "dockyard.db") as connection:
+    with closing(sqlite3.connect(audited / "dockyard.db")) as connection, connection:
         connection.execute("DELETE FROM audit_head")
 
     code, _, err = run_cli(capsys, "audit", "verify", "--home", str(audited))

@@ -77,11 +77,12 @@ def test_a_damaged_log_segment_and_a_tampered_audit_trail_are_found(
     registered: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sqlite3
+    from contextlib import closing
 
     folder = registered / "predictions" / "lr" / "2026-01-01"
     folder.mkdir(parents=True)
     (folder / "1-2.parquet").write_bytes(b"not parquet")
-    with sqlite3.connect(registered / "dockyard.db") as db:
+    with closing(sqlite3.connect(registered / "dockyard.db")) as db, db:
         db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1")
     code, _, err = run_cli(capsys, "doctor", "--home", str(registered))
     assert code == 14

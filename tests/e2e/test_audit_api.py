@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ def test_verify_over_http_names_a_tampered_entry(
     served: Path, start_server: Callable[..., Server]
 ) -> None:
     server = start_server(served, auth=True)
-    with sqlite3.connect(served / "dockyard.db") as connection:
+    with closing(sqlite3.connect(served / "dockyard.db")) as connection, connection:
         connection.execute("UPDATE audit_log SET actor = 'nobody' WHERE seq = 1")
 
     answer = httpx.get(f"{server.url}/api/audit/verify", headers=_bearer(server.admin_key))

@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-import torch
 import xgboost
 from skl2onnx import to_onnx
 from sklearn.compose import make_column_transformer
@@ -24,6 +23,7 @@ from dockyard.client import Client
 from dockyard.config import load_settings
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
+from extras import HAS_TORCH, needs_torch
 from servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -41,13 +41,22 @@ def score(x):
 """
 
 
-class Net(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(6, 2)
+def _torch_model() -> tuple[Any, np.ndarray]:
+    """A small torch network and its outputs on ``ROWS`` (where torch is installed)."""
+    import torch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.linear(x), dim=1)
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.linear(x), dim=1)
+
+    net = Net().eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(ROWS.astype(np.float32))).numpy()
+    return net, expected
 
 
 def _frame() -> pd.DataFrame:
@@ -55,7 +64,11 @@ def _frame() -> pd.DataFrame:
     return pd.DataFrame({"size": X[:, 0], "weight": X[:, 1], "colour": colours})
 
 
-def _models(tmp: Path) -> dict[str, tuple[Any, Registration, Callable[[], dict[str, Any]], Any]]:
+Case = tuple[Any, Registration, Callable[[], dict[str, Any]], Any]
+"""A model, its registration, the request's inputs and the expected answer."""
+
+
+def _models(tmp: Path) -> dict[str, Case]:
     """name → (model, registration, the V2 inputs to send, the expected main output)."""
     matrix = {"input-0": ROWS}
     hgb = HistGradientBoostingClassifier(max_iter=20).fit(X, Y)
@@ -68,15 +81,12 @@ def _models(tmp: Path) -> dict[str, tuple[Any, Registration, Callable[[], dict[s
     ).fit(frame, Y)
     linear = LogisticRegression().fit(X.astype(np.float32), Y)
     onnx_model = to_onnx(linear, X[:1].astype(np.float32), options={"zipmap": False})
-    net = Net().eval()
     code = tmp / "code"
     code.mkdir()
     (code / "scorer.py").write_text(PYFUNC_SOURCE)
-    with torch.no_grad():
-        torch_expected = net(torch.from_numpy(ROWS.astype(np.float32))).numpy()
     onnx_input = onnx_model.graph.input[0].name
     assert isinstance(onnx_model, onnx.ModelProto)
-    return {
+    models: dict[str, Case] = {
         "hgb": (hgb, Registration("hgb", reference_data=X), lambda: matrix, hgb.predict(ROWS)),
         "xgb": (xgb, Registration("xgb", reference_data=X), lambda: matrix, xgb.predict(ROWS)),
         "lgb": (lgb, Registration("lgb", reference_data=X), lambda: matrix, lgb.predict(ROWS)),
@@ -92,12 +102,6 @@ def _models(tmp: Path) -> dict[str, tuple[Any, Registration, Callable[[], dict[s
             lambda: {onnx_input: ROWS.astype(np.float32)},
             linear.predict(ROWS.astype(np.float32)),
         ),
-        "torch": (
-            net,
-            Registration("torch", reference_data=X.astype(np.float32)),
-            lambda: {"input-0": ROWS.astype(np.float32)},
-            torch_expected,
-        ),
         "pyfunc": (
             code,
             Registration("pyfunc", reference_data=X, entrypoint="scorer:score"),
@@ -105,6 +109,15 @@ def _models(tmp: Path) -> dict[str, tuple[Any, Registration, Callable[[], dict[s
             ROWS.sum(axis=1) * 2.0,
         ),
     }
+    if HAS_TORCH:
+        net, torch_expected = _torch_model()
+        models["torch"] = (
+            net,
+            Registration("torch", reference_data=X.astype(np.float32)),
+            lambda: {"input-0": ROWS.astype(np.float32)},
+            torch_expected,
+        )
+    return models
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +135,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
 
 @pytest.mark.parametrize(
     "name",
-    ["hgb", "xgb", "lgb", "mixed", "onnx", "torch", "pyfunc"],
-    ids=["sklearn-hgb", "xgboost", "lightgbm", "sklearn-dataframe", "onnx", "torch", "pyfunc"],
+    [
+        pytest.param("hgb", id="sklearn-hgb"),
+        pytest.param("xgb", id="xgboost"),
+        pytest.param("lgb", id="lightgbm"),
+        pytest.param("mixed", id="sklearn-dataframe"),
+        pytest.param("onnx", id="onnx"),
+        pytest.param("torch", id="torch", marks=needs_torch),
+        pytest.param("pyfunc", id="pyfunc"),
+    ],
 )
 def test_served_predictions_match_the_model(
     served: tuple[Server, dict[str, Any]], name: str

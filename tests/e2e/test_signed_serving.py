@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -54,7 +55,7 @@ def _register(home: Path, name: str, x: np.ndarray, y: np.ndarray) -> None:
 
 def _tamper(home: Path, name: str, column: str, value: str) -> None:
     """Edit version 1 of ``name`` in the registry database behind Dockyard's back."""
-    with sqlite3.connect(home / "dockyard.db") as db:
+    with closing(sqlite3.connect(home / "dockyard.db")) as db, db:
         db.execute(
             f"UPDATE versions SET {column} = ? WHERE version = 1 AND model_id = "
             "(SELECT id FROM models WHERE name = ?)",
@@ -103,7 +104,7 @@ def test_changed_metadata_is_refused_naming_the_fields(
     _register(served, "relabelled", *tabular_data)
     _sign(capsys, served, "lr", "tree", "relabelled")
     _tamper(served, "tree", "framework", "xgboost")
-    with sqlite3.connect(served / "dockyard.db") as db:
+    with closing(sqlite3.connect(served / "dockyard.db")) as db, db:
         (signature,) = db.execute(
             "SELECT signature FROM versions WHERE model_id = "
             "(SELECT id FROM models WHERE name = 'relabelled')"

@@ -1,9 +1,10 @@
-"""A real ``dockyard serve`` process on a free port, spoken to over HTTP as V2/V1 clients would."""
+"""A real ``dockyard serve`` process on free ports, spoken to as V2/V1 clients would: the V2 tests
+run over every protocol (REST, gRPC with typed contents, gRPC with raw contents: ``speaker``) and
+every backend (local, ray: ``backend``), the server answering REST and gRPC at once."""
 
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from sklearn.linear_model import LogisticRegression
 
@@ -20,6 +22,7 @@ from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from ray_cluster import foreign_connections, process_titles, tcp_connections
 from servers import Server, descendants
+from v2_speakers import GrpcSpeaker, Refused, RestSpeaker, Tensor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]  # the first ray test starts its server
 BODY_LIMIT = 200_000
@@ -55,11 +58,27 @@ def server(
     args = ["lr@production", "lr:2", "--max-body-bytes", str(BODY_LIMIT)]
     if backend == "ray":
         # The user's environment, not ray_env(): the server pins its Ray to loopback itself.
-        running = Server(home, [*args, "--backend", "ray"], log, startup_timeout_s=RAY_START_S)
+        running = Server(
+            home, [*args, "--backend", "ray"], log, startup_timeout_s=RAY_START_S, grpc=True
+        )
     else:
-        running = Server(home, args, log)
+        running = Server(home, args, log, grpc=True)
     yield running
     running.stop()
+
+
+Speaker = RestSpeaker | GrpcSpeaker
+
+
+@pytest.fixture(params=["rest", "grpc-typed", "grpc-raw"])
+def speaker(server: Server, request: pytest.FixtureRequest) -> Iterator[Speaker]:
+    """The V2 client of one protocol: every V2 test of this file passes over each."""
+    if request.param == "rest":
+        yield RestSpeaker(server.url)
+        return
+    speaking = GrpcSpeaker(server.grpc_address, raw=request.param == "grpc-raw")
+    yield speaking
+    speaking.close()
 
 
 def _matrix_body(rows: np.ndarray, **extra: Any) -> dict[str, Any]:
@@ -81,61 +100,76 @@ def _assert_serving(server: Server, rows: np.ndarray) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_health_and_server_metadata(server: Server) -> None:
-    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
-    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
-    metadata = httpx.get(f"{server.url}/v2").json()
+def test_health_and_server_metadata(speaker: Speaker) -> None:
+    assert speaker.live()
+    assert speaker.ready()
+    metadata = speaker.server_metadata()
     assert metadata["name"] == "dockyard"
-    assert "binary_tensor_data" in metadata["extensions"]
+    if speaker.protocol == "rest":  # the binary extension is REST's (gRPC has raw contents)
+        assert "binary_tensor_data" in metadata["extensions"]
 
 
-def test_model_metadata_and_ready(server: Server) -> None:
-    metadata = httpx.get(f"{server.url}/v2/models/lr").json()
+def test_model_metadata_and_ready(speaker: Speaker) -> None:
+    metadata = speaker.model_metadata("lr")
     assert metadata["name"] == "lr"
     assert metadata["versions"] == ["1", "2"]
     assert metadata["platform"] == "sklearn_skops"
     assert len(metadata["inputs"]) == 30
+    assert metadata["inputs"][0] == {"name": "x0", "datatype": "FP64", "shape": [-1]}
     assert [o["name"] for o in metadata["outputs"]] == ["predict", "predict_proba"]
-    ready = httpx.get(f"{server.url}/v2/models/lr/versions/2/ready")
-    assert ready.status_code == 200
-    assert ready.json() == {"name": "lr", "ready": True}
+    assert speaker.model_metadata("lr", "2")["versions"] == ["1", "2"]
+    assert speaker.model_ready("lr", "2")
 
 
 def test_infer_matches_in_process_prediction(
-    server: Server, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
+    speaker: Speaker, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     rows = tabular_data[0][:7]
-    response = httpx.post(f"{server.url}/v2/models/lr/infer", json=_matrix_body(rows, id="req-42"))
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["id"] == "req-42"
-    assert body["model_name"] == "lr"
-    assert body["model_version"] == "1"
-    outputs = {item["name"]: item for item in body["outputs"]}
-    assert outputs["predict"]["data"] == logistic.predict(rows).tolist()
-    assert outputs["predict_proba"]["shape"] == [7, 2]
-    np.testing.assert_allclose(
-        np.asarray(outputs["predict_proba"]["data"]).reshape(7, 2), logistic.predict_proba(rows)
-    )
+    answer = speaker.infer("lr", [Tensor("input-0", rows)], request_id="req-42")
+    assert answer.id == "req-42"
+    assert answer.model_name == "lr"
+    assert answer.model_version == "1"
+    assert answer.outputs["predict"].tolist() == logistic.predict(rows).tolist()
+    assert answer.outputs["predict_proba"].shape == (7, 2)
+    np.testing.assert_allclose(answer.outputs["predict_proba"], logistic.predict_proba(rows))
 
 
 def test_per_feature_inputs_and_requested_output(
-    server: Server, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
+    speaker: Speaker, logistic: LogisticRegression, tabular_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     rows = tabular_data[0][:3]
-    inputs = [
-        {"name": f"x{i}", "shape": [3], "datatype": "FP64", "data": rows[:, i].tolist()}
-        for i in range(30)
-    ]
-    response = httpx.post(
-        f"{server.url}/v2/models/lr/versions/2/infer",
-        json={"inputs": inputs, "outputs": [{"name": "predict"}]},
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["model_version"] == "2"
-    assert [o["name"] for o in body["outputs"]] == ["predict"]
-    assert body["outputs"][0]["data"] == logistic.predict(rows).tolist()
+    inputs = [Tensor(f"x{i}", np.ascontiguousarray(rows[:, i])) for i in range(30)]
+    answer = speaker.infer("lr", inputs, version="2", outputs=["predict"])
+    assert answer.model_version == "2"
+    assert list(answer.outputs) == ["predict"]
+    assert answer.outputs["predict"].tolist() == logistic.predict(rows).tolist()
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "deflate"], ids=["plain", "gzip", "deflate"])
+def test_tritonclient_grpc_works_unchanged(
+    server: Server,
+    logistic: LogisticRegression,
+    tabular_data: tuple[np.ndarray, np.ndarray],
+    compression: str | None,
+) -> None:
+    rows = tabular_data[0][:5]
+    client = triton_grpc.InferenceServerClient(url=server.grpc_address)
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("lr")
+        assert client.get_model_metadata("lr").name == "lr"
+        tensor = triton_grpc.InferInput("input-0", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows)
+        wanted = [triton_grpc.InferRequestedOutput(name) for name in ("predict", "predict_proba")]
+        result = client.infer(
+            "lr", [tensor], outputs=wanted, request_id="t-1", compression_algorithm=compression
+        )
+        assert result.get_response().id == "t-1"
+        np.testing.assert_array_equal(result.as_numpy("predict"), logistic.predict(rows))
+        np.testing.assert_allclose(result.as_numpy("predict_proba"), logistic.predict_proba(rows))
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "deflate"], ids=["plain", "gzip", "deflate"])
@@ -187,115 +221,94 @@ def test_openapi_docs(server: Server) -> None:
     assert "/v1/models/{name}:predict" in paths
 
 
-def _row_tensor(rows: np.ndarray, **changes: Any) -> dict[str, Any]:
-    tensor = {
-        "name": "input-0",
-        "shape": list(rows.shape),
-        "datatype": "FP64",
-        "data": rows.tolist(),
-    }
-    tensor.update(changes)
-    return {"inputs": [tensor]}
-
-
 ROW = np.arange(30, dtype=np.float64).reshape(1, 30) / 30
-BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
-    ("malformed-json", "/v2/models/lr/infer", None, b'{"inputs": [', 400, "malformed JSON"),
-    ("no-inputs", "/v2/models/lr/infer", None, b'{"id": "1"}', 400, "inputs"),
+NAN_ROW = ROW.copy()
+NAN_ROW[0, 0] = np.nan
+FEATURES = [Tensor(f"x{i}", np.zeros(1)) for i in range(31)]
+BAD_INPUTS: list[tuple[str, str, dict[str, Any], tuple[int, str], str | dict[str, str]]] = [
+    ("no-inputs", "lr", {"inputs": []}, (400, "INVALID_ARGUMENT"), "inputs"),
     (
         "wrong-shape",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(_row_tensor(ROW, shape=[2, 30])).encode(),
-        400,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW, shape=[2, 30])]},
+        (400, "INVALID_ARGUMENT"),
         "input-0",
     ),
     (
         "wrong-width",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(_row_tensor(ROW[:, :29])).encode(),
-        400,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW[:, :29])]},
+        (400, "INVALID_ARGUMENT"),
         "30",
     ),
     (
         "wrong-datatype",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(_row_tensor(ROW, datatype="BOOL")).encode(),
-        400,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW, datatype="BOOL")]},
+        (400, "INVALID_ARGUMENT"),
         "BOOL",
     ),
     (
         "unknown-datatype",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(_row_tensor(ROW, datatype="FP128")).encode(),
-        400,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW, datatype="FP128")]},
+        (400, "INVALID_ARGUMENT"),
         "FP128",
     ),
-    (
-        "missing-feature",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(
-            {
-                "inputs": [
-                    {"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
-                    for i in range(29)
-                ]
-            }
-        ).encode(),
-        400,
-        "x29",
-    ),
-    (
-        "extra-feature",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(
-            {
-                "inputs": [
-                    {"name": f"x{i}", "shape": [1], "datatype": "FP64", "data": [0.0]}
-                    for i in range(31)
-                ]
-            }
-        ).encode(),
-        400,
-        "x30",
-    ),
-    (
-        "nan",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps(_row_tensor(ROW, data=["NaN", *ROW[0, 1:].tolist()], shape=[1, 30])).encode(),
-        400,
-        "NaN",
-    ),
-    (
-        "unknown-model",
-        "/v2/models/nope/infer",
-        None,
-        json.dumps(_row_tensor(ROW)).encode(),
-        404,
-        "nope",
-    ),
+    ("missing-feature", "lr", {"inputs": FEATURES[:29]}, (400, "INVALID_ARGUMENT"), "x29"),
+    ("extra-feature", "lr", {"inputs": FEATURES}, (400, "INVALID_ARGUMENT"), "x30"),
+    ("nan", "lr", {"inputs": [Tensor("input-0", NAN_ROW)]}, (400, "INVALID_ARGUMENT"), "NaN"),
+    ("unknown-model", "nope", {"inputs": [Tensor("input-0", ROW)]}, (404, "NOT_FOUND"), "nope"),
     (
         "unknown-version",
-        "/v2/models/lr/versions/9/infer",
-        None,
-        json.dumps(_row_tensor(ROW)).encode(),
-        404,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW)], "version": "9"},
+        (404, "NOT_FOUND"),
         "9",
     ),
     (
         "unknown-output",
-        "/v2/models/lr/infer",
-        None,
-        json.dumps({**_row_tensor(ROW), "outputs": [{"name": "bogus"}]}).encode(),
-        400,
+        "lr",
+        {"inputs": [Tensor("input-0", ROW)], "outputs": ["bogus"]},
+        (400, "INVALID_ARGUMENT"),
         "bogus",
     ),
+    (
+        "too-large",
+        "lr",
+        {"inputs": [Tensor("input-0", np.repeat(ROW, 1000, axis=0))]},
+        (413, "RESOURCE_EXHAUSTED"),
+        {"rest": "limit", "grpc-typed": "larger than max", "grpc-raw": "larger than max"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "request_", "status", "fragment"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_is_a_clear_error_and_the_server_keeps_serving(
+    server: Server,
+    speaker: Speaker,
+    model: str,
+    request_: dict[str, Any],
+    status: tuple[int, str],
+    fragment: str | dict[str, str],
+) -> None:
+    with pytest.raises(Refused) as refused:
+        speaker.infer(model, **request_)
+    assert refused.value.status == speaker.expected(*status), refused.value.message
+    wanted = fragment if isinstance(fragment, str) else fragment[speaker.protocol]
+    assert wanted in refused.value.message
+    assert "Traceback" not in refused.value.message
+    assert speaker.infer("lr", [Tensor("input-0", ROW)]).model_name == "lr"
+    _assert_serving(server, ROW)
+
+
+BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
+    ("malformed-json", "/v2/models/lr/infer", None, b'{"inputs": [', 400, "malformed JSON"),
+    ("no-inputs", "/v2/models/lr/infer", None, b'{"id": "1"}', 400, "inputs"),
     (
         "too-large",
         "/v2/models/lr/infer",
@@ -315,6 +328,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
     ("bad-gzip", "/v2/models/lr/infer", {"Content-Encoding": "gzip"}, b"not gzip", 400, "gzip"),
     ("v1-not-instances", "/v1/models/lr:predict", None, b'{"rows": []}', 400, "instances"),
 ]
+"""Requests only REST can get wrong (the bytes of the body; the V1 route)."""
 
 
 @pytest.mark.parametrize(
@@ -322,7 +336,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str] | None, bytes, int, str]] = [
     [case[1:] for case in BAD_REQUESTS],
     ids=[case[0] for case in BAD_REQUESTS],
 )
-def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(
+def test_bad_http_request_is_a_clear_4xx_and_the_server_keeps_serving(
     server: Server,
     path: str,
     headers: dict[str, str] | None,

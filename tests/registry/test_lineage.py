@@ -151,6 +151,7 @@ def test_environment() -> None:
         "xgboost",
         "lightgbm",
         "torch",
+        "treelite",
         "pandas",
         "dockyard",
     }

@@ -9,7 +9,6 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
-import torch
 import xgboost as xgb
 from onnx import helper
 from sklearn.linear_model import LogisticRegression
@@ -18,10 +17,20 @@ from sklearn.pipeline import make_pipeline
 from dockyard.errors import InvalidInput, MissingExtra
 from dockyard.runtimes import detect
 from dockyard.runtimes.base import LoadOptions, import_extra
+from extras import HAS_TORCH, needs_torch
 
 
 def plain_function(x: object) -> object:
     return x
+
+
+def _torch_module() -> object:
+    """A torch module, where torch is installed."""
+    if not HAS_TORCH:
+        return None
+    import torch
+
+    return torch.nn.Linear(2, 1)
 
 
 class Predictor:
@@ -40,7 +49,7 @@ class Predictor:
         (xgb.Booster(), "xgboost"),
         (lgb.LGBMRegressor(), "lightgbm"),
         (helper.make_model(helper.make_graph([], "empty", [], [])), "onnx"),
-        (torch.nn.Linear(2, 1), "torch"),
+        pytest.param(_torch_module(), "torch", marks=needs_torch),
         (plain_function, "pyfunc"),
         (Predictor(), "pyfunc"),
     ],

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from dockyard.errors import InvalidInput, PredictionFailed
-from dockyard.runtimes import torch as torch_runtime
-from dockyard.runtimes.base import LoadOptions
+from extras import NO_TORCH
 
-from .conftest import RoundTrip
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+
+from dockyard.errors import InvalidInput, PredictionFailed  # noqa: E402
+from dockyard.runtimes import torch as torch_runtime  # noqa: E402
+from dockyard.runtimes.base import LoadOptions  # noqa: E402
+
+from .conftest import RoundTrip  # noqa: E402
 
 
 class Scorer(torch.nn.Module):

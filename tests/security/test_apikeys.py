@@ -4,6 +4,7 @@ key store's create / revoke / rotate with their permission checks."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_only_a_keyed_hash_of_the_key_is_stored(workspace: Workspace) -> None:
     database = workspace.home.database.read_bytes()
     assert key.encode() not in database
     assert key.split("_", 2)[2].encode() not in database
-    with sqlite3.connect(workspace.home.database) as connection:
+    with closing(sqlite3.connect(workspace.home.database)) as connection, connection:
         (stored,) = connection.execute("SELECT hash FROM api_keys").fetchone()
     assert stored == record.hash == workspace.hasher.digest(key)
     # Keyed: the same key under another hash key hashes differently.

@@ -30,6 +30,7 @@ from dockyard.cli import (
     loadtest,
     models,
     monitor,
+    optimize,
     predict,
     report,
     retrain,
@@ -66,6 +67,7 @@ app.add_typer(export.app, name="export")
 app.command("serve")(serve.serve)
 app.command("predict")(predict.predict)
 app.command("retrain")(retrain.retrain)
+app.command("optimize")(optimize.optimize)
 app.command("promote")(governance.promote)
 app.command("report")(report.report)
 app.command("doctor")(doctor.doctor)

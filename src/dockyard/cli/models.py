@@ -271,13 +271,20 @@ def show_command(
     if url:
         with remote_client(url, home) as client:
             data = resolve(client, ref)
+            siblings = [] if as_json else client.list_versions(data["model"])
     else:
-        data = open_workspace(home).resolve(ref).to_dict()
+        workspace = open_workspace(home)
+        data = workspace.resolve(ref).to_dict()
+        siblings = (
+            [] if as_json else [v.to_dict() for v in workspace.store.list_versions(data["model"])]
+        )
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
     from rich.table import Table
     from rich.text import Text
+
+    from dockyard.cli.model_variants import print_optimization
 
     console = _console()
     artifact = data["artifact"]
@@ -311,6 +318,7 @@ def show_command(
     for title in ("metrics", "params", "tags", "lineage"):
         if data[title]:
             console.print(f"{title}: {json.dumps(data[title])}", markup=False)
+    print_optimization(console, data, siblings)
 
 
 PROFILE_ROWS_SHOWN = 50

@@ -19,6 +19,7 @@ from dockyard.errors import InvalidInput
 
 if TYPE_CHECKING:
     import socket
+    from datetime import timedelta
 
     from starlette.types import ASGIApp
 
@@ -130,6 +131,13 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the Open Inference Protocol over gRPC on this port, from every "
+            "worker (extra grpc; default off)."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(help="Worker processes sharing the port and model memory (0: one per core)."),
@@ -227,7 +235,8 @@ def serve(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Serve models over the Open Inference Protocol (V2) and KServe V1."""
+    """Serve models over the Open Inference Protocol (V2: REST, and gRPC with --grpc-port) and
+    KServe V1."""
     from dockyard.governance.policy import Policy
     from dockyard.governance.privacy import personal_data_rules
     from dockyard.monitoring.alerts import check_alerting
@@ -239,6 +248,7 @@ def serve(
         home=home,
         host=host,
         port=port,
+        grpc_port=grpc_port,
         workers=workers,
         model_threads=model_threads,
         backend=backend,
@@ -286,6 +296,8 @@ def serve(
 
         LogBucket.from_settings(settings)
     options = ServerOptions.of(settings)  # checks the TLS files, once, before anything loads
+    if settings.grpc_port:  # grpcio missing or the port taken: one line now, not in each worker
+        _check_grpc(settings)
     sock = bind_socket(settings.host, settings.port)
     try:
         _serve_on(sock, settings, options, models)
@@ -293,13 +305,41 @@ def serve(
         sock.close()
 
 
+def _check_grpc(settings: Settings) -> None:
+    """The gRPC front can start: grpcio is installed and ``grpc_port`` is free."""
+    from dockyard.errors import MissingExtra
+    from dockyard.reliability.supervisor import check_port
+
+    try:
+        import grpc  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtra("grpcio", "grpc") from exc
+    check_port(settings.host, settings.grpc_port)
+
+
 def _serve_on(
     sock: socket.socket, settings: Settings, options: ServerOptions, models: list[str] | None
 ) -> None:
-    """Load the models and serve them on ``sock`` (bound already) with one worker or many."""
+    """Load the models and serve them on ``sock`` (bound already) with one worker or many; the
+    workspace is closed however serving ends (a model that cannot load included)."""
+    from dockyard.governance.retention import retention_period
+    from dockyard.services.workspace import Workspace
+
+    retention = retention_period(settings)  # a mistake stops serve before any model loads
+    with Workspace.open(settings) as workspace:
+        _serve_workspace(workspace, sock, settings, options, models, retention)
+
+
+def _serve_workspace(
+    workspace: Workspace,
+    sock: socket.socket,
+    settings: Settings,
+    options: ServerOptions,
+    models: list[str] | None,
+    retention: timedelta | None,
+) -> None:
     from threadpoolctl import threadpool_limits
 
-    from dockyard.governance.retention import retention_period
     from dockyard.monitoring.metrics import metrics_folder
     from dockyard.monitoring.scheduler import MonitorScheduler
     from dockyard.registry.refs import parse_ref
@@ -313,15 +353,12 @@ def _serve_on(
         server_token,
         uvicorn_config,
     )
-    from dockyard.services.workspace import Workspace
     from dockyard.serving.app import create_app
     from dockyard.serving.auth import authenticator_for
     from dockyard.serving.follow import Follower, LoopFollower
     from dockyard.serving.gateway import build_local_gateway
     from dockyard.serving.warmup import warm_here, warm_in_child, warm_quietly
 
-    retention = retention_period(settings)  # a mistake stops serve before any model loads
-    workspace = Workspace.open(settings)
     refs = [parse_ref(text) for text in models] if models else None
     workers = _workers(settings)
     follower = Follower(workspace, refs) if settings.follow_registry else None
@@ -349,7 +386,8 @@ def _serve_on(
     _say(
         settings,
         f"serving {served} on {options.scheme}://{settings.host}:{settings.port} with {workers} "
-        f"worker{'s' if workers > 1 else ''} (docs at /docs)",
+        f"worker{'s' if workers > 1 else ''} (docs at /docs)"
+        + (f"; gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else ""),
     )
     settle_heap()
     served_versions = gateway.served_versions()
@@ -434,7 +472,6 @@ def _serve_on(
     finally:
         monitoring.stop()
         current[0].close()
-        workspace.close()
         if settings.backend == "ray":
             from dockyard.scaling.ray_cluster import leave
 

@@ -71,7 +71,7 @@ SUFFIX = ".json"
 T = TypeVar("T")
 
 RequestKey = tuple[str, int | None, str, int]
-"""model, version (None: no version answered), route (``v2``, ``v1``), HTTP status."""
+"""model, version (None: no version answered), route (``v2``, ``v1``, ``grpc``), HTTP status."""
 VersionKey = tuple[str, int]
 """model, version."""
 ShadowKey = tuple[str, int, str]

@@ -78,10 +78,11 @@ class Monitor:
         inputs: Mapping[str, np.ndarray] | None,
         outputs: Mapping[str, np.ndarray] | None,
     ) -> None:
-        """One inference request: ``route`` ("v2" or "v1"), the model as named in the path, the
-        version that answered (None when none did: unknown model, refused before it), the status
-        sent, the seconds from the request's arrival to its answer, the error class name (None
-        on success), and, on success, the request's tensors as decoded and the model's outputs."""
+        """One inference request: ``route`` ("v2", "v1" or "grpc"), the model as named in the
+        path, the version that answered (None when none did: unknown model, refused before it),
+        the status sent, the seconds from the request's arrival to its answer, the error class
+        name (None on success), and, on success, the request's tensors as decoded and the
+        model's outputs."""
         if self.metrics is not None:
             self.metrics.request(
                 route, model, None if version is None else version.version, status, seconds, error

@@ -33,6 +33,7 @@ TRACKED_PACKAGES = (
     "xgboost",
     "lightgbm",
     "torch",
+    "treelite",
     "pandas",
     "dockyard",
 )
@@ -137,6 +138,7 @@ FRAMEWORK_PACKAGES = {
     "lightgbm": ("lightgbm", "numpy"),
     "onnx": ("onnxruntime", "numpy"),
     "torch": ("torch", "numpy"),
+    "treelite": ("treelite", "numpy"),
 }
 """The packages whose version decides whether a framework's model loads and predicts as it did;
 a Python function may use any tracked package."""

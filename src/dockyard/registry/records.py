@@ -79,9 +79,12 @@ class Lineage:
     packages: Mapping[str, str]
     parent: str | None = None
     """The version this one was retrained from (``fraud:3``), if it was."""
+    optimization: Mapping[str, Any] | None = None
+    """For a version ``dockyard optimize`` made: its source, the converter and its version, the
+    tolerance, the measured error and speed-up (``dockyard.optimize.report``); else None."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "data_sha256": self.data_sha256,
             "data_rows": self.data_rows,
             "data_schema": dict(self.data_schema),
@@ -90,6 +93,10 @@ class Lineage:
             "packages": dict(self.packages),
             "parent": self.parent,
         }
+        # Only an optimized version has the key: every other version's lineage reads as before.
+        if self.optimization is not None:
+            data["optimization"] = dict(self.optimization)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Lineage:
@@ -101,6 +108,7 @@ class Lineage:
             python_version=str(data.get("python_version", "")),
             packages=dict(data.get("packages") or {}),
             parent=data.get("parent"),
+            optimization=data.get("optimization"),
         )
 
 

@@ -81,6 +81,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise Unavailable (one line, exit 7) when ``host:port`` cannot be bound now: for a server
+    each worker binds itself later (gRPC, with ``SO_REUSEPORT``), checked before anything loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """How the server speaks on its socket: HTTP limits, and TLS when it has a certificate."""
@@ -129,6 +141,11 @@ def uvicorn_config(
     )
 
 
+DRAINING: list[Callable[[], object]] = []
+"""Called on the event loop when this process's server starts to drain, so the other servers on
+its loop (the gRPC front) stop taking requests at the same moment as HTTP, not after it."""
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a gentler stop, and a word to the supervisor once it is ready.
 
@@ -170,6 +187,8 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
+        for draining in DRAINING:
+            draining()
         connections = self.server_state.connections
         close_gently(connections)
         grace_s = 0.0

@@ -109,3 +109,15 @@ def _no_passphrase(key: str) -> Callable[[], str]:
         )
 
     return refuse
+
+
+def pem_identity(files: TlsFiles) -> tuple[bytes, bytes, bytes | None] | None:
+    """The certificate chain, key and client CA bundle (None: no mutual TLS) as PEM bytes, for
+    a server that takes its TLS files as bytes (the gRPC server); None without a certificate.
+    Read after ``server_context`` has checked the files, so only a file gone since can fail."""
+    if not files.cert:
+        return None
+    cert = _read("tls_cert", files.cert)
+    key = _read("tls_key", files.key)
+    client_ca = _read("tls_client_ca", files.client_ca) if files.client_ca else None
+    return cert, key, client_ca

@@ -18,6 +18,7 @@ FRAMEWORK_MODULES: dict[str, str] = {
     "xgboost": "dockyard.runtimes.xgboost",
     "lightgbm": "dockyard.runtimes.lightgbm",
     "onnx": "dockyard.runtimes.onnx",
+    "treelite": "dockyard.runtimes.treelite",
     "torch": "dockyard.runtimes.torch",
     "sklearn": "dockyard.runtimes.sklearn",
     "pyfunc": "dockyard.runtimes.pyfunc",

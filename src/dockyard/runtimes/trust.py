@@ -222,8 +222,10 @@ SCIPY_PARTS: Mapping[str, tuple[str, ...]] = {
         for layout in ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
         for kind in ("matrix", "array")
     ),
-    # SplineTransformer's B-splines, and the array function each of them keeps.
+    # SplineTransformer's B-splines, and the array function each of them keeps; from scipy 1.18
+    # a BSpline delegates to a NumPy-backend _BSpline it holds (absent before: skipped).
     "scipy.interpolate": ("BSpline",),
+    "scipy.interpolate._bsplines": ("_BSpline",),
     "scipy._lib.array_api_compat.numpy": ("asarray",),
 }
 """Sparse matrices and arrays, and what spline features hold; scipy.special's ufuncs in code."""

@@ -1,4 +1,5 @@
-"""The one permission table: the action every HTTP route and every state-changing service needs.
+"""The one permission table: the action every HTTP route, gRPC method and state-changing service
+needs.
 
 A route is written as its method and path template, exactly as the web app declares it; a test
 fails when the app has a route this table does not name. ``PUBLIC`` routes need no credentials
@@ -76,6 +77,17 @@ ROUTES: dict[tuple[str, str], Action | None] = {
 }
 """Method and path template → the action it takes (``PUBLIC``: none). A route whose template has
 ``{name}`` acts on that model: a principal scoped to other models is refused (403)."""
+
+RPCS: dict[str, Action | None] = {
+    "ServerLive": PUBLIC,
+    "ServerReady": PUBLIC,
+    "ServerMetadata": Action.READ_SERVER,
+    "ModelMetadata": Action.READ_MODEL,
+    "ModelReady": Action.READ_MODEL,
+    "ModelInfer": Action.INFER,
+}
+"""Method of the gRPC ``inference.GRPCInferenceService`` → the action it takes, as its REST route
+does (``PUBLIC``: none); the model ones act on the model the request names."""
 
 SERVICES: dict[str, Action] = {
     "register": Action.REGISTER,

@@ -37,6 +37,7 @@ FRAMEWORK_EXTRAS = {
     "lightgbm": "lightgbm",
     "onnx": "onnx",
     "torch": "torch",
+    "treelite": "optimize",
 }
 """The pip extra a served framework needs beyond the core install (scikit-learn and Python
 functions need none)."""

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import __version__
 from dockyard.config import Settings
-from dockyard.errors import DockyardError, NotFound
+from dockyard.errors import DockyardError, MissingExtra, NotFound
 from dockyard.home import Home
 from dockyard.monitoring.metrics import CONTENT_TYPE, Served
 from dockyard.monitoring.monitor import Monitor
@@ -49,6 +50,9 @@ from dockyard.serving.guards import CrossSiteGuard, HostPolicy
 from dockyard.serving.headers import SecurityHeaders
 from dockyard.serving.hotpath import HotPath
 from dockyard.serving.rollout_routing import ROUTES, follow_rollouts
+
+if TYPE_CHECKING:
+    from dockyard.serving.grpc_server import GrpcFront
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
@@ -142,6 +146,20 @@ def _monitor(
     return monitor
 
 
+def _grpc_front(
+    settings: Settings, gateway: Gateway, auth: Authenticator, monitor: Monitor
+) -> GrpcFront:
+    """The gRPC service of this worker, started and stopped with the app (grpcio imported only
+    when ``grpc_port`` is set: extra ``grpc``)."""
+    try:
+        from dockyard.serving.grpc_server import GrpcFront
+        from dockyard.serving.grpc_service import InferenceService
+    except ImportError as exc:
+        raise MissingExtra("grpcio", "grpc") from exc
+    service = InferenceService(gateway, auth, __version__, monitor, settings.access_log)
+    return GrpcFront(settings, service)
+
+
 async def _metrics(request: Request) -> Response:
     """The Prometheus text format: counts summed over every worker of this server, queue gauges
     of the live ones, the served versions' load time and age, the newest drift scores and live
@@ -160,7 +178,8 @@ def create_app(
     follower: LoopFollower | None = None,
 ) -> ASGIApp:
     """Build the app that serves ``gateway``'s models; with a ``workspace``, also ``/api``; with
-    a ``follower``, the gateway follows the registry (started and stopped with the app).
+    a ``follower``, the gateway follows the registry (started and stopped with the app); with
+    ``grpc_port`` set, the V2 gRPC service too, started and stopped with the app on its loop.
 
     The order of the layers is this function: the pure ASGI hot path (inference and health, with
     their own request ids, ``Host`` check, credentials check and security headers) in front of
@@ -170,6 +189,7 @@ def create_app(
     """
 
     monitor = _monitor(settings, gateway, auth, workspace)
+    grpc_front = _grpc_front(settings, gateway, auth, monitor) if settings.grpc_port else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -178,9 +198,13 @@ def create_app(
             if follower is not None:
                 follower.start(monitor)
             rollouts = asyncio.get_running_loop().create_task(ROUTES.refreshing())
+            if grpc_front is not None:
+                await grpc_front.start()
             try:
                 yield
             finally:
+                if grpc_front is not None:
+                    await grpc_front.stop()
                 rollouts.cancel()
                 if follower is not None:
                     await follower.close()

@@ -28,6 +28,7 @@ PLATFORMS = {
     "lightgbm": "lightgbm_text",
     "torch": "pytorch_torchscript",
     "pyfunc": "python_function",
+    "treelite": "treelite_gtil",
 }
 
 

@@ -40,24 +40,30 @@ def public_message(message: str) -> str:
     return message
 
 
-def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, str], bytes]:
-    """Status, extra headers and ``{"error": …}`` body for any exception raised by a request.
-
-    A DockyardError's message is meant for the client; anything else is logged with the request
-    id and answered with a generic 500 that names only that id. Logged tracebacks withhold the
-    messages of foreign exceptions (``QUOTES_REQUEST``): they may quote the request's values.
-    """
+def answered_error(error: BaseException, request_id: str) -> DockyardError:
+    """The error a request is answered with, for every front end (HTTP, gRPC): a DockyardError
+    as it is (a full disk as ``StorageFull``); anything else logged with the request id and
+    answered as an internal error that names only that id. Server faults are logged once here;
+    logged tracebacks withhold the messages of foreign exceptions (``QUOTES_REQUEST``): they may
+    quote the request's values."""
     error = storage_full(error) or error
     if not isinstance(error, DockyardError):
         logger.error("request %s failed", request_id, exc_info=error, extra=QUOTES_REQUEST)
-        message = f"internal server error (request id {request_id}); see the server log"
-        return 500, {}, encode_error(message)
+        return DockyardError(f"internal server error (request id {request_id}); see the server log")
     # NotReady (a model that failed to load, shed load, an open circuit) is the server's state,
     # not a fault of this request: logged where the state arises, not once per request.
     if error.http_status >= 500 and not isinstance(error, NotReady):
         logger.error(
             "request %s failed: %s", request_id, error, exc_info=error, extra=QUOTES_REQUEST
         )
+    return error
+
+
+def error_answer(error: BaseException, request_id: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, extra headers and ``{"error": …}`` body for any exception raised by a request
+    (``answered_error``: a DockyardError's message is meant for the client, anything else is a
+    generic 500 naming the request id)."""
+    error = answered_error(error, request_id)
     headers = {}
     if isinstance(error, RateLimited | NotReady):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))

@@ -1,7 +1,8 @@
 """The two prediction endpoints as plain coroutines: bytes in, an Answer out.
 
-The pure ASGI hot path and the documented FastAPI routes both call these, so there is one
-implementation of V2 inference and one of V1 predict. Each takes a ``BodyReader`` rather than the
+The pure ASGI hot path and the documented FastAPI routes both call these, and the gRPC service
+calls ``predict_v2`` with the request it decoded, so there is one implementation of V2 inference
+and one of V1 predict. Each takes a ``BodyReader`` rather than the
 body, so an unknown model is answered before the body is read. A request naming no version of a
 model under an active rollout is routed by it (``serving.rollout_routing``).
 """
@@ -20,7 +21,7 @@ from dockyard.serving.bodies import BodyReader
 from dockyard.serving.deployments import Deployment
 from dockyard.serving.gateway import Gateway
 from dockyard.serving.instances import decode_v1, encode_v1
-from dockyard.serving.protocol import HEADER_LENGTH, decode_infer, encode_infer
+from dockyard.serving.protocol import HEADER_LENGTH, InferRequest, decode_infer, encode_infer
 from dockyard.serving.rollout_routing import ROUTES
 
 JSON = "application/json"
@@ -61,6 +62,31 @@ async def infer_v2(
         decoded = decode_infer(body, int(header_length))
     else:
         raise InvalidInput(f"header {HEADER_LENGTH} is not a number: {header_length!r}")
+    deployment, result, binary = await predict_v2(gateway, deployment, name, version, decoded)
+    payload, json_length = encode_infer(
+        model_name=deployment.name,
+        model_version=str(deployment.version.version),
+        request_id=decoded.id,
+        outputs=result,
+        binary=binary,
+    )
+    if json_length is None:
+        return Answer(payload, JSON, None, deployment.version, decoded.inputs, result)
+    length = {HEADER_LENGTH: str(json_length)}
+    return Answer(payload, BINARY, length, deployment.version, decoded.inputs, result)
+
+
+async def predict_v2(
+    gateway: Gateway,
+    deployment: Deployment,
+    name: str,
+    version: str | None,
+    decoded: InferRequest,
+) -> tuple[Deployment, dict[str, np.ndarray], Collection[str]]:
+    """A decoded V2 request predicted by ``deployment`` (the one ``gateway`` answers ``name``
+    and ``version`` with) or the version an active rollout routes it to: the deployment that
+    answered, its outputs (the requested ones, else all) and the names of those to send as
+    binary data. The REST and the gRPC front ends both call this: one implementation."""
     shadow = None
     if version is None:
         route = ROUTES.get(name)
@@ -88,17 +114,7 @@ async def infer_v2(
             ROUTES.mirror(shadow, decoded.inputs, outputs, result)
     if decoded.binary_output:
         binary = result.keys()
-    payload, json_length = encode_infer(
-        model_name=deployment.name,
-        model_version=str(deployment.version.version),
-        request_id=decoded.id,
-        outputs=result,
-        binary=binary,
-    )
-    if json_length is None:
-        return Answer(payload, JSON, None, deployment.version, decoded.inputs, result)
-    length = {HEADER_LENGTH: str(json_length)}
-    return Answer(payload, BINARY, length, deployment.version, decoded.inputs, result)
+    return deployment, result, binary
 
 
 async def predict_v1(gateway: Gateway, name: str, read_body: BodyReader) -> Answer:

@@ -130,7 +130,7 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
                 f"binary_data_size {size} runs past the end of the body "
                 f"({len(binary) - offset} bytes of binary data left)",
             )
-        array = inputs[name] = _from_binary(name, binary[offset : offset + size], shape, datatype)
+        array = inputs[name] = from_binary(name, binary[offset : offset + size], shape, datatype)
         if not array.size:
             empty = True
         offset += size
@@ -171,11 +171,11 @@ def encode_infer(
     chunks: list[bytes] = []
     for name, value in outputs.items():
         array = value if type(value) is np.ndarray else np.asarray(value)
-        datatype = _output_datatype(name, array)
+        datatype = output_datatype(name, array)
         # orjson writes the shape tuple as a JSON array: no list() needed
         item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
         if name in binary:
-            raw = _to_binary(array, datatype)
+            raw = to_binary(array, datatype)
             item["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -340,7 +340,7 @@ def _narrow_float(name: str, array: np.ndarray, target: np.dtype[Any], datatype:
     return result
 
 
-def _from_binary(name: str, raw: memoryview, shape: tuple[int, ...], datatype: str) -> np.ndarray:
+def from_binary(name: str, raw: memoryview, shape: tuple[int, ...], datatype: str) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
         return _binary_strings(name, bytes(raw), shape, count)
@@ -426,7 +426,7 @@ def _requested_outputs(raw: Any, default_binary: bool) -> tuple[RequestedOutput,
     return tuple(result.values())
 
 
-def _output_datatype(name: str, array: np.ndarray) -> str:
+def output_datatype(name: str, array: np.ndarray) -> str:
     dtype = array.dtype
     datatype = OUTPUT_DATATYPES.get(dtype)
     if datatype is not None:
@@ -476,7 +476,7 @@ def as_strings(name: str, values: list[Any]) -> list[str]:
     return result
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         parts: list[bytes] = []
         for value in array.ravel().tolist():

@@ -1,0 +1,26 @@
+# Written by hand (protoc writes no stub for the gRPC module): the part of
+# grpc_predict_v2_pb2_grpc.py that Dockyard and its tests use.
+from typing import Any
+
+from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+
+class GRPCInferenceServiceStub:
+    def __init__(self, channel: Any) -> None: ...
+    ServerLive: Any
+    ServerReady: Any
+    ModelReady: Any
+    ServerMetadata: Any
+    ModelMetadata: Any
+    ModelInfer: Any
+
+class GRPCInferenceServiceServicer:
+    def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any: ...
+    def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> Any: ...
+    def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> Any: ...
+    def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any: ...
+    def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> Any: ...
+    def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any: ...
+
+def add_GRPCInferenceServiceServicer_to_server(
+    servicer: GRPCInferenceServiceServicer, server: Any
+) -> None: ...
