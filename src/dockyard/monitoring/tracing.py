@@ -13,8 +13,8 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,6 +111,7 @@ class Traces:
         self._attach = context.attach
         self._detach = context.detach
         self._in_context = trace.set_span_in_context
+        self._use_span = trace.use_span
         self._current = trace.get_current_span
         self._root = context.Context()
         self._link = trace.Link
@@ -195,16 +196,32 @@ class Traces:
             if linked is not None and linked.trace_flags.sampled
         ]
         count = len(contexts)
-        return self._tracer.start_as_current_span(
-            BATCH_SPAN, self._root, links=links, attributes={ROWS: rows, REQUESTS: count}
+        return self._interruptible(
+            self._tracer.start_span(
+                BATCH_SPAN, self._root, links=links, attributes={ROWS: rows, REQUESTS: count}
+            )
         )
 
     def predict(
         self, predict: Callable[[Any, tuple[str, ...]], T], x: Any, outputs: tuple[str, ...]
     ) -> T:
         """``predict(x, outputs)`` in a span of its own, a child of the batch's."""
-        with self._tracer.start_as_current_span(PREDICT_SPAN):
+        with self._interruptible(self._tracer.start_span(PREDICT_SPAN)):
             return predict(x, outputs)
+
+    @contextmanager
+    def _interruptible(self, span: Span) -> Iterator[Span]:
+        """``span`` current while the block runs, ended (so sent) when the block returns or
+        raises an Exception. A block interrupted by anything else leaves it unended, never sent:
+        a batch stopped by the event loop's time limit runs again on the model's thread, and
+        that run is the one recorded (each request is served by one batch)."""
+        try:
+            with self._use_span(span, end_on_exit=False):
+                yield span
+        except Exception:
+            span.end()
+            raise
+        span.end()
 
 
 def _sampler(ratio: float) -> Sampler:
