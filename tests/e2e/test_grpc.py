@@ -31,6 +31,7 @@ from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from homes import open_unprotected
 from servers import Server, dockyard_command, free_port
+from v2_speakers import NUMPY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 BODY_LIMIT = 200_000
@@ -46,21 +47,7 @@ def slow(x):
     time.sleep(1.0)
     return {"y": x}
 """
-DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
+DTYPES = {**NUMPY, "BYTES": np.object_}
 TYPED_FIELDS = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",
