@@ -31,7 +31,7 @@ from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from homes import open_unprotected
 from servers import Server, dockyard_command, free_port
-from v2_speakers import NUMPY
+from v2_speakers import FIELDS, NUMPY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 BODY_LIMIT = 200_000
@@ -48,20 +48,6 @@ def slow(x):
     return {"y": x}
 """
 DTYPES = {**NUMPY, "BYTES": np.object_}
-TYPED_FIELDS = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 ROW = np.arange(30, dtype=np.float64).reshape(1, 30) / 30
 
 
@@ -176,7 +162,7 @@ def test_generated_stub_every_typed_datatype(
     for name, values in tensors.items():
         datatype = name.upper()
         tensor = request.inputs.add(name=name, datatype=datatype, shape=values.shape)
-        getattr(tensor.contents, TYPED_FIELDS[datatype]).extend(values.ravel().tolist())
+        getattr(tensor.contents, FIELDS[datatype]).extend(values.ravel().tolist())
     request.outputs.add(name="out_int8")
     request.outputs.add(name="out_bytes")
     request.outputs.add(name="out_uint64")
@@ -206,14 +192,14 @@ def test_tritonclient_stubs_with_typed_contents(server: Server) -> None:
     for name, values in tensors.items():
         datatype = name.upper()
         tensor = request.inputs.add(name=name, datatype=datatype, shape=values.shape)
-        getattr(tensor.contents, TYPED_FIELDS[datatype]).extend(values.ravel().tolist())
+        getattr(tensor.contents, FIELDS[datatype]).extend(values.ravel().tolist())
     with grpc.insecure_channel(server.grpc_address) as channel:
         response = triton_grpc_stub.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert response.id == "triton-typed"
     assert not response.raw_output_contents
     for output in response.outputs:
         expected = tensors[output.name.removeprefix("out_")]
-        values = list(getattr(output.contents, TYPED_FIELDS[output.datatype]))
+        values = list(getattr(output.contents, FIELDS[output.datatype]))
         assert list(output.shape) == list(expected.shape)
         assert values == expected.ravel().tolist(), output.name
 
@@ -225,7 +211,7 @@ def test_fp16_goes_raw_both_ways(stub: pb_grpc.GRPCInferenceServiceStub) -> None
         datatype = name.upper()
         tensor = request.inputs.add(name=name, datatype=datatype, shape=values.shape)
         if datatype != "FP16":
-            getattr(tensor.contents, TYPED_FIELDS[datatype]).extend(values.ravel().tolist())
+            getattr(tensor.contents, FIELDS[datatype]).extend(values.ravel().tolist())
     refused = _refusal(lambda: stub.ModelInfer(request))
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input 'fp16': FP16 has no typed 'contents' field" in refused.details()

@@ -28,7 +28,7 @@ from dockyard.errors import (
     Unauthenticated,
 )
 from dockyard.monitoring.monitor import Monitor
-from dockyard.registry.records import ModelVersion, TensorSpec
+from dockyard.registry.records import TensorSpec
 from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.security.permissions import RPCS
@@ -40,7 +40,7 @@ from dockyard.serving.grpc_codec import decode_request, encode_response, wants_r
 from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from dockyard.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from dockyard.serving.inference import predict_v2
-from dockyard.serving.rollout_routing import routed_version
+from dockyard.serving.rollout_routing import failed_version
 
 SERVER_NAME = "dockyard"
 SERVICE = "/inference.GRPCInferenceService/"
@@ -247,19 +247,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             _access("ModelInfer", status, started, context, principal)
         if self._monitor is None:
             return
-        version = self._version_of(name, number)
+        version = failed_version(self.gateway, name, number)
         seconds = perf_counter() - started
         kind = type(error).__name__
         self._monitor.observe(ROUTE, name, version, status, seconds, kind, "", "", None, None)
-
-    def _version_of(self, name: str, number: str | None) -> ModelVersion | None:
-        version = routed_version(name, number)
-        if version is None:
-            try:
-                version = self.gateway.deployment(name, number).version
-            except DockyardError:
-                version = None
-        return version
 
 
 async def _abort(context: Context, answered: DockyardError) -> NoReturn:

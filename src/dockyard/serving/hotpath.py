@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.errors import DockyardError, NotReady, Unauthenticated
 from dockyard.monitoring.monitor import Monitor
-from dockyard.registry.records import ModelVersion
 from dockyard.reliability.logs import REQUEST_ID as CURRENT_REQUEST_ID
 from dockyard.reliability.logs import access
 from dockyard.security.principals import OPEN, Action, Principal
@@ -33,7 +32,7 @@ from dockyard.serving.guards import HOST, HostPolicy, refused_host
 from dockyard.serving.headers import SECURITY_HEADERS
 from dockyard.serving.inference import BINARY, JSON, Answer, infer_v2, predict_v1
 from dockyard.serving.protocol import HEADER_LENGTH
-from dockyard.serving.rollout_routing import routed_version
+from dockyard.serving.rollout_routing import failed_version
 
 V2_PREFIX = "/v2/models/"
 V2_SUFFIX = "/infer"
@@ -272,7 +271,7 @@ class HotPath:
             if isinstance(outcome, Answer):
                 version, rows, error = outcome.version, _rows(outcome.inputs), None
             else:
-                version, rows = self._version_of(name, number), None
+                version, rows = failed_version(self.gateway, name, number), None
                 error = type(outcome).__name__
             request_id = CURRENT_REQUEST_ID.get()
             if isinstance(request_id, bytes):
@@ -330,21 +329,10 @@ class HotPath:
         if self._monitor is None:
             return
         route, name, number = ("v2", *v2) if v2 is not None else ("v1", v1 or "", None)
-        version = self._version_of(name, number)
+        version = failed_version(self.gateway, name, number)
         seconds = perf_counter() - started
         kind = type(error).__name__
         self._monitor.observe(route, name, version, status, seconds, kind, "", "", None, None)
-
-    def _version_of(self, name: str, number: str | None) -> ModelVersion | None:
-        """The version a failed request is counted under: the one that would have answered it
-        (a rollout's candidate that failed), none for a model or version not served here."""
-        version = routed_version(name, number)
-        if version is None:
-            try:
-                version = self.gateway.deployment(name, number).version
-            except DockyardError:
-                version = None
-        return version
 
 
 def _rows(inputs: Mapping[str, np.ndarray] | None) -> int | None:

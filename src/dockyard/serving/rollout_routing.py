@@ -244,6 +244,19 @@ def routed_version(name: str, number: str | None) -> ModelVersion | None:
     return routed
 
 
+def failed_version(gateway: Gateway, name: str, number: str | None) -> ModelVersion | None:
+    """The version a failed request is counted under: the one that would have answered it (a
+    rollout's candidate that failed), none for a model or version not served here. The REST
+    hot path and the gRPC service both count failures with it."""
+    version = routed_version(name, number)
+    if version is None:
+        try:
+            version = gateway.deployment(name, number).version
+        except DockyardError:
+            version = None
+    return version
+
+
 def _loaded(gateway: Gateway, route: Route) -> Deployment | None:
     """The candidate's deployment, when this worker has loaded it."""
     try:
