@@ -45,8 +45,9 @@ test: lint
 test-pythons: lint
 	env "$$(bash .ci/pythons.sh)" $(VENV)/bin/nox
 
+# The pythons scenario serves from every supported Python installed here, found as test-pythons finds them.
 bench: install-dev
-	$(PY) benchmarks/run.py
+	env "$$(bash .ci/pythons.sh)" $(PY) benchmarks/run.py
 
 # Regenerate the gRPC modules beside src/dockyard/serving/grpc_v2/grpc_predict_v2.proto (grpcio-tools).
 grpc-proto: install-dev

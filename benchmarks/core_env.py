@@ -23,8 +23,13 @@ def project_dependencies() -> tuple[str, ...]:
     return tuple(project.get("dependencies", ()))
 
 
-def ensure(venv: Path = VENV) -> Path:
-    """The ``dockyard`` executable of a core-only install of this checkout."""
+def ensure(venv: Path = VENV, python: str | None = None) -> Path:
+    """The ``dockyard`` executable of a core-only install of this checkout (on ``python``; by
+    default the interpreter running this)."""
     return venvs.ensure(
-        venv, ["-e", str(BENCH_DIR.parent)], "dockyard", depends_on=project_dependencies()
+        venv,
+        ["-e", str(BENCH_DIR.parent)],
+        "dockyard",
+        depends_on=project_dependencies(),
+        python=python,
     )

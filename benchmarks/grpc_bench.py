@@ -6,7 +6,9 @@ driven by a C client where one is installed (wrk for REST, h2load for gRPC: the 
 serialized ``ModelInferRequest`` posted with ``content-type: application/grpc``), and by a Python
 asyncio client too (``loadgen.py``, ``grpc_loadgen.py``), which shares the machine's two cores
 with the server and so reads lower. h2load takes the bench key's ``authorization`` on its command
-line (it reads headers from nowhere else): a predictor key of the throwaway bench home.
+line (it reads headers from nowhere else): a predictor key of the throwaway bench home. h2load
+also loads ``bare_grpc.py``, grpcio's asyncio server answering a constant with no model and no
+checks: the ceiling of any service on that server, Dockyard's included.
 
 Large request: ``small-onnx`` with 1,000 x 30 FP32 rows, one connection, one request at a time,
 every output asked for: REST with JSON ``data`` against gRPC with ``raw_input_contents`` (and raw
@@ -16,12 +18,15 @@ neither decoding the answer).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import statistics
 import struct
 import subprocess
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,8 @@ H2LOAD_DONE = re.compile(
     r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed"
 )
 REST_C, GRPC_C = "REST (wrk)", "gRPC (h2load)"
+GRPC_FLOOR = "gRPC (h2load), bare grpcio server, no model"
+FLOOR_READY_S = 30.0
 REST_PY, GRPC_PY = "REST (loadgen.py)", "gRPC (grpc_loadgen.py)"
 REST_JSON, GRPC_RAW = "REST JSON", "gRPC raw"
 
@@ -97,6 +104,31 @@ def _check_grpc(address: str, request: bytes, authorization: str | None) -> None
         call = channel.unary_unary(SERVICE_PATH)
         metadata = (("authorization", authorization),) if authorization else None
         call(request, metadata=metadata, timeout=30)
+
+
+@contextlib.contextmanager
+def _bare_grpc(logs: Path, request: bytes) -> Iterator[str]:
+    """``bare_grpc.py`` (grpcio's asyncio server answering a constant) running; its address."""
+    spec = launch.ServerSpec(
+        label="bare-grpc",
+        command=[sys.executable, str(launch.BENCH_DIR / "bare_grpc.py"), "--port", "{port}"],
+        infer_path=SERVICE_PATH,
+    )
+    server = launch.start(spec, logs)
+    address = f"{launch.HOST}:{server.port}"
+    try:
+        deadline = time.monotonic() + FLOOR_READY_S
+        while True:
+            try:
+                _check_grpc(address, request, None)
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield address
+    finally:
+        launch.stop(server)
 
 
 def _h2load(
@@ -175,7 +207,7 @@ def measure(
     frame = work / "grpc-small.frame"
     frame.write_bytes(b"\0" + struct.pack(">I", len(small_request)) + small_request)
     h2load = ensure_h2load()
-    with launch.running(spec, logs) as server:
+    with launch.running(spec, logs) as server, _bare_grpc(logs, small_request) as floor:
         status, answer = launch.http_request(
             server.port, "GET", "/v2/models/small-onnx", authorization=authorization
         )
@@ -221,6 +253,7 @@ def measure(
         }
         if h2load is not None:
             drivers[GRPC_C] = lambda s: _h2load(h2load, address, frame, s, authorization)
+            drivers[GRPC_FLOOR] = lambda s: _h2load(h2load, floor, frame, s, None)
         large: dict[str, Callable[[float], dict[str, Any]]] = {
             REST_JSON: lambda s: loadgen.measure(
                 "closed",
@@ -280,9 +313,16 @@ def throughput_ratio(results: dict[str, Any]) -> tuple[float, str] | None:
         )
         if grpc_row and rest_row and rest_row["rps"]:
             value = grpc_row["rps"] / rest_row["rps"]
+            floor = row(results, "throughput", GRPC_FLOOR)
+            ceiling = (
+                f" (grpcio's own ceiling, its server answering a constant: {floor['rps']:.0f} "
+                f"req/s = {floor['rps'] / rest_row['rps']:.2f}x)"
+                if floor and grpc_client == GRPC_C
+                else ""
+            )
             return value, (
                 f"{grpc_row['rps']:.0f} ({grpc_client}) vs {rest_row['rps']:.0f} req/s "
-                f"({rest_client}): {value:.2f}x"
+                f"({rest_client}): {value:.2f}x{ceiling}"
             )
     return None
 

@@ -112,11 +112,22 @@ PRIVACY_COST_NOTE = (
 )
 
 
+PYTHONS_LABEL = "dockyard (Python {version})"
+PYTHONS_CONNECTIONS = (1, 64)
+PYTHONS_NOTE = (
+    "Each serves the small model with 1 worker, auth on and every other default, from a core-only "
+    "install of this checkout on its interpreter (benchmarks/pythons.py: benchmarks/.venv-core "
+    "for the one running the bench, benchmarks/.venv-core-3.X for the others): the same code and "
+    "the same request, only Python differs (and the versions pip resolves for it)."
+)
+
 OPTIMIZE_ORIGINAL = "dockyard, {model} original"
 OPTIMIZE_OPTIMIZED = "dockyard, {model} optimized"
 OPTIMIZE_DEFAULTS = " (defaults)"
 OPTIMIZE_HEAVY_CONNECTIONS = (1, 64)
-OPTIMIZE_SMALL_CONNECTIONS = (1,)
+OPTIMIZE_SMALL_CONNECTIONS = (1, 64)
+"""The small model at 64 too: its optimized version there is the server's ceiling (the least
+model work a request can cost), which bounds what the heavy model's can reach."""
 OPTIMIZE_DEFAULTS_CONNECTIONS = (64,)
 OPTIMIZE_NOTE = (
     "Each model served from its original version and from the fastest version `dockyard "
@@ -125,7 +136,8 @@ OPTIMIZE_NOTE = (
     "optimized versions above says which), side by side, 1 worker each and every other "
     "default; the same request body (input-0 [1, 30] FP64, predict_proba) to both: the optimized "
     "version keeps the original's signature. The '(defaults)' rows serve the heavy model "
-    "with one worker per core, as `dockyard serve` does by default."
+    "with one worker per core, as `dockyard serve` does by default. The small model's optimized "
+    "version at 64 connections is the ceiling any model reaches on this server and machine."
 )
 
 
@@ -331,6 +343,17 @@ def privacy_cost(built: models.ModelSet, bodies: Bodies) -> list[Entry]:
         )
         for label, env in envs.items()
     ]
+
+
+def pythons(built: models.ModelSet, bodies: Bodies, executables: dict[str, Path]) -> list[Entry]:
+    """The small model served from each interpreter's install, side by side at 1 and 64
+    connections (``PYTHONS_NOTE``). ``executables``: Python version -> its ``dockyard``."""
+    entries = []
+    for version, executable in executables.items():
+        label = PYTHONS_LABEL.format(version=version)
+        spec = _dockyard(built, "small:1", label=label, executable=executable)
+        entries.append(Entry(label, spec, bodies.tabular, connections=PYTHONS_CONNECTIONS))
+    return entries
 
 
 def optimize(

@@ -15,6 +15,7 @@ from lineup import (
     MONITORING_COST_NOTE,
     OPTIMIZE_NOTE,
     PRIVACY_COST_NOTE,
+    PYTHONS_NOTE,
     RAY_NOTE,
 )
 
@@ -24,6 +25,7 @@ SCENARIO_NOTES = {
     "auth-cost": AUTH_COST_NOTE,
     "monitoring-cost": MONITORING_COST_NOTE,
     "privacy-cost": PRIVACY_COST_NOTE,
+    "pythons": PYTHONS_NOTE,
 }
 """A sentence under a scenario's tables: what differs between its servers."""
 

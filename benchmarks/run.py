@@ -35,6 +35,7 @@ import memory
 import mlserver_env
 import models
 import optimized
+import pythons
 import reference
 import report
 import scenarios
@@ -107,6 +108,8 @@ METHOD = [
     "of its own on 127.0.0.1 (the local backend none); the Ray backend's server is profiled.",
     "Scenario 'optimize' serves each model from its original version and from the version",
     "`dockyard optimize` registered from it (auto), side by side, 1 worker each.",
+    "Scenario 'pythons' serves the small model from a core install on every supported Python",
+    "found here (noxfile.py's PYTHONS; pyenv's, selected as make test-pythons does), side by side.",
 ]
 
 
@@ -201,6 +204,26 @@ def _optimize(
     )
 
 
+def _pythons(
+    results: dict[str, Any],
+    built: models.ModelSet,
+    bodies: lineup.Bodies,
+    plan: Plan,
+    closed: scenarios.ClosedLoop,
+    logs: Path,
+) -> None:
+    """Issue 17: the small model served from every supported interpreter found here."""
+    executables = _section(
+        results,
+        "pythons (core installs)",
+        lambda: {found.version: pythons.dockyard(found) for found in pythons.installed()},
+    )
+    if not executables:
+        return
+    entries = lineup.pythons(built, bodies, executables)
+    _section(results, "pythons", lambda: _scenario(results, "pythons", entries, plan, closed, logs))
+
+
 def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
     plan = QUICK if quick else FULL
     logs = work / "logs"
@@ -239,6 +262,7 @@ def bench(results: dict[str, Any], work: Path, quick: bool) -> None:
             results, name, lambda n=name, e=entries: _scenario(results, n, e, plan, closed, logs)
         )
     _optimize(results, built, bodies, plan, closed, logs, REFERENCE_S[quick])
+    _pythons(results, built, bodies, plan, closed, logs)
     _section(
         results,
         "auth-cost",

@@ -121,6 +121,7 @@ def _optimized(
     ``defaults``: the rows served with one worker per core."""
     original = optimize_label(model, optimized=False, defaults=defaults)
     optimized = optimize_label(model, optimized=True, defaults=defaults)
+    small_optimized = optimize_label("small", optimized=True)
     workers = len(os.sched_getaffinity(0)) if defaults else 1
 
     def ratio(results: dict[str, Any]) -> tuple[float, str] | None:
@@ -130,7 +131,14 @@ def _optimized(
             return None
         if metric == "rps":
             value = after["rps"] / before["rps"]
-            return value, f"{after['rps']:.0f} vs {before['rps']:.0f} req/s: {value:.2f}x"
+            text = f"{after['rps']:.0f} vs {before['rps']:.0f} req/s: {value:.2f}x"
+            ceiling = closed(results, "optimize", small_optimized, workers, connections)
+            if ceiling and model != "small" and not defaults:
+                text += (
+                    f" (the small model's optimized version, the server's ceiling: "
+                    f"{ceiling['rps']:.0f} req/s = {ceiling['rps'] / before['rps']:.2f}x)"
+                )
+            return value, text
         value = before[metric] / after[metric]
         return value, f"p50 {after[metric]:.2f} vs {before[metric]:.2f} ms: {value:.2f}x lower"
 

@@ -10,25 +10,32 @@ INSTALL_TIMEOUT_S = 900.0
 
 
 def ensure(
-    venv: Path, requirements: list[str], executable: str, depends_on: tuple[str, ...] = ()
+    venv: Path,
+    requirements: list[str],
+    executable: str,
+    depends_on: tuple[str, ...] = (),
+    python: str | None = None,
 ) -> Path:
-    """``venv/bin/<executable>``, creating the venv and installing ``requirements`` when needed.
+    """``venv/bin/<executable>``, creating the venv (with ``python``; by default the interpreter
+    running this) and installing ``requirements`` when needed.
 
-    A marker file remembers what was installed (``requirements`` and ``depends_on``: what else
-    decides the install, such as an editable project's own dependencies), so a later run reuses
-    the venv until either changes. Raises RuntimeError with pip's last lines when the install
-    fails.
+    A marker file remembers what was installed (``requirements``, ``depends_on``: what else
+    decides the install, such as an editable project's own dependencies, and ``python`` when
+    given), so a later run reuses the venv until any changes. Raises RuntimeError with pip's last
+    lines when the install fails.
     """
     marker = venv / ".bench-requirements"
-    wanted = "\n".join([*requirements, *(f"# {line}" for line in depends_on)])
+    chosen = (f"# python: {python}",) if python else ()
+    wanted = "\n".join([*requirements, *(f"# {line}" for line in depends_on), *chosen])
     program = venv / "bin" / executable
     if program.exists() and marker.exists() and marker.read_text() == wanted:
         return program
-    python = venv / "bin" / "python"
-    steps = [
-        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-        [str(python), "-m", "pip", "install", "--quiet", *requirements],
+    creator = python or str(getattr(sys, "_base_executable", sys.executable))
+    installer = str(venv / "bin" / "python")
+    steps: list[list[str]] = [
+        [creator, "-m", "venv", "--clear", str(venv)],
+        [installer, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+        [installer, "-m", "pip", "install", "--quiet", *requirements],
     ]
     for step in steps:
         try:
