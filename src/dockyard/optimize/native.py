@@ -39,6 +39,13 @@ NAME = "tl2cgen"
 COMPILERS = ("gcc", "clang")
 TREES_PER_UNIT = 25
 """Trees per C file: a 300-tree model builds as 12 files, on every core."""
+QUANTIZED_INPUT = "float64"
+"""tl2cgen's ``quantize`` is asked for models with float64 thresholds (scikit-learn's, LightGBM's):
+each feature is first mapped to its place among the model's own thresholds, and the trees
+compare integers. On the benchmark's 300-tree gradient boosting: 2.4 → 0.9 ms for 64 rows, 0.12 →
+0.06 ms for one. With XGBoost's float32 thresholds the quantized code answers differently for a
+float64 feature just below a threshold (0.12392197549343108 against 0.12392197549343109: off by
+9e-4, caught by the split rows of the proof), so those are built as they are."""
 
 
 class Tl2cgenConverter:
@@ -64,11 +71,12 @@ class Tl2cgenConverter:
             with converter_errors(NAME), _native_output_logged():
                 model = treelite.Model.deserialize_bytes(tree_model.payload)
                 units = max(1, -(-int(model.num_tree) // TREES_PER_UNIT))
+                quantize = int(model.input_type == QUANTIZED_INPUT)
                 tl2cgen.export_lib(
                     model,
                     toolchain=toolchain,
                     libpath=str(library),
-                    params={"parallel_comp": units},
+                    params={"parallel_comp": units, "quantize": quantize},
                     nthread=os.cpu_count() or 1,
                 )
             payload = library.read_bytes()
