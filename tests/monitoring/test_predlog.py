@@ -27,6 +27,7 @@ from dockyard.monitoring.predlog import (
     encode_table,
     log_cipher,
     read_predictions,
+    writer,
 )
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from registry.conftest import DIGEST, LINEAGE
@@ -381,3 +382,57 @@ def test_exports_in_each_format(home: Home, make_log: Callable[..., PredictionLo
     assert rows[1]["output.predict_proba"] == outputs["predict_proba"][1].tolist()
     with pytest.raises(InvalidInput, match="format must be one of csv, json, parquet"):
         encode_table(table, "xml")
+
+
+def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
+    home: Home, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer gives the GIL back to the event loop between slices of the queue (as long as
+    the slice took), yet writes one segment holding every row in order; closing, it does not
+    pause."""
+    monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
+    log = make_log(flush_s=3600.0)
+    pauses: list[float] = []
+    monkeypatch.setattr(log, "_pause", pauses.append)
+    version = version_of("fraud", 1)
+    for index in range(10):
+        inputs, outputs = tabular_request(1 + index % 3, index)
+        if index >= 6:  # the last slice asked for fewer outputs: its column is null there
+            outputs = {"predict": outputs["predict"]}
+        log.append(version, f"r{index}", "p", 0.01, inputs, outputs)
+    assert log.flush() == 19
+    assert len(pauses) == 2  # after the first and second slices of 4, none after the last
+    assert all(seconds >= 0 for seconds in pauses)
+    assert len(segment_files(home, "fraud")) == 1
+    table = read_predictions(home, "fraud")
+    ids = [f"r{index}" for index in range(10) for _ in range(1 + index % 3)]
+    assert table["request_id"].to_pylist() == ids
+    assert table["output.predict_proba"].null_count == sum(1 + i % 3 for i in range(6, 10))
+    assert log.pending_rows == 0
+
+    async def closing() -> None:
+        await log.start()
+        for index in range(10):
+            inputs, outputs = tabular_request(1, index)
+            log.append(version, f"c{index}", "p", 0.01, inputs, outputs)
+        await log.close()
+
+    asyncio.run(closing())
+    assert len(pauses) == 2
+    assert log.written_rows == 29
+
+
+def test_slices_whose_columns_do_not_join_are_built_again_as_one(
+    home: Home, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor outside the signature, one value per row in one slice and two in the next,
+    is written as the list column an unsliced flush builds: no row is shed."""
+    monkeypatch.setattr(writer, "SLICE_REQUESTS", 1)
+    log = make_log()
+    version = version_of("fraud", 1)
+    for index, scores in enumerate([np.array([0.5]), np.array([[0.1, 0.9]])]):
+        inputs, outputs = tabular_request(1, index)
+        log.append(version, f"r{index}", "p", 0.01, inputs, {**outputs, "scores": scores})
+    assert log.flush() == 2
+    assert log.shed_rows == 0
+    assert read_predictions(home, "fraud")["output.scores"].to_pylist() == [[0.5], [0.1, 0.9]]
