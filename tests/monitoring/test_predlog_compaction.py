@@ -40,6 +40,7 @@ from dockyard.monitoring.predlog import (
     read_predictions,
     storage,
 )
+from dockyard.monitoring.scheduler import MonitorScheduler
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from dockyard.registry.store import RegistryStore
 from dockyard.security.principals import local_user
@@ -104,7 +105,7 @@ def test_a_past_hour_of_many_segments_becomes_one_with_the_same_rows(
     assert len(files(home)) == 600
     before = rows(home)
     clock.at(HOUR + timedelta(hours=1, minutes=10))
-    assert log.compact(sweep=False) == 600
+    assert log.compact() == 600
     (merged,) = files(home)
     pid = os.getpid()
     first, last = int(HOUR.timestamp() * 1000), int((HOUR.timestamp() + 3594) * 1000)
@@ -123,16 +124,16 @@ def test_the_current_hour_merges_small_segments_and_the_hour_merges_once_over(
     log_seconds(log, clock, HOUR, 600)  # 10:00-10:10
     expected = rows(home)
     clock.at(HOUR + timedelta(minutes=10))  # 5 minutes old: 10:00 to 10:05 merge
-    log.compact(sweep=False)
+    log.compact()
     assert len(files(home)) == 1 + 300
-    log.compact(sweep=False)  # nothing new: the merged segment is not rewritten
+    log.compact()  # nothing new: the merged segment is not rewritten
     assert len(files(home)) == 1 + 300
     clock.at(HOUR + timedelta(minutes=20))
-    log.compact(sweep=False)
+    log.compact()
     assert len(files(home)) == 2  # the hour is not over: two merged segments
     assert rows(home).equals(expected)
     clock.at(HOUR + timedelta(hours=1, minutes=6))
-    log.compact(sweep=False)
+    log.compact()
     (merged,) = files(home)
     assert merged.name.count("-") == 2
     assert rows(home).equals(expected)
@@ -142,7 +143,7 @@ def test_a_late_flush_goes_past_the_merged_range_and_is_read(home: Home, clock: 
     log = make_log(home, clock)
     log_seconds(log, clock, HOUR, 10)
     clock.at(HOUR + timedelta(hours=2))
-    log.compact(sweep=False)
+    log.compact()
     log_seconds(log, clock, HOUR + timedelta(seconds=5), 1)  # a row of 10:00:05, written late
     table = read_predictions(home, "fraud")
     assert table.num_rows == 22
@@ -199,7 +200,7 @@ def test_a_listing_that_misses_both_the_merged_file_and_its_originals_is_read_ag
     log_seconds(log, clock, HOUR + timedelta(hours=2), 1)
     expected = rows(home)
     clock.at(HOUR + timedelta(hours=2, minutes=10))
-    log.compact(sweep=False)
+    log.compact()
     real_listing = storage.listing
     calls = 0
 
@@ -233,7 +234,7 @@ def test_a_compaction_killed_between_link_and_delete_loses_and_doubles_nothing(
     os.utime(temp, (0, 0))
     # The next compaction deletes the covered originals (and merges nothing again).
     clock.at(HOUR + timedelta(hours=2))
-    assert log.compact(sweep=False) == 50
+    assert log.compact() == 50
     assert files(home) == [merged]
     assert not temp.exists()
     assert rows(home).equals(expected)
@@ -248,7 +249,7 @@ def test_sealed_segments_merge_sealed_and_need_the_key(home: Home, clock: Clock)
     clock.at(HOUR + timedelta(hours=2))
     # A compactor without the key leaves them.
     assert compact_folder(day_folder(home), None, now=clock()).removed == 0
-    assert log.compact(sweep=False) == 30
+    assert log.compact() == 30
     (merged,) = files(home)
     assert merged.name.endswith(".parquet.sealed")
     assert b"100001" not in merged.read_bytes()
@@ -284,6 +285,35 @@ def test_a_dead_workers_segments_are_merged_by_another_under_the_lock(
     names = [path.name for path in files(home)]
     assert sum(name.startswith(f"{dead}-") for name in names) == 1
     assert sum(name.startswith(f"{alive}-") for name in names) == 10  # a live worker's: left
+    assert rows(home).equals(expected)
+
+
+def test_a_worker_merges_its_own_segments_and_leaves_dead_workers_to_the_monitoring_process(
+    home: Home, clock: Clock
+) -> None:
+    """A restarted server finds up to an hour of each dead worker's segments: merging them in a
+    serving worker's writer thread held its GIL for seconds, so the worker merges only its own
+    and the home's monitoring round (the scheduler) merges the dead pids'."""
+    log = make_log(home, clock)
+    log_seconds(log, clock, HOUR, 20)
+    dead = dead_pid()
+    for path in files(home)[1::2]:
+        path.rename(path.with_name(path.name.replace(f"{os.getpid()}-", f"{dead}-")))
+    expected = rows(home)
+    clock.at(HOUR + timedelta(seconds=20 + ORPHAN_AGE_S + 60))
+    assert log.compact() == 10
+    names = [path.name for path in files(home)]
+    assert sum(name.startswith(f"{dead}-") for name in names) == 10  # left as they were
+    assert sum(name.startswith(f"{os.getpid()}-") for name in names) == 1
+    store = RegistryStore.open(f"sqlite:///{home.database}")
+    scheduler = MonitorScheduler(home, store, Settings(home=home.root), list)
+    try:
+        assert scheduler.run_once()
+    finally:
+        scheduler.close()
+        store.close()
+    names = [path.name for path in files(home)]
+    assert sum(name.startswith(f"{dead}-") for name in names) == 1
     assert rows(home).equals(expected)
 
 

@@ -139,7 +139,7 @@ def test_compaction_purge_and_erasure_reach_the_bucket_at_the_next_pass(
     assert mirror.run().uploaded == 4
 
     clock.at(NOW + timedelta(hours=2))  # the hour is over: its three segments become one
-    assert log.compact(sweep=False) == 3
+    assert log.compact() == 3
     local = on_disk(home)
     [merged] = [name for name in local if name.split("/")[2].count("-") == 2]  # pid-first-last
     assert mirror.run() == Mirrored(uploaded=1, deleted=3, kept=1)

@@ -1,5 +1,6 @@
 """The server's periodic monitoring jobs: drift, live evaluations, then the alert rules, every
-``drift_interval_s`` seconds, and the retention's purge (at most every ``PURGE_EVERY_S``), in ONE
+``drift_interval_s`` seconds, the retention's purge (at most every ``PURGE_EVERY_S``) and the
+merging of dead workers' prediction-log segments (at most every ``ORPHAN_SWEEP_S``), in ONE
 process per home.
 
 Every server on a home runs a scheduler in its monitoring process (``reliability.monitor_process``,
@@ -31,7 +32,14 @@ from dockyard.monitoring.alerts import AlertEngine, check_alerting
 from dockyard.monitoring.drift import run_drift_once
 from dockyard.monitoring.feedback import evaluate, labels_folder
 from dockyard.monitoring.metrics import read_totals
-from dockyard.monitoring.predlog import LOCK_NAME, log_cipher, predictions_folder, purge_before
+from dockyard.monitoring.predlog import (
+    LOCK_NAME,
+    PREDICTIONS,
+    log_cipher,
+    predictions_folder,
+    purge_before,
+    sweep_orphans,
+)
 from dockyard.monitoring.webhook import Webhook
 from dockyard.registry.audit import AuditEntry, append
 from dockyard.registry.db import database_errors, write_transaction
@@ -49,6 +57,9 @@ CLOSE_WAIT_S = 10.0
 PURGE_EVERY_S = 600.0
 """How often the retention's purge runs (the first round always does): it reads the segments
 around the cutoff, which is wasted work every minute for a period counted in days."""
+ORPHAN_SWEEP_S = 600.0
+"""How often the segments of workers no longer alive are merged (the first round always does):
+each worker merges only its own, so a restart leaves the old workers' to this process."""
 RETENTION_ACTOR = "system:retention"
 
 
@@ -92,6 +103,7 @@ class MonitorScheduler:
         self._lock: int | None = None
         self._retention = retention
         self._next_purge = -math.inf
+        self._next_sweep = -math.inf
 
     @property
     def holds_lock(self) -> bool:
@@ -129,6 +141,9 @@ class MonitorScheduler:
         for model in sorted({version.model for version in versions}):
             self._job(f"evaluate {model}", self._evaluate, model)
         self._job("evaluate the alert rules", self.alerts.run_once)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + ORPHAN_SWEEP_S
+            self._job("merge dead workers' logged predictions", self._sweep)
         if self._retention is not None and time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + PURGE_EVERY_S
             cutoff = utc_now() - self._retention
@@ -150,6 +165,10 @@ class MonitorScheduler:
     def _evaluate(self, model: str) -> None:
         cipher = log_cipher(self._settings, self._home)
         evaluate(self._home, self._store, model, self._settings.drift_window, cipher=cipher)
+
+    def _sweep(self) -> None:
+        cipher = log_cipher(self._settings, self._home)
+        sweep_orphans(self._home.root / PREDICTIONS, cipher, now=time.time())
 
     def _purge(self, model: str, cutoff: datetime) -> None:
         """Remove ``model``'s logged predictions, labels and drift reports (their data-quality

@@ -20,6 +20,7 @@ from dockyard.monitoring.predlog.compaction import (
     compact_folder,
     compaction_lock,
     merge_segments,
+    sweep_orphans,
 )
 from dockyard.monitoring.predlog.export import EXPORT_LIMIT, FORMATS, MEDIA_TYPES, encode_table
 from dockyard.monitoring.predlog.layout import PREDICTIONS, TIME, log_cipher, predictions_folder
@@ -70,5 +71,6 @@ __all__ = [
     "read_settled",
     "rewrite_segment",
     "segments",
+    "sweep_orphans",
     "write_segment",
 ]

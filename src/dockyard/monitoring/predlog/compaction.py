@@ -23,10 +23,11 @@ files per worker. The steps are ordered so that no state loses or duplicates a r
 
 A worker never writes a new segment into a range it has merged (``seq`` is raised past it, which
 keeps it an upper bound of the rows' times), so a late flush is never hidden. Segments of a pid
-that is no longer alive on this host (a killed or replaced worker) are compacted by any worker
-once older than ``ORPHAN_AGE_S``, under a lock file per model folder (``.compact.lock``) so only
-one does it at a time. Sealed segments are read with the key and merged sealed; a compactor without
-the key leaves them as they are. External tools reading the raw folders (DuckDB on ``*.parquet``)
+that is no longer alive on this host (a killed or replaced worker) are compacted by the home's
+monitoring process (``sweep_orphans``, never a serving worker) once older than ``ORPHAN_AGE_S``,
+under a lock file per model folder (``.compact.lock``) so only one does it at a time. Sealed
+segments are read with the key and merged sealed; a compactor without the key leaves them as they
+are. External tools reading the raw folders (DuckDB on ``*.parquet``)
 may see a merged segment and its originals together for the instant between steps 1 and 2, or
 after a crash there; ``dockyard monitor log export`` never does.
 """
@@ -45,7 +46,7 @@ from typing import NamedTuple
 
 from dockyard.encryption import Cipher
 from dockyard.home import SECRET_FILE_MODE, process_is_alive
-from dockyard.monitoring.predlog.layout import BASE_SCHEMA
+from dockyard.monitoring.predlog.layout import BASE_SCHEMA, DAY_NAME
 from dockyard.monitoring.predlog.storage import (
     PARQUET,
     SEALED,
@@ -91,13 +92,14 @@ def compact_folder(
     now: float,
     pid: int | None = None,
     age_s: float = COMPACT_AGE_S,
+    orphans: bool = True,
     orphan_age_s: float = ORPHAN_AGE_S,
     max_bytes: int = COMPACT_MAX_BYTES,
 ) -> Compacted:
     """Compact one day folder: ``pid``'s segments (None: this process's) with ``seq`` older than
-    ``age_s`` before ``now`` (seconds), and, when the model folder's lock is free, those of pids
-    not alive on this host older than ``orphan_age_s``. Segments of other live pids are never
-    touched: only their writer knows what it is about to write."""
+    ``age_s`` before ``now`` (seconds), and, with ``orphans`` and when the model folder's lock is
+    free, those of pids not alive on this host older than ``orphan_age_s``. Segments of other
+    live pids are never touched: only their writer knows what it is about to write."""
     own = os.getpid() if pid is None else pid
     removed = newest = 0
     with contextlib.ExitStack() as stack:
@@ -105,7 +107,7 @@ def compact_folder(
             return Compacted(0, 0)  # being purged or erased: the next round compacts
         found = listing(folder)
         pids = sorted({segment.pid for segment in found})
-        dead = [other for other in pids if other != own and not process_is_alive(other)]
+        dead = [other for other in pids if orphans and other != own and not process_is_alive(other)]
         if dead and not stack.enter_context(compaction_lock(folder.parent)):
             dead = []  # another worker is compacting them
         owners = [(own, age_s)] if own in pids else []
@@ -129,6 +131,35 @@ def compact_folder(
                     newest = max(newest, run[-1].last)
     remove_stale_temps(folder)
     return Compacted(removed, newest)
+
+
+def sweep_orphans(root: Path, cipher: Cipher | None, *, now: float) -> int:
+    """Merge the segments of pids no longer alive on this host, in every day folder of every
+    model under ``root`` (the prediction log's folder); the segments removed. Run by the home's
+    monitoring process, never by a serving worker: a restarted server finds up to an hour of each
+    dead worker's one-a-second segments, seconds of merging that would hold a worker's GIL."""
+    removed = 0
+    for folder in day_folders(root):
+        try:
+            removed += compact_folder(folder, cipher, now=now).removed
+        except Exception:
+            logger.exception("prediction log: compacting %s failed", folder)
+    return removed
+
+
+def day_folders(root: Path) -> list[Path]:
+    """Every day folder of every model under ``root``."""
+    try:
+        models = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    folders = []
+    for model in models:
+        with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+            folders += [
+                root / model / day for day in os.listdir(root / model) if DAY_NAME.match(day)
+            ]
+    return sorted(folders)
 
 
 def _runs(

@@ -20,10 +20,8 @@ at most one slice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -40,7 +38,7 @@ from dockyard.config import Settings
 from dockyard.encryption import Cipher
 from dockyard.home import Home
 from dockyard.monitoring.predlog.compaction import COMPACT_AGE_S, compact_folder
-from dockyard.monitoring.predlog.layout import DAY_NAME, DAY_S, PREDICTIONS, day_name, log_cipher
+from dockyard.monitoring.predlog.layout import DAY_S, PREDICTIONS, day_name, log_cipher
 from dockyard.monitoring.predlog.storage import write_segment
 from dockyard.monitoring.predlog.tables import Entry, segment_table
 from dockyard.registry.records import ModelVersion
@@ -55,9 +53,6 @@ SLICE_REQUESTS = 1024
 """Queued requests the writer turns into a table before it pauses (a few milliseconds of work
 for one-row requests, about the interpreter's 5 ms switch interval): the longest the event loop
 waits for the GIL because of a flush."""
-ORPHAN_SWEEP_S = 3600.0
-"""How often a worker looks through every day folder for segments of pids not alive on this host
-(merged once ``ORPHAN_AGE_S`` old)."""
 
 VERSION_OF, TIME_OF, ROWS = itemgetter(0), itemgetter(4), itemgetter(5)
 
@@ -137,7 +132,6 @@ class PredictionLog:
         self._compact_every_s = compact_every_s
         self._compact_age_s = compact_age_s
         self._next_compact = time.monotonic() + (compact_every_s or 0.0)
-        self._next_sweep = -math.inf
         self._folders: set[Path] = set()
         """Day folders this worker wrote to, compacted until their day is over."""
         self._floors: dict[Path, int] = {}
@@ -218,23 +212,18 @@ class PredictionLog:
                 self._next_compact = time.monotonic() + self._compact_every_s
                 self.compact()
 
-    def compact(self, *, sweep: bool | None = None) -> int:
-        """Merge this worker's old segments in the folders it wrote to and, on a ``sweep``
-        (None: when ``ORPHAN_SWEEP_S`` has passed), those of dead pids in every day folder; the
-        segments removed. Called by the writer thread (never during a flush); failures are
-        logged, never raised: compaction is an optimisation."""
-        if sweep is None:
-            sweep = time.monotonic() >= self._next_sweep
-        if sweep:
-            self._next_sweep = time.monotonic() + ORPHAN_SWEEP_S
+    def compact(self) -> int:
+        """Merge this worker's old segments in the folders it wrote to; the segments removed.
+        Dead workers' segments are left to the monitoring process (``sweep_orphans``). Called by
+        the writer thread (never during a flush); failures are logged, never raised: compaction
+        is an optimisation."""
         now = self._clock()
-        folders = set(self._folders)
-        if sweep:
-            folders.update(_day_folders(self._root))
         removed = 0
-        for folder in sorted(folders):
+        for folder in sorted(self._folders):
             try:
-                result = compact_folder(folder, self._cipher, now=now, age_s=self._compact_age_s)
+                result = compact_folder(
+                    folder, self._cipher, now=now, age_s=self._compact_age_s, orphans=False
+                )
             except Exception:
                 logger.exception("prediction log: compacting %s failed", folder)
                 continue
@@ -355,18 +344,3 @@ def _by_day(group: list[Entry]) -> list[tuple[str, list[Entry]]]:
     for entry in group:
         parts.setdefault(int(entry[4] // DAY_S), []).append(entry)
     return [(day_name(day), part) for day, part in sorted(parts.items())]
-
-
-def _day_folders(root: Path) -> list[Path]:
-    """Every day folder of every model under ``root``."""
-    try:
-        models = os.listdir(root)
-    except FileNotFoundError:
-        return []
-    folders = []
-    for model in models:
-        with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-            folders += [
-                root / model / day for day in os.listdir(root / model) if DAY_NAME.match(day)
-            ]
-    return folders
