@@ -67,3 +67,32 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
     _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
     for _ in range(20):
         assert httpx.post(f"{server.url}/v2/models/knn/infer", json=body).status_code == 200
+
+
+def test_the_workers_stop_when_the_supervisor_is_killed(
+    home: Path, start_server: Callable[..., Server]
+) -> None:
+    """A supervisor killed outright (SIGKILL: no handler runs) takes its workers with it: each
+    gets SIGTERM from the kernel (``PR_SET_PDEATHSIG``), drains and exits, and none is left
+    serving the port unowned."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    model = KNeighborsClassifier(n_neighbors=3).fit(x, (x[:, 0] > 0).astype(np.int64))
+    workspace = open_unprotected(home)
+    register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
+    server = start_server(home, "--workers", "2")
+    _wait_for(lambda: len(server.workers()) == 2)
+    workers = server.workers()
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # exited, not yet reaped by init
+
+    _wait_for(lambda: all(gone(pid) for pid in workers), timeout=20.0)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.url}/v2/health/ready", timeout=2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import select
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +52,9 @@ open: a client that sends on one meanwhile gets its answer with ``Connection: cl
 a closed socket, and reconnects to another worker. A server that stops as a whole skips it: no
 other worker would take the reconnection."""
 REPLACE_SIGNAL = signal.SIGUSR1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PR_SET_PDEATHSIG = 1
+"""prctl(2)'s option: the signal this process gets when the thread that forked it ends."""
 """What the supervisor sends a worker it replaces: stop as SIGTERM does, after the grace."""
 _server: str | None = None
 
@@ -251,13 +256,23 @@ class Supervisor:
         self._stopping = True
 
     def _spawn(self, slot: int, sock: socket.socket, ready_fd: int | None = None) -> int:
-        """Fork a worker for ``slot``; it writes a byte to ``ready_fd`` once it serves."""
+        """Fork a worker for ``slot``; it writes a byte to ``ready_fd`` once it serves.
+
+        SIGTERM and SIGINT are blocked across the fork until the worker has its own handlers:
+        a stop sent in between would otherwise run the supervisor's handler, inherited, which
+        only sets a flag in the worker's copy, and the worker would go on serving unowned (seen
+        when a server was stopped while a follow swap was forking). The worker also dies with
+        the supervisor (``_die_with_parent``), however the supervisor ends."""
+        supervisor = os.getpid()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                _die_with_parent(supervisor)
                 logs.configure(self._log_level, self._log_format)  # the listener thread is new
-                logs.flush_on(signal.SIGTERM, signal.SIGINT)  # else: the default, dying at once
+                logs.flush_on(*STOP_SIGNALS)  # else: the default, dying at once
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop since the fork: now
                 config = uvicorn_config(
                     self._factory(), self._host, self._port, self._log_level, self._options
                 )
@@ -268,6 +283,7 @@ class Supervisor:
             finally:
                 logs.shutdown()  # what is queued is written: os._exit runs no atexit hooks
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._children[pid] = slot
         logger.info("worker %d started (pid %d)", slot, pid)
         return pid
@@ -381,3 +397,13 @@ def _exited(pid: int) -> int | None:
     except ChildProcessError:
         return -1
     return status if done else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor ends, even by SIGKILL
+    (Linux's ``PR_SET_PDEATHSIG``; elsewhere nothing), and exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(0)
