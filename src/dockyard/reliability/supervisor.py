@@ -315,7 +315,10 @@ class Supervisor:
             finally:
                 os.close(read_end)
             if not ready:
-                logger.error("worker %d (pid %d) did not get ready; keeping the others", slot, new)
+                if not self._stopping:  # else: the server is stopping, the swap with it
+                    logger.error(
+                        "worker %d (pid %d) did not get ready; keeping the others", slot, new
+                    )
                 self._children.pop(new, None)
                 self._stop([new])
                 return
