@@ -139,7 +139,7 @@ def sweep_orphans(root: Path, cipher: Cipher | None, *, now: float) -> int:
     monitoring process, never by a serving worker: a restarted server finds up to an hour of each
     dead worker's one-a-second segments, seconds of merging that would hold a worker's GIL."""
     removed = 0
-    for folder in day_folders(root):
+    for folder in _day_folders(root):
         try:
             removed += compact_folder(folder, cipher, now=now).removed
         except Exception:
@@ -147,7 +147,7 @@ def sweep_orphans(root: Path, cipher: Cipher | None, *, now: float) -> int:
     return removed
 
 
-def day_folders(root: Path) -> list[Path]:
+def _day_folders(root: Path) -> list[Path]:
     """Every day folder of every model under ``root``."""
     try:
         models = os.listdir(root)
