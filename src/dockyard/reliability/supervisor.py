@@ -52,10 +52,10 @@ open: a client that sends on one meanwhile gets its answer with ``Connection: cl
 a closed socket, and reconnects to another worker. A server that stops as a whole skips it: no
 other worker would take the reconnection."""
 REPLACE_SIGNAL = signal.SIGUSR1
+"""What the supervisor sends a worker it replaces: stop as SIGTERM does, after the grace."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PR_SET_PDEATHSIG = 1
 """prctl(2)'s option: the signal this process gets when the thread that forked it ends."""
-"""What the supervisor sends a worker it replaces: stop as SIGTERM does, after the grace."""
 _server: str | None = None
 
 

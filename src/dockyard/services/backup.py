@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dockyard.errors import ArtifactCorrupt, Conflict, DockyardError
 from dockyard.home import SECRET_FILE_MODE, Home, process_is_alive
-from dockyard.monitoring.predlog.layout import DAY_NAME, PREDICTIONS
+from dockyard.monitoring.predlog.layout import PREDICTIONS, day_folders
 from dockyard.monitoring.predlog.storage import listing, sync_folder
 from dockyard.registry.artifacts import MISSING, LocalArtifactStore
 from dockyard.services.backup_archive import (
@@ -179,10 +179,8 @@ def _add_artifacts(workspace: Workspace, writer: ArchiveWriter) -> None:
 
 def _add_home_files(workspace: Workspace, writer: ArchiveWriter, *, with_secrets: bool) -> None:
     home = workspace.home
-    for model in _folders(home.root / PREDICTIONS):
-        for day in _folders(model):
-            if DAY_NAME.match(day.name):
-                _add_segments(home, writer, day)
+    for day in day_folders(home.root / PREDICTIONS):
+        _add_segments(home, writer, day)
     for model in _folders(home.root / LABELS):
         _add_segments(home, writer, model)
     config = _config_in_home(workspace)

@@ -27,9 +27,9 @@ that is no longer alive on this host (a killed or replaced worker) are compacted
 monitoring process (``sweep_orphans``, never a serving worker) once older than ``ORPHAN_AGE_S``,
 under a lock file per model folder (``.compact.lock``) so only one does it at a time. Sealed
 segments are read with the key and merged sealed; a compactor without the key leaves them as they
-are. External tools reading the raw folders (DuckDB on ``*.parquet``)
-may see a merged segment and its originals together for the instant between steps 1 and 2, or
-after a crash there; ``dockyard monitor log export`` never does.
+are. External tools reading the raw folders (DuckDB on ``*.parquet``) may see a merged segment and
+its originals together for the instant between steps 1 and 2, or after a crash there; ``dockyard
+monitor log export`` never does.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 from dockyard.encryption import Cipher
 from dockyard.home import SECRET_FILE_MODE, process_is_alive
-from dockyard.monitoring.predlog.layout import BASE_SCHEMA, DAY_NAME
+from dockyard.monitoring.predlog.layout import BASE_SCHEMA, day_folders
 from dockyard.monitoring.predlog.storage import (
     PARQUET,
     SEALED,
@@ -107,7 +107,11 @@ def compact_folder(
             return Compacted(0, 0)  # being purged or erased: the next round compacts
         found = listing(folder)
         pids = sorted({segment.pid for segment in found})
-        dead = [other for other in pids if orphans and other != own and not process_is_alive(other)]
+        dead = (
+            [other for other in pids if other != own and not process_is_alive(other)]
+            if orphans
+            else []
+        )
         if dead and not stack.enter_context(compaction_lock(folder.parent)):
             dead = []  # another worker is compacting them
         owners = [(own, age_s)] if own in pids else []
@@ -139,27 +143,12 @@ def sweep_orphans(root: Path, cipher: Cipher | None, *, now: float) -> int:
     monitoring process, never by a serving worker: a restarted server finds up to an hour of each
     dead worker's one-a-second segments, seconds of merging that would hold a worker's GIL."""
     removed = 0
-    for folder in _day_folders(root):
+    for folder in day_folders(root):
         try:
             removed += compact_folder(folder, cipher, now=now).removed
         except Exception:
             logger.exception("prediction log: compacting %s failed", folder)
     return removed
-
-
-def _day_folders(root: Path) -> list[Path]:
-    """Every day folder of every model under ``root``."""
-    try:
-        models = os.listdir(root)
-    except FileNotFoundError:
-        return []
-    folders = []
-    for model in models:
-        with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-            folders += [
-                root / model / day for day in os.listdir(root / model) if DAY_NAME.match(day)
-            ]
-    return sorted(folders)
 
 
 def _runs(

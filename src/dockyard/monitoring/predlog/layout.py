@@ -7,6 +7,8 @@ segments' names and how they are written: ``dockyard.monitoring.predlog.storage`
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 from pathlib import Path
@@ -38,6 +40,21 @@ BASE_SCHEMA = pa.schema(
 def predictions_folder(home: Home, model: str) -> Path:
     """Where ``model``'s segments live (the name checked: it becomes a path)."""
     return home.root / PREDICTIONS / check_name(model)
+
+
+def day_folders(root: Path) -> list[Path]:
+    """Every day folder of every model folder under ``root`` (the prediction log's), sorted; a
+    folder removed while it is listed (a purge, an erasure) is left out."""
+    folders: list[Path] = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for model in os.scandir(root):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                folders += [
+                    Path(day.path)
+                    for day in os.scandir(model.path)
+                    if DAY_NAME.match(day.name) and day.is_dir()
+                ]
+    return sorted(folders)
 
 
 def log_cipher(settings: Settings, home: Home) -> Cipher | None:
