@@ -207,7 +207,9 @@ def measure(
     frame = work / "grpc-small.frame"
     frame.write_bytes(b"\0" + struct.pack(">I", len(small_request)) + small_request)
     h2load = ensure_h2load()
-    with launch.running(spec, logs) as server, _bare_grpc(logs, small_request) as floor:
+    # The floor is loaded by h2load only: without it, no bare server is started.
+    bare = _bare_grpc(logs, small_request) if h2load else contextlib.nullcontext("")
+    with launch.running(spec, logs) as server, bare as floor:
         status, answer = launch.http_request(
             server.port, "GET", "/v2/models/small-onnx", authorization=authorization
         )
