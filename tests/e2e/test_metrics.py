@@ -117,6 +117,20 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
     for file in files:  # both took requests: the sums above add up two workers' counts
         assert Snapshot.from_bytes(file.read_bytes()).requests, f"{file.name} counted none"
 
+    def logged() -> dict[str, float]:
+        samples = _scrape(server)
+        shown = {
+            labels["outcome"]: value
+            for labels, value in samples["dockyard_prediction_log_rows_total"]
+        }
+        shown["waiting"] = sum(v for _, v in samples["dockyard_prediction_log_pending_rows"])
+        return shown
+
+    # Every row answered was logged (the log is on by default), by both workers' writers.
+    _wait_for(lambda: logged() == {"written": rows, "shed": 0, "waiting": 0}, f"{rows} logged")
+    writers = _scrape(server)["dockyard_prediction_log_writer_cpu_seconds_total"]
+    assert writers[0][1] > 0
+
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
     _wait_for(

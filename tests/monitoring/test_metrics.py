@@ -27,6 +27,8 @@ from dockyard.monitoring.metrics import (
     WorkerMetrics,
     read_totals,
 )
+from dockyard.monitoring.monitor import Monitor
+from dockyard.monitoring.predlog import PredictionLog
 from dockyard.registry.records import ArtifactRef, ModelVersion
 from dockyard.registry.store import RegistryStore
 from dockyard.registry.tables import drift_reports, evaluations
@@ -152,6 +154,50 @@ def test_totals_add_every_workers_file_and_keep_a_dead_workers_counts(tmp_path: 
     # The dead worker's last gauges no longer describe anything: only the live one's count.
     assert totals.gauges == {("fraud", 1): (2, 0)}
     assert len(list(folder.glob("*.json"))) == 2
+
+
+def test_the_prediction_logs_rows_written_shed_and_waiting_are_counted_and_shown(
+    tmp_path: Path,
+) -> None:
+    """What each worker's log wrote and shed adds up over the workers' files; the rows waiting
+    count only while their worker is alive; the exposition shows all three and the writer's CPU
+    seconds."""
+    folder = tmp_path / "metrics"
+    log = PredictionLog(tmp_path / "predictions", queue_rows=5, compact_every_s=None)
+    metrics = WorkerMetrics(folder)
+    Monitor(metrics, log)  # the monitor has the metrics read the log
+    version = _version("fraud", 1)
+    for index in range(4):  # two rows each: the third and fourth do not fit
+        rows = np.arange(4.0).reshape(2, 2) + index
+        log.append(version, f"r{index}", "p", 0.001, {"input-0": rows}, {"y": rows[:, 0]})
+    before = metrics.snapshot()
+    assert before.log == {"written": 0, "shed": 4, "writer_seconds": 0.0}
+    assert before.log_pending == 4
+    assert log.flush() == 4
+    after = Snapshot.from_bytes(metrics.snapshot().to_bytes())
+    assert after.log["written"] == 4
+    assert after.log["shed"] == 4
+    assert after.log["writer_seconds"] > 0
+    assert after.log_pending == 0
+
+    totals = Snapshot()
+    totals.add(before, gauges=False)  # a dead worker's: its rows waiting are gone with it
+    totals.add(after, gauges=True)
+    assert totals.log["written"] == 4
+    assert totals.log["shed"] == 8
+    assert totals.log_pending == 0
+    totals.add(before, gauges=True)
+    assert totals.log_pending == 4
+    samples = _samples(Scrape([], None).render(totals).decode())
+    assert _named(samples, "dockyard_prediction_log_rows_total") == {
+        frozenset({("outcome", "written")}): 4,
+        frozenset({("outcome", "shed")}): 12,
+    }
+    assert _value(samples, "dockyard_prediction_log_pending_rows") == 4
+    assert _value(samples, "dockyard_prediction_log_writer_cpu_seconds_total") > 0
+    # With the log off, none of its series.
+    off = _samples(Scrape([], None).render(Snapshot()).decode())
+    assert not any(name.startswith("dockyard_prediction_log") for name, _ in off)
 
 
 def test_a_file_that_is_not_a_snapshot_is_skipped(

@@ -148,6 +148,17 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "short",
         [("sum by (kind) (rate(dockyard_security_events_total" + RATE + "))", "{{kind}}")],
     ),
+    (
+        "Prediction log rows per second, and rows waiting",
+        "short",
+        [
+            (
+                "sum by (outcome) (rate(dockyard_prediction_log_rows_total" + RATE + "))",
+                "{{outcome}}",
+            ),
+            ("sum(dockyard_prediction_log_pending_rows)", "waiting"),
+        ],
+    ),
 ]
 """Title, unit and (PromQL, legend) of each panel, two to a row."""
 
@@ -185,6 +196,13 @@ RULES: list[tuple[str, str, str, str]] = [
         "15m",
         "{{ $labels.model }}:{{ $labels.version }}: live {{ $labels.metric }} is more than "
         f"{ERROR_RISE - 1:.0%} above its value at registration",
+    ),
+    (
+        "DockyardPredictionLogShedding",
+        'sum(increase(dockyard_prediction_log_rows_total{outcome="shed"}[5m])) > 0',
+        "0m",
+        "the prediction log shed rows in the last 5 minutes (its writer falls behind, or "
+        "cannot write)",
     ),
     (
         "DockyardSecurityEvents",

@@ -215,7 +215,33 @@ def _counts(totals: Snapshot) -> list[Metric]:
     )
     for kind, count in sorted(totals.security.items()):
         security.add_metric([kind], count)
-    return [requests, latency, batches, queued, in_flight, errors, security]
+    return [requests, latency, batches, queued, in_flight, errors, security, *_log(totals)]
+
+
+def _log(totals: Snapshot) -> list[Metric]:
+    """The prediction log's counts (none with the log off on every worker)."""
+    if not totals.log:
+        return []
+    rows = CounterMetricFamily(
+        "dockyard_prediction_log_rows",
+        "Rows of answered requests the prediction log wrote, or shed (its queue full, or "
+        "writing failed).",
+        labels=["outcome"],
+    )
+    for outcome in ("written", "shed"):
+        rows.add_metric([outcome], totals.log.get(outcome, 0))
+    writer = CounterMetricFamily(
+        "dockyard_prediction_log_writer_cpu_seconds",
+        "CPU seconds the workers' prediction log writers spent building, writing and merging "
+        "segments.",
+        value=totals.log.get("writer_seconds", 0.0),
+    )
+    pending = GaugeMetricFamily(
+        "dockyard_prediction_log_pending_rows",
+        "Rows queued for the prediction log and not yet written, summed over the live workers.",
+        value=totals.log_pending,
+    )
+    return [rows, writer, pending]
 
 
 def _order(item: tuple[tuple[str, int | None, str, int], Stats]) -> tuple[str, int, str, int]:

@@ -81,6 +81,19 @@ Stats = list[float]
 """A histogram: ``[observations, their sum, observations per bucket…]`` (the last bucket +Inf)."""
 
 
+class LogCounts(Protocol):
+    """What the metrics read of the worker's prediction log (``monitoring.predlog``)."""
+
+    written_rows: int
+    writer_seconds: float
+
+    @property
+    def shed_rows(self) -> int: ...
+
+    @property
+    def pending_rows(self) -> int: ...
+
+
 class BatchQueue(Protocol):
     """What the metrics read of a served version's batcher (``serving.batching.Batcher``)."""
 
@@ -132,6 +145,11 @@ class Snapshot:
     """(model, version) → (requests waiting for a batch, rows in flight), when last written."""
     shadow: dict[ShadowKey, Stats] = field(default_factory=dict)
     """Requests mirrored to a shadow candidate by outcome, and its latency histogram."""
+    log: dict[str, float] = field(default_factory=dict)
+    """The prediction log's rows ``written`` and ``shed``, and its ``writer_seconds`` of CPU
+    (empty with the log off)."""
+    log_pending: int = 0
+    """Rows the prediction log holds and has not written, when last written."""
 
     def copy(self) -> Snapshot:
         """A copy safe to read on another thread while this one goes on counting."""
@@ -142,6 +160,8 @@ class Snapshot:
             dict(self.security),
             dict(self.gauges),
             {key: list(stats) for key, stats in self.shadow.items()},
+            dict(self.log),
+            self.log_pending,
         )
 
     def add(self, other: Snapshot, *, gauges: bool) -> None:
@@ -156,7 +176,10 @@ class Snapshot:
             self.errors[error] = self.errors.get(error, 0) + count
         for kind, count in other.security.items():
             self.security[kind] = self.security.get(kind, 0) + count
+        for name, value in other.log.items():
+            self.log[name] = self.log.get(name, 0) + value
         if gauges:
+            self.log_pending += other.log_pending
             for version, (queued, in_flight) in other.gauges.items():
                 was_queued, was_in_flight = self.gauges.get(version, (0, 0))
                 self.gauges[version] = (was_queued + queued, was_in_flight + in_flight)
@@ -170,6 +193,8 @@ class Snapshot:
                 "security": [[kind, count] for kind, count in self.security.items()],
                 "gauges": [[*key, *values] for key, values in self.gauges.items()],
                 "shadow": [[*key, stats] for key, stats in self.shadow.items()],
+                "log": self.log,
+                "log_pending": self.log_pending,
             }
         )
 
@@ -185,6 +210,8 @@ class Snapshot:
                 {kind: count for kind, count in raw["security"]},
                 {(m, v): (queued, flying) for m, v, queued, flying in raw["gauges"]},
                 {(m, v, outcome): stats for m, v, outcome, stats in raw.get("shadow", [])},
+                dict(raw.get("log", {})),
+                int(raw.get("log_pending", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a metrics snapshot: {exc}") from exc
@@ -221,6 +248,7 @@ class WorkerMetrics:
         self._live = Snapshot()
         self._models: set[str] = set()
         self._queues: dict[VersionKey, BatchQueue] = {}
+        self._log: LogCounts | None = None
         self.served: list[Served] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
         """Writes and scrapes, one at a time and in the order they were asked for: a file is
@@ -246,6 +274,11 @@ class WorkerMetrics:
             stats[2 + bisect_left(BATCH_BOUNDS, rows)] += 1
 
         queue.on_batch = batch
+
+    def watch_log(self, log: LogCounts) -> None:
+        """Show the prediction log's rows written and shed, its writer's CPU seconds and the
+        rows it holds, read at each write."""
+        self._log = log
 
     def request(
         self,
@@ -293,6 +326,14 @@ class WorkerMetrics:
         snapshot.gauges = {
             key: (queue.queue_depth, queue.in_flight) for key, queue in self._queues.items()
         }
+        log = self._log
+        if log is not None:
+            snapshot.log = {
+                "written": log.written_rows,
+                "shed": log.shed_rows,
+                "writer_seconds": log.writer_seconds,
+            }
+            snapshot.log_pending = log.pending_rows
         return snapshot
 
     async def start(self) -> None:

@@ -37,6 +37,8 @@ class Monitor:
         self.metrics = metrics
         self.log = log
         self.traces = traces
+        if metrics is not None and log is not None:
+            metrics.watch_log(log)
 
     @classmethod
     def for_worker(

@@ -126,6 +126,9 @@ class PredictionLog:
         self._shed_failed = 0
         self.written_rows = 0
         """Rows written to segments so far."""
+        self.writer_seconds = 0.0
+        """CPU seconds spent building, writing and merging segments so far (by the writer thread,
+        and by ``close``'s last flush)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_error_log = -math.inf
@@ -217,6 +220,7 @@ class PredictionLog:
         Dead workers' segments are left to the monitoring process (``sweep_orphans``). Called by
         the writer thread (never during a flush); failures are logged, never raised: compaction
         is an optimisation."""
+        began = time.thread_time()
         now = self._clock()
         removed = 0
         for folder in sorted(self._folders):
@@ -233,6 +237,7 @@ class PredictionLog:
             if folder.name < day_name(int(now // DAY_S) - 1):
                 self._folders.discard(folder)  # over for two days: nothing of ours is left
                 self._floors.pop(folder, None)
+        self.writer_seconds += time.thread_time() - began
         return removed
 
     def flush(self) -> int:
@@ -243,6 +248,7 @@ class PredictionLog:
         count = len(self._queue)
         if not count:
             return 0
+        began = time.thread_time()
         segments: dict[tuple[str, int, str], _Segment] = {}
         for start in range(0, count, SLICE_REQUESTS):
             began = time.thread_time()
@@ -251,6 +257,7 @@ class PredictionLog:
                 self._pause(time.thread_time() - began)
         written = sum(self._write(segment) for segment in segments.values())
         self.written_rows += written
+        self.writer_seconds += time.thread_time() - began
         return written
 
     def _keeps_up(self) -> bool:
