@@ -394,6 +394,8 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     log = make_log(flush_s=3600.0)
     pauses: list[float] = []
     monkeypatch.setattr(log, "_pause", pauses.append)
+    ticks = iter(range(1_000))  # the writer's CPU clock: one second more at each reading
+    monkeypatch.setattr(writer.time, "thread_time", lambda: float(next(ticks)))
     version = version_of("fraud", 1)
     for index in range(10):
         inputs, outputs = tabular_request(1 + index % 3, index)
@@ -403,6 +405,9 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     assert log.flush() == 19
     assert len(pauses) == 2  # after the first and second slices of 4, none after the last
     assert all(seconds >= 0 for seconds in pauses)
+    # The whole flush counts as the writer's CPU: from its start to after the last write (7
+    # readings: the start, two per paused slice, the last slice's start, the end).
+    assert log.writer_seconds == 6.0
     assert len(segment_files(home, "fraud")) == 1
     table = read_predictions(home, "fraud")
     ids = [f"r{index}" for index in range(10) for _ in range(1 + index % 3)]

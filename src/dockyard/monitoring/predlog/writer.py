@@ -248,7 +248,7 @@ class PredictionLog:
         count = len(self._queue)
         if not count:
             return 0
-        began = time.thread_time()
+        started = time.thread_time()
         segments: dict[tuple[str, int, str], _Segment] = {}
         for start in range(0, count, SLICE_REQUESTS):
             began = time.thread_time()
@@ -257,7 +257,7 @@ class PredictionLog:
                 self._pause(time.thread_time() - began)
         written = sum(self._write(segment) for segment in segments.values())
         self.written_rows += written
-        self.writer_seconds += time.thread_time() - began
+        self.writer_seconds += time.thread_time() - started
         return written
 
     def _keeps_up(self) -> bool:
