@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -405,9 +406,10 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     assert log.flush() == 19
     assert len(pauses) == 2  # after the first and second slices of 4, none after the last
     assert all(seconds >= 0 for seconds in pauses)
-    # The whole flush counts as the writer's CPU: from its start to after the last write (7
-    # readings: the start, two per paused slice, the last slice's start, the end).
-    assert log.writer_seconds == 6.0
+    # The whole flush counts as the writer's CPU: the build from its start to its end (7
+    # readings: the start, two per paused slice, the last slice's start, the end: 6 s), then
+    # the write (2 readings: 1 s).
+    assert log.writer_seconds == 7.0
     assert len(segment_files(home, "fraud")) == 1
     table = read_predictions(home, "fraud")
     ids = [f"r{index}" for index in range(10) for _ in range(1 + index % 3)]
@@ -427,17 +429,80 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     assert log.written_rows == 29
 
 
-def test_slices_whose_columns_do_not_join_are_built_again_as_one(
+def test_slices_and_segments_whose_columns_do_not_join_are_joined_as_lists(
     home: Home, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A tensor outside the signature, one value per row in one slice and two in the next,
-    is written as the list column an unsliced flush builds: no row is shed."""
+    """A tensor outside the signature, one value per row in one slice and two in the next, is
+    written as the list column a table built of both requests has: no row is shed. Across
+    segments (two flushes), it is read back as that list column too."""
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 1)
     log = make_log()
     version = version_of("fraud", 1)
-    for index, scores in enumerate([np.array([0.5]), np.array([[0.1, 0.9]])]):
+    scores = [np.array([0.5]), np.array([[0.1, 0.9]]), np.array([0.7]), np.array([[0.2, 0.8]])]
+    for index, values in enumerate(scores):
         inputs, outputs = tabular_request(1, index)
-        log.append(version, f"r{index}", "p", 0.01, inputs, {**outputs, "scores": scores})
+        log.append(version, f"r{index}", "p", 0.01, inputs, {**outputs, "scores": values})
+        if index == 1:
+            assert log.flush() == 2
     assert log.flush() == 2
     assert log.shed_rows == 0
-    assert read_predictions(home, "fraud")["output.scores"].to_pylist() == [[0.5], [0.1, 0.9]]
+    assert len(segment_files(home, "fraud")) == 2
+    read = read_predictions(home, "fraud")["output.scores"].to_pylist()
+    assert read == [[0.5], [0.1, 0.9], [0.7], [0.2, 0.8]]
+
+
+def test_the_writer_builds_rows_long_before_it_writes_them(
+    home: Home, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued request's arrays are let go once the writer has built its rows (every
+    ``BUILD_EVERY_S``, when they fill a slice), not held until the segment is written at the
+    flush."""
+    monkeypatch.setattr(writer, "SLICE_REQUESTS", 1)
+    log = make_log(flush_s=3600.0)
+    version = version_of("fraud", 1)
+    inputs, outputs = tabular_request(3, 0)
+    kept = weakref.ref(inputs["input-0"])
+
+    async def serving() -> None:
+        await log.start()
+        log.append(version, "r0", "p", 0.01, inputs, outputs)
+        inputs.clear()
+        for _ in range(100):  # 10 s
+            if kept() is None:
+                break
+            await asyncio.sleep(writer.BUILD_EVERY_S)
+        assert kept() is None, "the request's arrays are still held"
+        assert log.written_rows == 0
+        assert log.pending_rows == 3
+        assert not segment_files(home, "fraud")
+        await log.close()
+
+    asyncio.run(serving())
+    assert log.written_rows == 3
+    assert read_predictions(home, "fraud")["request_id"].to_pylist() == ["r0"] * 3
+
+
+def test_between_flushes_only_whole_slices_are_built(
+    home: Home, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's builds between flushes take whole slices and leave the rest queued (a few
+    requests cost about as much to build as a slice); the flush builds and writes them all."""
+    monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
+    log = make_log(flush_s=3600.0)
+    version = version_of("fraud", 1)
+    kept = []
+    for index in range(10):
+        inputs, outputs = tabular_request(1, index)
+        kept.append(weakref.ref(inputs["input-0"]))
+        log.append(version, f"r{index}", "p", 0.01, inputs, outputs)
+    del inputs, outputs
+    log.build(whole_slices=True)
+    assert [ref() is None for ref in kept] == [True] * 8 + [False] * 2
+    assert log.written_rows == 0
+    assert log.pending_rows == 10
+    assert not segment_files(home, "fraud")
+    assert log.flush() == 10
+    assert all(ref() is None for ref in kept)
+    assert len(segment_files(home, "fraud")) == 1
+    ids = read_predictions(home, "fraud")["request_id"].to_pylist()
+    assert ids == [f"r{index}" for index in range(10)]

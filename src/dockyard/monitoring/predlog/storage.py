@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -295,24 +296,48 @@ def concat(tables: Sequence[pa.Table], empty: pa.Schema) -> pa.Table:
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowTypeError:
-        # A column numeric in some segments and text in others (a number's pseudonym or mask,
-        # once a personal-data rule covers it): read as text in all.
-        return pa.concat_tables(_as_text(tables), promote_options="permissive")
+        return pa.concat_tables(_aligned(tables), promote_options="permissive")
 
 
-def _as_text(tables: Sequence[pa.Table]) -> list[pa.Table]:
-    """``tables`` with each column that is text in one and a number (or bool) in another cast
-    to text in all."""
+def _aligned(tables: Sequence[pa.Table]) -> list[pa.Table]:
+    """``tables`` with the columns whose types no promotion joins made alike: a column text in
+    one and a number (or bool) in another is text in all (a number's pseudonym or mask, once a
+    personal-data rule covers it); one that is a value per row in one and a list in another
+    (a tensor outside the signature, one wide in some requests and wider in others) is a list
+    in all, each value a list of one."""
     kinds: dict[str, set[pa.DataType]] = {}
     for table in tables:
         for field in table.schema:
             kinds.setdefault(field.name, set()).add(field.type)
-    mixed = {name for name, types in kinds.items() if pa.string() in types and len(types) > 1}
+    text = {name for name, types in kinds.items() if pa.string() in types and len(types) > 1}
+    lists = {
+        name
+        for name, types in kinds.items()
+        if name not in text and any(map(_is_list, types)) and not all(map(_is_list, types))
+    }
     result = []
     for table in tables:
         for index, field in enumerate(table.schema):
-            if field.name in mixed and field.type != pa.string():
-                text = pc.cast(table.column(index), pa.string())
-                table = table.set_column(index, field.name, text)
+            if field.name in text and field.type != pa.string():
+                column = pc.cast(table.column(index), pa.string())
+            elif field.name in lists and not _is_list(field.type):
+                column = _lists_of_one(table.column(index))
+            else:
+                continue
+            table = table.set_column(index, field.name, column)
         result.append(table)
     return result
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
+
+
+def _lists_of_one(column: pa.ChunkedArray) -> pa.Array:
+    """Each value of ``column`` as a list holding it (a null stays null)."""
+    values = column.combine_chunks()
+    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+    lists = pa.ListArray.from_arrays(offsets, values)
+    if not values.null_count:
+        return lists
+    return pc.if_else(pc.is_null(values), pa.scalar(None, lists.type), lists)

@@ -1,20 +1,31 @@
 """One worker's prediction log (``PredictionLog``): a queue on the hot path, and off it a thread
-that writes the queued rows as segments, sheds what does not fit, and compacts what it wrote.
+that turns the queued requests into rows, writes them as segments, sheds what does not fit, and
+compacts what it wrote.
 
-The hot path only appends a reference to the request's arrays to a queue (``append``); a thread
-builds and writes the segments every ``log_flush_s``. Past ``log_queue_rows`` rows waiting (queued
-or being written), new rows are shed and counted (``shed_rows``) rather than held. The writer
-passes each segment's rows through ``protect`` first (the personal-data rules of governance:
-columns dropped, masked, hashed or generalized), so what a request held reaches the disk only as
-those rules allow.
+The hot path only appends a reference to the request's arrays to a queue (``append``). A thread
+builds the queued requests into Arrow rows every ``BUILD_EVERY_S``, a whole slice of
+``SLICE_REQUESTS`` at a time, holding them per model version and day, and every ``log_flush_s``
+builds the rest and writes what it holds as segments. Past ``log_queue_rows`` rows waiting
+(queued, held or being written), new rows are shed and counted (``shed_rows``) rather than held.
+The writer passes each segment's rows through ``protect`` first (the personal-data rules of
+governance: columns dropped, masked, hashed or generalized), so what a request held reaches the
+disk only as those rules allow.
 
-The writer builds a flush's rows ``SLICE_REQUESTS`` requests at a time and, after each slice,
-sleeps for the CPU time the slice took (unless the queue is half full: then it catches up first).
-Under uvloop the event loop gives the GIL up around every callback and waits for it back, so a
-thread that keeps the GIL busy starves the loop: one flush of a second of traffic at 64
-connections (about 5,000 requests: 20-50 ms of building tables and freeing requests) stalled it
-that long, seen as loop lags of 20-60 ms on the flushes and a doubled p99. Sliced, the loop waits
-at most one slice.
+Why rows are built more often than written: a queued request keeps its Python objects alive
+(dicts, arrays, its id: about a kilobyte), and a second of them at 64 connections (5,000-15,000)
+was built and freed in one go at each flush, slice after slice. Built as they fill a slice, at
+most a slice and a tenth of a second of them are held; the built rows are a few hundred bytes of
+Arrow buffers each, and a segment per second keeps the files as few as before. Measured side by
+side on the bench's scenario, the p99 at 64 connections was lower in 8 of 9 runs (median 16.5
+against 20.3 ms) at the same throughput (``benchmarks/ANALYSIS.md``).
+
+The writer builds ``SLICE_REQUESTS`` requests at a time and, after each slice, sleeps for the CPU
+time the slice took (unless the queue is half full: then it catches up first). Under uvloop the
+event loop gives the GIL up around every callback and waits for it back, so a thread that keeps
+the GIL busy starves the loop: building a second of traffic at 64 connections in one go (about
+5,000 requests: 20-50 ms of building tables and freeing requests, as each flush once did) stalled
+it that long, seen as loop lags of 20-60 ms and a doubled p99. Sliced, the loop waits at most one
+slice.
 """
 
 from __future__ import annotations
@@ -38,8 +49,14 @@ from dockyard.config import Settings
 from dockyard.encryption import Cipher
 from dockyard.home import Home
 from dockyard.monitoring.predlog.compaction import COMPACT_AGE_S, compact_folder
-from dockyard.monitoring.predlog.layout import DAY_S, PREDICTIONS, day_name, log_cipher
-from dockyard.monitoring.predlog.storage import write_segment
+from dockyard.monitoring.predlog.layout import (
+    BASE_SCHEMA,
+    DAY_S,
+    PREDICTIONS,
+    day_name,
+    log_cipher,
+)
+from dockyard.monitoring.predlog.storage import concat, write_segment
 from dockyard.monitoring.predlog.tables import Entry, segment_table
 from dockyard.registry.records import ModelVersion
 
@@ -49,6 +66,9 @@ ERROR_LOG_EVERY_S = 60.0
 """A writer that keeps failing (a full disk) logs the failure at most this often."""
 COMPACT_EVERY_S = 60.0
 """How often a worker's writer thread compacts (after a flush)."""
+BUILD_EVERY_S = 0.1
+"""How often the writer thread builds the whole slices queued into rows (``log_flush_s`` when
+that is shorter)."""
 SLICE_REQUESTS = 1024
 """Queued requests the writer turns into a table before it pauses (a few milliseconds of work
 for one-row requests, about the interpreter's 5 ms switch interval): the longest the event loop
@@ -64,27 +84,20 @@ raises: its rows are shed, never written as they came."""
 
 @dataclass
 class _Segment:
-    """One segment of a flush (one version's rows of one day), built a slice at a time."""
+    """One segment to write (one version's rows of one day), built a slice at a time."""
 
     version: ModelVersion
     day: str
     tables: list[pa.Table] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
-    """The requests the tables were built from, kept until the segment is written."""
     rows: int = 0
     newest: float = -math.inf
     """The time of its newest row (seconds, UTC)."""
 
     def table(self) -> pa.Table:
-        """The slices as one table (a column some slice lacks is null there). Slices whose
-        columns cannot be joined (a tensor outside the signature that is one value per row in
-        one slice and a list in another) are built again as one, as an unsliced flush would."""
-        if len(self.tables) == 1:
-            return self.tables[0]
-        try:
-            return pa.concat_tables(self.tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return segment_table(self.entries)
+        """The slices as one table: a column some slice lacks is null there; one that is a
+        value per row in some slices and a list in others (a tensor outside the signature, one
+        wide in some requests) is a list in all, as one table built of all of them has it."""
+        return concat(self.tables, BASE_SCHEMA)
 
 
 class PredictionLog:
@@ -118,6 +131,8 @@ class PredictionLog:
         self._clock = clock
         self._random = random.random
         self._queue: deque[Entry] = deque()
+        self._held: dict[tuple[str, int, str], _Segment] = {}
+        """Rows built and not yet written, per model, version and day."""
         # Each counter has one writer thread, so none needs a lock: rows queued and shed by the
         # hot path; rows written (or failed) by the writer.
         self._queued = 0
@@ -164,7 +179,7 @@ class PredictionLog:
 
     @property
     def pending_rows(self) -> int:
-        """Rows appended and not yet written (queued or being written)."""
+        """Rows appended and not yet written (queued, held or being written)."""
         return self._queued - self._done
 
     def append(
@@ -209,7 +224,12 @@ class PredictionLog:
         await asyncio.to_thread(self.flush)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._flush_s):
+        flush_at = time.monotonic() + self._flush_s
+        while not self._stop.wait(min(BUILD_EVERY_S, self._flush_s)):
+            if time.monotonic() < flush_at:
+                self.build(whole_slices=True)
+                continue
+            flush_at = time.monotonic() + self._flush_s
             self.flush()
             if self._compact_every_s and time.monotonic() >= self._next_compact:
                 self._next_compact = time.monotonic() + self._compact_every_s
@@ -240,22 +260,35 @@ class PredictionLog:
         self.writer_seconds += time.thread_time() - began
         return removed
 
-    def flush(self) -> int:
-        """Write what is queued now, one segment per model version and day; the rows written.
-        Called by the writer thread (and by ``close`` once it has stopped), never concurrently.
-        The rows are built ``SLICE_REQUESTS`` requests at a time, with a pause after each slice
-        while the writer keeps up (``_keeps_up``)."""
+    def build(self, *, whole_slices: bool = False) -> None:
+        """Build what is queued now into rows held for the next ``flush``, ``SLICE_REQUESTS``
+        requests at a time, with a pause after each slice while the writer keeps up
+        (``_keeps_up``); ``whole_slices``: only as many requests as fill whole slices (the rest
+        waits for the next build: a table costs about as much to build from a few requests as
+        from a slice's). Called by the writer thread (and by ``flush``), never concurrently."""
         count = len(self._queue)
+        if whole_slices:
+            count -= count % SLICE_REQUESTS
         if not count:
-            return 0
+            return
         started = time.thread_time()
-        segments: dict[tuple[str, int, str], _Segment] = {}
         for start in range(0, count, SLICE_REQUESTS):
             began = time.thread_time()
-            self._build_slice(min(SLICE_REQUESTS, count - start), segments)
+            self._build_slice(min(SLICE_REQUESTS, count - start))
             if start + SLICE_REQUESTS < count and self._keeps_up():
                 self._pause(time.thread_time() - began)
-        written = sum(self._write(segment) for segment in segments.values())
+        self.writer_seconds += time.thread_time() - started
+
+    def flush(self) -> int:
+        """Build what is queued now and write every row held, one segment per model version
+        and day; the rows written. Called by the writer thread (and by ``close`` once it has
+        stopped), never concurrently."""
+        self.build()
+        if not self._held:
+            return 0
+        started = time.thread_time()
+        held, self._held = self._held, {}
+        written = sum(self._write(segment) for segment in held.values())
         self.written_rows += written
         self.writer_seconds += time.thread_time() - started
         return written
@@ -270,9 +303,9 @@ class PredictionLog:
         waits, which can be the most of a slice's wall time, do not count)."""
         time.sleep(seconds)
 
-    def _build_slice(self, count: int, segments: dict[tuple[str, int, str], _Segment]) -> None:
-        """Take ``count`` requests off the queue and add their rows to ``segments``; a part
-        that cannot be built is shed."""
+    def _build_slice(self, count: int) -> None:
+        """Take ``count`` requests off the queue and hold their rows; a part that cannot be
+        built is shed."""
         entries = [self._queue.popleft() for _ in range(count)]
         for group in _by_version(entries):
             version = group[0][0]
@@ -284,11 +317,10 @@ class PredictionLog:
                     self._shed(version, rows)
                     continue
                 key = (version.model, version.version, day)
-                segment = segments.get(key)
+                segment = self._held.get(key)
                 if segment is None:
-                    segment = segments[key] = _Segment(version, day)
+                    segment = self._held[key] = _Segment(version, day)
                 segment.tables.append(table)
-                segment.entries += part
                 segment.rows += rows
                 segment.newest = max(segment.newest, max(map(TIME_OF, part)))
 
