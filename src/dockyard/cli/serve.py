@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
 """Tracked objects a serving process allocates (net of those freed) before the collector's
 youngest pass; Python's default is 700. At 64 connections a worker holds about a thousand young
-objects in flight, and its prediction log three per queued request until the next flush: at 700
+objects in flight, and its prediction log three per queued request until its writer builds them
+(at most a slice of 1,024 requests and a tenth of a second's: under 7,000 objects at 14,000
+req/s, where a whole second's, held to each flush, would pass this threshold): at 700
 the collector ran about 60 times a second, each pass promoting live request objects for the older
 passes to scan again (a full pass every second or two, 25-50 ms on the event loop). At 20,000 no
 pass runs while serving the small model at 64 connections with every request logged (gc
