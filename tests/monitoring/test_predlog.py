@@ -30,6 +30,8 @@ from dockyard.monitoring.predlog import (
     read_predictions,
     writer,
 )
+from dockyard.monitoring.predlog.layout import BASE_SCHEMA
+from dockyard.monitoring.predlog.storage import concat
 from dockyard.registry.records import ArtifactRef, ModelVersion, Signature, TensorSpec
 from registry.conftest import DIGEST, LINEAGE
 
@@ -449,6 +451,20 @@ def test_slices_and_segments_whose_columns_do_not_join_are_joined_as_lists(
     assert len(segment_files(home, "fraud")) == 2
     read = read_predictions(home, "fraud")["output.scores"].to_pylist()
     assert read == [[0.5], [0.1, 0.9], [0.7], [0.2, 0.8]]
+
+
+def test_tables_join_a_value_per_row_with_lists_and_numbers_with_text() -> None:
+    """What segments or slices of one log may disagree on: a column null in one table, a list in
+    another and a value per row in a third is a list column (values as lists of one, nulls
+    kept); a column a number in one and text in another (a pseudonym) is text."""
+    tables = [
+        pa.table({"s": pa.array([None, None]), "x": pa.array([1, 2])}),
+        pa.table({"s": pa.array([[0.1, 0.9]]), "x": pa.array(["a1b2"])}),
+        pa.table({"s": pa.array([0.5, None])}),
+    ]
+    joined = concat(tables, BASE_SCHEMA)
+    assert joined["s"].to_pylist() == [None, None, [0.1, 0.9], [0.5], None]
+    assert joined["x"].to_pylist() == ["1", "2", "a1b2", None, None]
 
 
 def test_the_writer_builds_rows_long_before_it_writes_them(
