@@ -27,6 +27,9 @@ from dockyard.errors import DockyardError
 from dockyard.monitoring.metrics import (
     BATCH_BOUNDS,
     LATENCY_BOUNDS_S,
+    LOG_SHED,
+    LOG_WRITER_SECONDS,
+    LOG_WRITTEN,
     Served,
     Snapshot,
     Stats,
@@ -228,13 +231,13 @@ def _log(totals: Snapshot) -> list[Metric]:
         "writing failed).",
         labels=["outcome"],
     )
-    for outcome in ("written", "shed"):
+    for outcome in (LOG_WRITTEN, LOG_SHED):
         rows.add_metric([outcome], totals.log.get(outcome, 0))
     writer = CounterMetricFamily(
         "dockyard_prediction_log_writer_cpu_seconds",
         "CPU seconds the workers' prediction log writers spent building, writing and merging "
         "segments.",
-        value=totals.log.get("writer_seconds", 0.0),
+        value=totals.log.get(LOG_WRITER_SECONDS, 0.0),
     )
     pending = GaugeMetricFamily(
         "dockyard_prediction_log_pending_rows",

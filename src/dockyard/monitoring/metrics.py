@@ -67,6 +67,9 @@ UNSERVED = "(not served)"
 to choose, and each distinct label value would be a new series kept for good."""
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text format, as ``prometheus_client.generate_latest`` writes it."""
+LOG_WRITTEN, LOG_SHED, LOG_WRITER_SECONDS = "written", "shed", "writer_seconds"
+"""The keys of ``Snapshot.log``; the first two are also the ``outcome`` label of
+``dockyard_prediction_log_rows_total``."""
 SUFFIX = ".json"
 T = TypeVar("T")
 
@@ -146,8 +149,8 @@ class Snapshot:
     shadow: dict[ShadowKey, Stats] = field(default_factory=dict)
     """Requests mirrored to a shadow candidate by outcome, and its latency histogram."""
     log: dict[str, float] = field(default_factory=dict)
-    """The prediction log's rows ``written`` and ``shed``, and its ``writer_seconds`` of CPU
-    (empty with the log off)."""
+    """The prediction log's rows written and shed, and its writer's CPU seconds (keys
+    ``LOG_WRITTEN``, ``LOG_SHED``, ``LOG_WRITER_SECONDS``; empty with the log off)."""
     log_pending: int = 0
     """Rows the prediction log holds and has not written, when last written."""
 
@@ -329,9 +332,9 @@ class WorkerMetrics:
         log = self._log
         if log is not None:
             snapshot.log = {
-                "written": log.written_rows,
-                "shed": log.shed_rows,
-                "writer_seconds": log.writer_seconds,
+                LOG_WRITTEN: log.written_rows,
+                LOG_SHED: log.shed_rows,
+                LOG_WRITER_SECONDS: log.writer_seconds,
             }
             snapshot.log_pending = log.pending_rows
         return snapshot
