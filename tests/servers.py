@@ -127,6 +127,14 @@ class Server:
     def output(self) -> str:
         return self.log.read_text()
 
+    def output_with(self, text: str, timeout_s: float = 10.0) -> str:
+        """The output once it holds ``text``: log records reach it from a worker's logging
+        thread, after the answer that caused them may already be back."""
+        deadline = time.monotonic() + timeout_s
+        while text not in (output := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return output
+
     def monitoring(self) -> list[int]:
         """Every monitoring process the server said it started, the newest last."""
         return [int(pid) for pid in MONITORING_STARTED.findall(self.output())]

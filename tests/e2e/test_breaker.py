@@ -107,7 +107,7 @@ def _open_without_fallback(server: Server) -> None:
         assert took >= 0.3
         again, _ = _post(client, url)
         assert again.status_code == 503  # the failed trial opened it again
-    output = server.output()
+    output = server.output_with("broken:1: its trial request failed")
     assert "broken:1: 3 predictions failed in a row; its circuit is open for 1.5 s" in output
     assert "broken:1: its trial request failed" in output
     # 3 failures and the trial reached the model; no refusal did
@@ -127,5 +127,6 @@ def _open_with_fallback(server: Server) -> None:
             assert answer["model_version"] == "1"  # clients can tell who answered
             assert answer["outputs"][0]["data"] == [6.0]
             assert took < 0.25
-    assert "shaky:2 falls back on shaky:1 while its circuit is open" in server.output()
-    assert "its fallback shaky:1 answers meanwhile" in server.output()
+    output = server.output_with("its fallback shaky:1 answers meanwhile")
+    assert "shaky:2 falls back on shaky:1 while its circuit is open" in output
+    assert "its fallback shaky:1 answers meanwhile" in output
