@@ -337,7 +337,4 @@ def _lists_of_one(column: pa.ChunkedArray) -> pa.Array:
     """Each value of ``column`` as a list holding it (a null stays null)."""
     values = column.combine_chunks()
     offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
-    lists = pa.ListArray.from_arrays(offsets, values)
-    if not values.null_count:
-        return lists
-    return pc.if_else(pc.is_null(values), pa.scalar(None, lists.type), lists)
+    return pa.ListArray.from_arrays(offsets, values, mask=values.is_null())
