@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,6 @@ def _json_lines(server: Server) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.output().splitlines() if line.strip()]
 
 
-def _wait_for_text(server: Server, text: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.output():
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{server.output()}"
-        time.sleep(0.05)
-
-
 def test_json_logs_with_access_records(served: Path, start_server: Callable[..., Server]) -> None:
     server = start_server(served, "--log-format", "json", "--access-log", auth=True)
     key = {"X-API-Key": server.admin_key}
@@ -38,8 +30,8 @@ def test_json_logs_with_access_records(served: Path, start_server: Callable[...,
     listing = httpx.get(f"{server.url}/api/models", headers=key)
     assert listing.status_code == 200
     infer_id, listing_id = infer.headers["x-request-id"], listing.headers["x-request-id"]
-    _wait_for_text(server, infer_id)
-    _wait_for_text(server, listing_id)
+    assert infer_id in server.output_with(infer_id, timeout_s=15.0)
+    assert listing_id in server.output_with(listing_id, timeout_s=15.0)
     server.stop()
     records = _json_lines(server)  # raises on any line that is not JSON
     assert all({"time", "level", "logger", "message", "request_id"} <= set(r) for r in records)
