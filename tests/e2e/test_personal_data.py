@@ -293,12 +293,13 @@ def test_no_personal_value_is_stored_and_the_hashed_email_still_joins_labels(
     values = {getattr(p, field) for p in people for field in PERSONAL if field != "postcode"}
     values |= set(POSTCODES) | {UNKNOWN_COUNTRY, WRONG_AMOUNT}
     forbidden = {form: value for value in values for form in encodings(value)}
-    checked = 0
+    checked: set[str] = set()
     for path, data in stored_texts(home):
-        checked += 1
+        checked.add(path.relative_to(home).parts[0])
         leaked = {value for form, value in forbidden.items() if form in data}
         assert not leaked, f"{path.relative_to(home)} holds {sorted(leaked)}"
-    assert checked > 10
+    # How many segments the log wrote depends on the machine's speed; what was read does not.
+    assert {"dockyard.db", "artifacts", "predictions", "labels", "secrets"} <= checked
     assert any(path.name.endswith(".parquet") for path in (home / "predictions").rglob("*"))
     for text in printed:
         leaked = {value for form, value in forbidden.items() if form in text.encode()}
