@@ -25,6 +25,7 @@ from dockyard.errors import DockyardError, InvalidInput
 from dockyard.home import Home
 from dockyard.monitoring.predlog import (
     PredictionLog,
+    columns,
     encode_table,
     log_cipher,
     read_predictions,
@@ -393,6 +394,7 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     """The writer gives the GIL back to the event loop between slices of the queue (as long as
     the slice took), yet writes one segment holding every row in order; closing, it does not
     pause."""
+    monkeypatch.setattr(columns, "COPY_ROW_BYTES", 0)  # every request queued by reference
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
     log = make_log(flush_s=3600.0)
     pauses: list[float] = []
@@ -456,15 +458,17 @@ def test_slices_and_segments_whose_columns_do_not_join_are_joined_as_lists(
 def test_tables_join_a_value_per_row_with_lists_and_numbers_with_text() -> None:
     """What segments or slices of one log may disagree on: a column null in one table, a list in
     another and a value per row in a third is a list column (values as lists of one, nulls
-    kept); a column a number in one and text in another (a pseudonym) is text."""
+    kept); a column a number in one and text in another (a pseudonym) is text; one booleans in
+    one and numbers in another is numbers."""
     tables = [
-        pa.table({"s": pa.array([None, None]), "x": pa.array([1, 2])}),
-        pa.table({"s": pa.array([[0.1, 0.9]]), "x": pa.array(["a1b2"])}),
-        pa.table({"s": pa.array([0.5, None])}),
+        pa.table({"s": pa.array([None, None]), "x": pa.array([1, 2]), "b": [True, False]}),
+        pa.table({"s": pa.array([[0.1, 0.9]]), "x": pa.array(["a1b2"]), "b": [3]}),
+        pa.table({"s": pa.array([0.5, None]), "b": [0.5, 1.5]}),
     ]
     joined = concat(tables, BASE_SCHEMA)
     assert joined["s"].to_pylist() == [None, None, [0.1, 0.9], [0.5], None]
     assert joined["x"].to_pylist() == ["1", "2", "a1b2", None, None]
+    assert joined["b"].to_pylist() == [1.0, 0.0, 3.0, 0.5, 1.5]
 
 
 def test_the_writer_builds_rows_long_before_it_writes_them(
@@ -473,6 +477,7 @@ def test_the_writer_builds_rows_long_before_it_writes_them(
     """A queued request's arrays are let go once the writer has built its rows (every
     ``BUILD_EVERY_S``, when they fill a slice), not held until the segment is written at the
     flush."""
+    monkeypatch.setattr(columns, "COPY_ROW_BYTES", 0)  # every request queued by reference
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 1)
     log = make_log(flush_s=3600.0)
     version = version_of("fraud", 1)
@@ -503,6 +508,7 @@ def test_between_flushes_only_whole_slices_are_built(
 ) -> None:
     """The writer's builds between flushes take whole slices and leave the rest queued (a few
     requests cost about as much to build as a slice); the flush builds and writes them all."""
+    monkeypatch.setattr(columns, "COPY_ROW_BYTES", 0)  # every request queued by reference
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
     log = make_log(flush_s=3600.0)
     version = version_of("fraud", 1)

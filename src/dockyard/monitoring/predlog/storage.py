@@ -304,12 +304,18 @@ def _aligned(tables: Sequence[pa.Table]) -> list[pa.Table]:
     one and a number (or bool) in another is text in all (a number's pseudonym or mask, once a
     personal-data rule covers it); one that is a value per row in one and a list in another
     (a tensor outside the signature, one wide in some requests and wider in others) is a list
-    in all, each value a list of one."""
+    in all, each value a list of one; one that is booleans in one and numbers in another (an
+    output outside the signature) is numbers in all, ``float64`` if any are floats."""
     kinds: dict[str, set[pa.DataType]] = {}
     for table in tables:
         for field in table.schema:
             kinds.setdefault(field.name, set()).add(field.type)
     text = {name for name, types in kinds.items() if pa.string() in types and len(types) > 1}
+    numbers = {
+        name: pa.float64() if any(map(pa.types.is_floating, types)) else pa.int64()
+        for name, types in kinds.items()
+        if pa.bool_() in types and len(types) > 1 and all(map(_is_number, types))
+    }
     lists = {
         name
         for name, types in kinds.items()
@@ -320,6 +326,8 @@ def _aligned(tables: Sequence[pa.Table]) -> list[pa.Table]:
         for index, field in enumerate(table.schema):
             if field.name in text and field.type != pa.string():
                 column = pc.cast(table.column(index), pa.string())
+            elif field.name in numbers and field.type == pa.bool_():
+                column = pc.cast(table.column(index), numbers[field.name])
             elif field.name in lists and not _is_list(field.type):
                 column = _lists_of_one(table.column(index))
             else:
@@ -327,6 +335,12 @@ def _aligned(tables: Sequence[pa.Table]) -> list[pa.Table]:
             table = table.set_column(index, field.name, column)
         result.append(table)
     return result
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    )
 
 
 def _is_list(kind: pa.DataType) -> bool:

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from dockyard.datatypes import numpy_dtype
-from dockyard.monitoring.predlog.layout import TIME
+from dockyard.monitoring.predlog.layout import BASE_SCHEMA, TIME
+from dockyard.monitoring.predlog.storage import concat
 from dockyard.registry.records import ModelVersion, TensorSpec
 
 INPUT = "input."
@@ -44,16 +45,42 @@ def segment_table(entries: list[Entry]) -> pa.Table:
     layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Entry]] = {}
     for entry in entries:
         layouts.setdefault((tuple(entry[6]), tuple(entry[7])), []).append(entry)
-    tables = [_table(part) for part in layouts.values()]
-    return pa.concat_tables(tables, promote_options="permissive")
+    return concat([_table(part) for part in layouts.values()], BASE_SCHEMA)
 
 
 def _table(entries: list[Entry]) -> pa.Table:
     versions, ids, principals, seconds, times, rows, inputs, outputs = zip(*entries, strict=True)
-    version: ModelVersion = versions[0]
     counts = np.asarray(rows, dtype=np.int64)
+    return rows_table(
+        versions[0],
+        ids,
+        principals,
+        np.asarray(seconds, dtype=np.float64),
+        np.asarray(times, dtype=np.float64),
+        counts,
+        inputs,
+        outputs,
+        counts,
+    )
+
+
+def rows_table(
+    version: ModelVersion,
+    ids: Sequence[str],
+    principals: Sequence[str],
+    seconds: np.ndarray,
+    times: np.ndarray,
+    counts: np.ndarray,
+    inputs: Sequence[Mapping[str, np.ndarray]],
+    outputs: Sequence[Mapping[str, np.ndarray]],
+    pieces: np.ndarray,
+) -> pa.Table:
+    """The rows of requests of ``version``: per request its id, principal, seconds, time (both
+    ``float64``) and ``counts`` of rows; their tensors in pieces of ``pieces`` rows each (a
+    piece per request, as queued, or one for all, as ``columns.Block`` holds them), all with
+    the same names."""
     total = int(counts.sum())
-    index = None if total == len(entries) else np.repeat(np.arange(len(entries)), counts)
+    index = None if total == len(ids) else np.repeat(np.arange(len(ids)), counts)
 
     def per_row(values: np.ndarray) -> np.ndarray:
         return values if index is None else values[index]
@@ -66,8 +93,8 @@ def _table(entries: list[Entry]) -> pa.Table:
         row = np.zeros(total, dtype=np.int32)
     else:
         row = (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-    stamps = (np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
-    latency = np.asarray(seconds, dtype=np.float64) * 1000.0
+    stamps = (times * 1e6).astype(np.int64)
+    latency = seconds * 1000.0
     columns: dict[str, pa.Array] = {
         "request_id": strings(ids),
         "row": pa.array(row),
@@ -78,11 +105,12 @@ def _table(entries: list[Entry]) -> pa.Table:
         "latency_ms": pa.array(per_row(latency).astype(np.float32)),
     }
     signature = version.signature
-    columns.update(_input_columns(signature.inputs, signature.tabular, inputs, counts))
+    columns.update(_input_columns(signature.inputs, signature.tabular, inputs, pieces))
     specs = {spec.name: spec for spec in signature.outputs}
     for name in outputs[0]:
-        pieces = list(map(itemgetter(name), outputs))
-        column = _column(pieces, counts, specs.get(name), scalar=False)
+        column = _column(
+            list(map(itemgetter(name), outputs)), pieces, specs.get(name), scalar=False
+        )
         if column is not None:
             columns[OUTPUT + name] = column
     return pa.table(columns)

@@ -2,22 +2,26 @@
 that turns the queued requests into rows, writes them as segments, sheds what does not fit, and
 compacts what it wrote.
 
-The hot path only appends a reference to the request's arrays to a queue (``append``). A thread
-builds the queued requests into Arrow rows every ``BUILD_EVERY_S``, a whole slice of
-``SLICE_REQUESTS`` at a time, holding them per model version and day, and every ``log_flush_s``
-builds the rest and writes what it holds as segments. Past ``log_queue_rows`` rows waiting
-(queued, held or being written), new rows are shed and counted (``shed_rows``) rather than held.
-The writer passes each segment's rows through ``protect`` first (the personal-data rules of
-governance: columns dropped, masked, hashed or generalized), so what a request held reaches the
-disk only as those rules allow.
+The hot path copies a request of numbers into the open block of columns of its version, day and
+layout (``columns.Block``), and queues the block once it is full or a request of another kind
+follows; any other request it queues by reference to its arrays (``append``). A thread builds
+the queue into Arrow rows every ``BUILD_EVERY_S``, a whole slice of ``SLICE_REQUESTS`` requests
+at a time, holding them per model version and day, and every ``log_flush_s`` queues the open
+block, builds the rest and writes what it holds as segments. Past ``log_queue_rows`` rows waiting
+(copied, queued, held or being written), new rows are shed and counted (``shed_rows``) rather
+than held. The writer passes each segment's rows through ``protect`` first (the personal-data
+rules of governance: columns dropped, masked, hashed or generalized), so what a request held
+reaches the disk only as those rules allow. A segment holds its version's rows in the order they
+were answered, except that requests queued by reference are grouped by layout within a slice.
 
-Why rows are built more often than written: a queued request keeps its Python objects alive
-(dicts, arrays, its id: about a kilobyte), and a second of them at 64 connections (5,000-15,000)
-was built and freed in one go at each flush, slice after slice. Built as they fill a slice, at
-most a slice and a tenth of a second of them are held; the built rows are a few hundred bytes of
-Arrow buffers each, and a segment per second keeps the files as few as before. Measured side by
-side on the bench's scenario, the p99 at 64 connections was lower in 8 of 9 runs (median 16.5
-against 20.3 ms) at the same throughput (``benchmarks/ANALYSIS.md``).
+Why copied, and why rows are built more often than written: a queued request keeps its Python
+objects alive (dicts, arrays, its id: about a kilobyte) until the writer builds it, and the
+writer freeing them cost a worker about 3.5 µs a request. Copied, the loop frees the request
+itself, and the writer builds a block at about half the CPU a request (4.3 against 8.5 µs in a
+worker at 64 connections: ``benchmarks/ANALYSIS.md``). What is still queued by reference is
+built as it fills a slice, so at most a slice and a tenth of a second of requests are held; the
+built rows are a few hundred bytes of Arrow buffers each, and a segment per second keeps the
+files few.
 
 The writer builds ``SLICE_REQUESTS`` requests at a time and, after each slice, sleeps for the CPU
 time the slice took (unless the queue is half full: then it catches up first). Under uvloop the
@@ -48,6 +52,7 @@ import pyarrow as pa
 from dockyard.config import Settings
 from dockyard.encryption import Cipher
 from dockyard.home import Home
+from dockyard.monitoring.predlog.columns import Block
 from dockyard.monitoring.predlog.compaction import COMPACT_AGE_S, compact_folder
 from dockyard.monitoring.predlog.layout import (
     BASE_SCHEMA,
@@ -130,12 +135,20 @@ class PredictionLog:
         self._cipher = cipher
         self._clock = clock
         self._random = random.random
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[Entry | Block] = deque()
+        self._open: Block | None = None
+        """The block ``append`` copies requests into, not yet in the queue."""
+        self._lock = threading.Lock()
+        """Held while ``append`` writes into the open block or queues, and while the writer
+        takes the open block: the loop never copies into a block the writer builds."""
         self._held: dict[tuple[str, int, str], _Segment] = {}
         """Rows built and not yet written, per model, version and day."""
         # Each counter has one writer thread, so none needs a lock: rows queued and shed by the
-        # hot path; rows written (or failed) by the writer.
+        # hot path, requests queued under the lock; requests taken and rows written (or
+        # failed) by the writer.
         self._queued = 0
+        self._queued_requests = 0
+        self._taken_requests = 0
         self._shed_full = 0
         self._done = 0
         self._shed_failed = 0
@@ -191,8 +204,9 @@ class PredictionLog:
         inputs: Mapping[str, np.ndarray],
         outputs: Mapping[str, np.ndarray],
     ) -> None:
-        """Queue one answered request (a reference to its arrays, nothing copied), unless the
-        sample leaves it out or the queue is full (then its rows are counted as shed)."""
+        """Log one answered request (copied into the open block, else queued by reference),
+        unless the sample leaves it out or the queue is full (then its rows are counted as
+        shed)."""
         rate = self._samples.get(version.model, self._sample) if self._samples else self._sample
         if rate < 1.0 and self._random() >= rate:
             return
@@ -203,10 +217,34 @@ class PredictionLog:
         if self._queued - self._done + rows > self._limit:
             self._shed_full += rows
             return
-        self._queued += rows
-        self._queue.append(
-            (version, request_id, principal, seconds, self._clock(), rows, inputs, outputs)
-        )
+        now = self._clock()
+        day = int(now // DAY_S)
+        with self._lock:
+            self._queued += rows
+            block = self._open
+            if block is not None:
+                if block.take(
+                    version, day, request_id, principal, seconds, now, rows, inputs, outputs
+                ):
+                    return
+                self._queue_open()
+            block = Block.open(version, day, rows, inputs, outputs)
+            if block is not None:
+                block.take(version, day, request_id, principal, seconds, now, rows, inputs, outputs)
+                self._open = block
+                return
+            self._queue.append(
+                (version, request_id, principal, seconds, now, rows, inputs, outputs)
+            )
+            self._queued_requests += 1
+
+    def _queue_open(self) -> None:
+        """Move the open block to the queue (with ``_lock`` held)."""
+        block = self._open
+        if block is not None:
+            self._open = None
+            self._queue.append(block)
+            self._queued_requests += block.requests
 
     async def start(self) -> None:
         """Start the writer thread (in the worker, after any fork)."""
@@ -266,23 +304,26 @@ class PredictionLog:
         (``_keeps_up``); ``whole_slices``: only as many requests as fill whole slices (the rest
         waits for the next build: a table costs about as much to build from a few requests as
         from a slice's). Called by the writer thread (and by ``flush``), never concurrently."""
-        count = len(self._queue)
+        count = self._queued_requests - self._taken_requests
         if whole_slices:
             count -= count % SLICE_REQUESTS
         if not count:
             return
         started = time.thread_time()
-        for start in range(0, count, SLICE_REQUESTS):
+        end = self._taken_requests + count
+        while self._taken_requests < end:
             began = time.thread_time()
-            self._build_slice(min(SLICE_REQUESTS, count - start))
-            if start + SLICE_REQUESTS < count and self._keeps_up():
+            self._build_slice(min(SLICE_REQUESTS, end - self._taken_requests))
+            if self._taken_requests < end and self._keeps_up():
                 self._pause(time.thread_time() - began)
         self.writer_seconds += time.thread_time() - started
 
     def flush(self) -> int:
-        """Build what is queued now and write every row held, one segment per model version
-        and day; the rows written. Called by the writer thread (and by ``close`` once it has
-        stopped), never concurrently."""
+        """Queue the open block, build what is queued now and write every row held, one segment
+        per model version and day; the rows written. Called by the writer thread (and by
+        ``close`` once it has stopped), never concurrently."""
+        with self._lock:
+            self._queue_open()
         self.build()
         if not self._held:
             return 0
@@ -304,9 +345,27 @@ class PredictionLog:
         time.sleep(seconds)
 
     def _build_slice(self, count: int) -> None:
-        """Take ``count`` requests off the queue and hold their rows; a part that cannot be
-        built is shed."""
-        entries = [self._queue.popleft() for _ in range(count)]
+        """Take ``count`` requests off the queue (more when its last block holds more) and hold
+        their rows in order; a part that cannot be built is shed."""
+        taken = 0
+        entries: list[Entry] = []
+        while taken < count:
+            item = self._queue.popleft()
+            if isinstance(item, Block):
+                self._build_entries(entries)
+                entries = []
+                self._build_block(item)
+                taken += item.requests
+            else:
+                entries.append(item)
+                taken += 1
+        self._build_entries(entries)
+        self._taken_requests += taken
+
+    def _build_entries(self, entries: list[Entry]) -> None:
+        """Hold the rows of requests queued by reference."""
+        if not entries:
+            return
         for group in _by_version(entries):
             version = group[0][0]
             for day, part in _by_day(group):
@@ -316,13 +375,29 @@ class PredictionLog:
                 except Exception:
                     self._shed(version, rows)
                     continue
-                key = (version.model, version.version, day)
-                segment = self._held.get(key)
-                if segment is None:
-                    segment = self._held[key] = _Segment(version, day)
-                segment.tables.append(table)
-                segment.rows += rows
-                segment.newest = max(segment.newest, max(map(TIME_OF, part)))
+                self._hold(version, day, table, rows, max(map(TIME_OF, part)))
+
+    def _build_block(self, block: Block) -> None:
+        """Hold the rows of a block."""
+        try:
+            table = block.table()
+        except Exception:
+            self._shed(block.version, block.rows)
+            return
+        self._hold(block.version, day_name(block.day), table, block.rows, block.newest)
+
+    def _hold(
+        self, version: ModelVersion, day: str, table: pa.Table, rows: int, newest: float
+    ) -> None:
+        """Keep ``table`` (``rows`` rows of ``version`` on ``day``, the newest at ``newest``) for
+        the next write."""
+        key = (version.model, version.version, day)
+        segment = self._held.get(key)
+        if segment is None:
+            segment = self._held[key] = _Segment(version, day)
+        segment.tables.append(table)
+        segment.rows += rows
+        segment.newest = max(segment.newest, newest)
 
     def _write(self, segment: _Segment) -> int:
         """Write ``segment`` (through ``protect``); the rows written, 0 when they were shed."""
