@@ -131,8 +131,8 @@ def test_copied_and_queued_requests_give_the_same_rows_in_the_same_order(
 
 def test_what_each_request_goes_to(home: Home) -> None:
     """A block per run of one version, day and layout; a request it cannot copy (text, a row
-    wider than ``COPY_ROW_BYTES``, a dtype another than its block's) closes the block it
-    follows, so order is kept."""
+    wider than ``COPY_ROW_BYTES``, an array not C-contiguous) or another dtype closes the block
+    it follows, so order is kept."""
     clock = Clock(DAY)
     log = _log(home.root, clock)
     version = version_of("fraud", 1)
@@ -141,15 +141,20 @@ def test_what_each_request_goes_to(home: Home) -> None:
     inputs, outputs = tabular_request(1, 9)
     log.append(version, "wide", "p", 0.01, {"input-0": np.ones((1, 3000))}, outputs)
     log.append(version, "b", "p", 0.01, inputs, outputs)
+    fortran, two = (
+        np.asfortranarray(tabular_request(2, 10)[0]["input-0"]),
+        tabular_request(2, 10)[1],
+    )
+    log.append(version, "fortran", "p", 0.01, {"input-0": fortran}, two)
     log.append(version, "int", "p", 0.01, {"input-0": np.array([[5, 2, 3]])}, outputs)
     log.append(version_of("fraud", 2), "v2", "p", 0.01, inputs, outputs)
     clock.at(NEXT_DAY)
     log.append(version_of("fraud", 2), "day", "p", 0.01, inputs, outputs)
-    assert _queued(log) == ["block:3", "entry", "block:1", "block:1", "block:1", "block:1"]
+    assert _queued(log) == ["block:3", "entry", "block:1", "entry", "block:1", "block:1", "block:1"]
     log.flush()
     rows = read_predictions(home, "fraud").to_pylist()
     assert [row["request_id"] for row in rows if row["version"] == 1] == [
-        "a0", "a1", "a2", "wide", "b", "int"
+        "a0", "a1", "a2", "wide", "b", "fortran", "fortran", "int"
     ]  # fmt: skip
     assert sorted(row["request_id"] for row in rows if row["version"] == 2) == ["day", "v2"]
     assert [row["input.amount"] for row in rows if row["request_id"] == "int"] == [5.0]

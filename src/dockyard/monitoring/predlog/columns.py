@@ -1,20 +1,22 @@
-"""Requests copied into preallocated columns as they are answered (``Block``), so that the event
-loop lets go of each request at once.
+"""Requests copied into columns of bytes as they are answered (``Block``), so that the event loop
+lets go of each request at once.
 
 A queued request keeps its Python objects alive (dicts, arrays, its id: about a kilobyte) until
 the writer thread builds its rows, and freeing them there, in another thread and out of the
 order they were made, cost a worker about 3.5 µs a request at 64 connections
 (``benchmarks/ANALYSIS.md``). A request whose tensors are all numbers, one row or more each
 (``rows`` first), and no wider than ``COPY_ROW_BYTES`` a row is instead copied into the open block
-of its model version, day and layout (names, dtypes and shapes past the first): a few slice
-assignments. The request is then freed by the loop that made it, while its memory is hot. Text,
-scalars, wide rows and requests past ``BLOCK_ROWS`` are queued by reference, as before
+of its model version, day and layout (names, dtypes and shapes past the first): one buffer copy
+per tensor. The request is then freed by the loop that made it, while its memory is hot. Text,
+scalars, arrays not C-contiguous, wide rows and requests past ``BLOCK_ROWS`` are queued by
+reference, as before
 (``tables.Entry``): copying them would cost more than it saves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,15 +34,17 @@ COPIED_KINDS = frozenset("biuf")
 """NumPy dtype kinds a block copies: booleans, integers and floats."""
 
 
-Layout = list[tuple[str, np.ndarray, tuple[int, ...]]]
-"""A block's columns of inputs or outputs: each tensor's name, its column (``capacity`` rows), and
-the shape of one request's row of it."""
+Layout = list[tuple[str, bytearray, np.dtype[Any], tuple[int, ...], int]]
+"""A block's columns of inputs or outputs: each tensor's name, its rows' bytes, its dtype, the
+shape of one request's row of it and that row's bytes. Bytes are appended with
+``bytearray.extend`` (a buffer copy in the interpreter's own code) rather than assigned through
+a NumPy slice, which runs far more of NumPy's code on every request."""
 
 
 class Block:
-    """Requests of one model version, UTC day and layout, copied into columns of ``capacity``
-    rows; filled by the event loop (``take``), then handed to the writer thread, which builds it
-    (``table``) and never writes into it."""
+    """Requests of one model version, UTC day and layout, copied into columns of at most
+    ``capacity`` rows; filled by the event loop (``take``), then handed to the writer thread,
+    which builds it (``table``) and never writes into it."""
 
     __slots__ = (
         "version",
@@ -69,8 +73,8 @@ class Block:
         self.day = day
         """The UTC day of its rows (days since the epoch)."""
         self.capacity = capacity
-        self.inputs = _layout(capacity, inputs)
-        self.outputs = _layout(capacity, outputs)
+        self.inputs = _layout(inputs)
+        self.outputs = _layout(outputs)
         # Per request; lists, which take a value faster than an array does.
         self.ids: list[str] = []
         self.principals: list[str] = []
@@ -89,12 +93,16 @@ class Block:
         outputs: Mapping[str, np.ndarray],
     ) -> Block | None:
         """A block for requests like this one (of ``rows`` rows), or None when it is not copied:
-        a tensor of text or objects, of no dimension or not ``rows`` long, a row wider than
-        ``COPY_ROW_BYTES``, more rows than a block holds."""
+        a tensor of text or objects, of no dimension or not ``rows`` long, not C-contiguous, a
+        row wider than ``COPY_ROW_BYTES``, more rows than a block holds."""
         width = 0
         for tensors in (inputs, outputs):
             for array in tensors.values():
-                if array.dtype.kind not in COPIED_KINDS or array.shape[:1] != (rows,):
+                if (
+                    array.dtype.kind not in COPIED_KINDS
+                    or array.shape[:1] != (rows,)
+                    or not array.flags.c_contiguous
+                ):
                     return None
                 width += array.nbytes // rows
         if width > COPY_ROW_BYTES:
@@ -106,6 +114,7 @@ class Block:
 
     @property
     def requests(self) -> int:
+        """The requests copied in."""
         return len(self.ids)
 
     def take(
@@ -122,15 +131,11 @@ class Block:
     ) -> bool:
         """Copy one answered request in; False (nothing taken) when it is not of this block's
         version, day and layout, or does not fit."""
-        start = self.rows
-        end = start + rows
-        if (
-            end > self.capacity
-            or version is not self.version
-            or day != self.day
-            or not _copy(inputs, self.inputs, start, end)
-            or not _copy(outputs, self.outputs, start, end)
-        ):
+        end = self.rows + rows
+        if end > self.capacity or version is not self.version or day != self.day:
+            return False
+        if not (_copy(inputs, self.inputs, rows) and _copy(outputs, self.outputs, rows)):
+            self._trim()
             return False
         self.ids.append(request_id)
         self.principals.append(principal)
@@ -139,6 +144,11 @@ class Block:
         self.counts.append(rows)
         self.rows = end
         return True
+
+    def _trim(self) -> None:
+        """Drop what a request that did not fit copied before its first misfit."""
+        for _, column, _, _, width in (*self.inputs, *self.outputs):
+            del column[self.rows * width :]
 
     @property
     def newest(self) -> float:
@@ -155,30 +165,40 @@ class Block:
             np.asarray(self.seconds, dtype=np.float64),
             np.asarray(self.times, dtype=np.float64),
             np.asarray(self.counts, dtype=np.int64),
-            [{name: column[:rows] for name, column, _ in self.inputs}],
-            [{name: column[:rows] for name, column, _ in self.outputs}],
+            [_arrays(self.inputs, rows)],
+            [_arrays(self.outputs, rows)],
             np.array([rows], dtype=np.int64),
         )
 
 
-def _layout(capacity: int, tensors: Mapping[str, np.ndarray]) -> Layout:
+def _layout(tensors: Mapping[str, np.ndarray]) -> Layout:
     return [
-        (name, np.empty((capacity, *array.shape[1:]), dtype=array.dtype), (1, *array.shape[1:]))
+        (name, bytearray(), array.dtype, (1, *array.shape[1:]), array.nbytes // len(array))
         for name, array in tensors.items()
     ]
 
 
-def _copy(tensors: Mapping[str, np.ndarray], layout: Layout, start: int, end: int) -> bool:
-    """Copy ``tensors`` into ``layout``'s columns at rows ``start:end``; False at the first whose
-    name (in order), dtype or shape differs from its column's (a dtype that differs would be
-    cast by the copy, silently). What was copied before it lies past the block's rows, unread."""
+def _arrays(layout: Layout, rows: int) -> dict[str, np.ndarray]:
+    """The columns of ``layout`` as arrays of ``rows`` rows over their bytes (no copy)."""
+    return {
+        name: np.frombuffer(column, dtype).reshape(rows, *one[1:])
+        for name, column, dtype, one, _ in layout
+    }
+
+
+def _copy(tensors: Mapping[str, np.ndarray], layout: Layout, rows: int) -> bool:
+    """Append the bytes of ``tensors`` to ``layout``'s columns; False at the first whose name (in
+    order), dtype or shape differs from its column's, or that is not C-contiguous (what was
+    appended before it is then to be trimmed: ``Block._trim``)."""
     if len(tensors) != len(layout):
         return False
-    rows = end - start
-    for (name, array), (own, column, one) in zip(tensors.items(), layout, strict=True):
-        if name != own or array.dtype != column.dtype:
+    for (name, array), (own, column, dtype, one, _) in zip(tensors.items(), layout, strict=True):
+        if name != own or array.dtype != dtype:
             return False
         if array.shape != (one if rows == 1 else (rows, *one[1:])):
             return False
-        column[start:end] = array
+        try:
+            column.extend(array)  # its buffer, when C-contiguous
+        except TypeError:  # not C-contiguous: no buffer of it as it lies
+            return False
     return True

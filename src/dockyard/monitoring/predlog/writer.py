@@ -192,7 +192,7 @@ class PredictionLog:
 
     @property
     def pending_rows(self) -> int:
-        """Rows appended and not yet written (queued, held or being written)."""
+        """Rows appended and not yet written (copied, queued, held or being written)."""
         return self._queued - self._done
 
     def append(
@@ -229,8 +229,9 @@ class PredictionLog:
                     return
                 self._queue_open()
             block = Block.open(version, day, rows, inputs, outputs)
-            if block is not None:
-                block.take(version, day, request_id, principal, seconds, now, rows, inputs, outputs)
+            if block is not None and block.take(
+                version, day, request_id, principal, seconds, now, rows, inputs, outputs
+            ):
                 self._open = block
                 return
             self._queue.append(
