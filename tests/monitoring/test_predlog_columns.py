@@ -166,7 +166,9 @@ def test_a_full_block_is_queued_and_the_next_one_opened(
     """Rows beyond a block's capacity (``BLOCK_ROWS``, fewer for wide rows: ``BLOCK_BYTES``) go
     to a new block; a request of more rows than a block holds is queued by reference."""
     version = version_of("fraud", 1)
-    wide = Block.open(version, 0, 1, {"x": np.ones((1, 1000))}, {"y": np.ones(1)})
+    wide = Block.open(
+        (version, "w", "p", 0.01, 0.0, 1, {"x": np.ones((1, 1000))}, {"y": np.ones(1)})
+    )
     assert wide is not None
     assert wide.capacity == columns.BLOCK_BYTES // 8008
     monkeypatch.setattr(columns, "BLOCK_ROWS", 4)

@@ -9,8 +9,7 @@ order they were made, cost a worker about 3.5 µs a request at 64 connections
 of its model version, day and layout (names, dtypes and shapes past the first): one buffer copy
 per tensor. The request is then freed by the loop that made it, while its memory is hot. Text,
 scalars, arrays not C-contiguous, wide rows and requests past ``BLOCK_ROWS`` are queued by
-reference, as before
-(``tables.Entry``): copying them would cost more than it saves.
+reference, as before (``tables.Entry``): copying them would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dockyard.monitoring.predlog.tables import rows_table
+from dockyard.monitoring.predlog.layout import DAY_S
+from dockyard.monitoring.predlog.tables import Entry, rows_table
 from dockyard.registry.records import ModelVersion
 
 BLOCK_ROWS = 1024
@@ -84,17 +84,11 @@ class Block:
         self.rows = 0
 
     @classmethod
-    def open(
-        cls,
-        version: ModelVersion,
-        day: int,
-        rows: int,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray],
-    ) -> Block | None:
-        """A block for requests like this one (of ``rows`` rows), or None when it is not copied:
-        a tensor of text or objects, of no dimension or not ``rows`` long, not C-contiguous, a
-        row wider than ``COPY_ROW_BYTES``, more rows than a block holds."""
+    def open(cls, entry: Entry) -> Block | None:
+        """A block for requests like this one (of its version, day and layout), or None when it
+        is not copied: a tensor of text or objects, of no dimension or not as long as its rows,
+        not C-contiguous, a row wider than ``COPY_ROW_BYTES``, more rows than a block holds."""
+        version, _, _, _, now, rows, inputs, outputs = entry
         width = 0
         for tensors in (inputs, outputs):
             for array in tensors.values():
@@ -110,29 +104,19 @@ class Block:
         capacity = min(BLOCK_ROWS, BLOCK_BYTES // max(width, 1))
         if rows > capacity:
             return None
-        return cls(version, day, capacity, inputs, outputs)
+        return cls(version, int(now // DAY_S), capacity, inputs, outputs)
 
     @property
     def requests(self) -> int:
         """The requests copied in."""
         return len(self.ids)
 
-    def take(
-        self,
-        version: ModelVersion,
-        day: int,
-        request_id: str,
-        principal: str,
-        seconds: float,
-        now: float,
-        rows: int,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray],
-    ) -> bool:
+    def take(self, entry: Entry) -> bool:
         """Copy one answered request in; False (nothing taken) when it is not of this block's
         version, day and layout, or does not fit."""
+        version, request_id, principal, seconds, now, rows, inputs, outputs = entry
         end = self.rows + rows
-        if end > self.capacity or version is not self.version or day != self.day:
+        if end > self.capacity or version is not self.version or now // DAY_S != self.day:
             return False
         if not (_copy(inputs, self.inputs, rows) and _copy(outputs, self.outputs, rows)):
             self._trim()

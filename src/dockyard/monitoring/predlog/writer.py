@@ -217,26 +217,19 @@ class PredictionLog:
         if self._queued - self._done + rows > self._limit:
             self._shed_full += rows
             return
-        now = self._clock()
-        day = int(now // DAY_S)
+        entry = (version, request_id, principal, seconds, self._clock(), rows, inputs, outputs)
         with self._lock:
             self._queued += rows
             block = self._open
             if block is not None:
-                if block.take(
-                    version, day, request_id, principal, seconds, now, rows, inputs, outputs
-                ):
+                if block.take(entry):
                     return
                 self._queue_open()
-            block = Block.open(version, day, rows, inputs, outputs)
-            if block is not None and block.take(
-                version, day, request_id, principal, seconds, now, rows, inputs, outputs
-            ):
+            block = Block.open(entry)
+            if block is not None and block.take(entry):
                 self._open = block
                 return
-            self._queue.append(
-                (version, request_id, principal, seconds, now, rows, inputs, outputs)
-            )
+            self._queue.append(entry)
             self._queued_requests += 1
 
     def _queue_open(self) -> None:
