@@ -26,6 +26,7 @@ from dockyard.registry.refs import parse_ref
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from servers import Server, dockyard_command
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,7 @@ def test_kill_a_worker(lr_home: Path, start_server: Callable[..., Server], recor
         before = server.workers()
         victim = before[0]
         os.kill(victim, signal.SIGKILL)
-        _wait(lambda: len(server.workers()) == 2 and victim not in server.workers())
+        wait_for(lambda: len(server.workers()) == 2 and victim not in server.workers())
         load.wait_for(FLOW)
     record("kill a worker (kill -9, 2 workers)", load.tally)
     assert load.tally.lost == 0, load.tally.lost_examples
@@ -175,7 +176,7 @@ def test_make_a_model_slow(
     ):
         slow.wait_for(FLOW)
         mode.write_text("slow")
-        _wait(lambda: slow.tally.failed_clearly >= 4)
+        wait_for(lambda: slow.tally.failed_clearly >= 4)
         other.wait_for(FLOW)  # the other model keeps answering meanwhile
         mode.unlink()
         slow.wait_for(FLOW, timeout_s=30)
@@ -202,7 +203,7 @@ def test_make_a_model_crash(
     ):
         crashing.wait_for(FLOW)
         mode.write_text("crash")
-        _wait(lambda: crashing.tally.failed_clearly >= 4)
+        wait_for(lambda: crashing.tally.failed_clearly >= 4)
         other.wait_for(FLOW)
         mode.unlink()
         crashing.wait_for(FLOW, timeout_s=30)  # its process was replaced
@@ -304,18 +305,11 @@ def test_move_the_alias(
             timeout=60,
         )
         assert moved.returncode == 0, moved.stderr
-        _wait(lambda: load.tally.versions["2"] >= FLOW)
+        wait_for(lambda: load.tally.versions["2"] >= FLOW)
     record("move the alias (2 workers)", load.tally)
     assert load.tally.lost == 0, load.tally.lost_examples
     assert load.tally.failed_clearly == 0, load.tally
     assert set(load.tally.versions) == {"1", "2"}
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _patch(url: str, body: dict[str, str], tally: Tally) -> None:

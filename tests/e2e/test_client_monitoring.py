@@ -8,8 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -55,13 +55,6 @@ class Monitored:
     def client(self, role: str = "admin") -> Client:
         key = self.server.admin_key if role == "admin" else self.keys[role]
         return Client(self.server.url, api_key=key)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from registry.conftest import (  # noqa: F401 (the registry tests' database fixt
     postgres_admin,
 )
 from servers import Server
+from waiting import wait_for
 
 OVERVIEW = "/api/monitoring/overview"
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
@@ -542,13 +542,6 @@ def _watched(browser: Browser, url: str) -> Iterator[Watched]:
         context.close()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def _path_points(page: Page, selector: str) -> list[int]:
     """The points each SVG path under ``selector`` joins."""
     values = page.eval_on_selector_all(
@@ -616,8 +609,8 @@ def test_the_dashboard_draws_live_data_in_a_browser(
         model: dict[str, Any] = found.json()["models"][0]
         return model
 
-    _wait_for(lambda: lr()["traffic"]["requests"] == logged + sent)
-    _wait_for(lambda: lr()["answered"]["failed"] == 1)
+    wait_for(lambda: lr()["traffic"]["requests"] == logged + sent)
+    wait_for(lambda: lr()["answered"]["failed"] == 1)
 
     with _watched(browser, url) as watched:
         page = watched.page
@@ -695,7 +688,7 @@ def test_without_keys_the_dashboard_opens_with_live_accuracy(
         assert answer.status_code == 200, answer.text
         request_id = answer.headers["x-request-id"]
         labels += [{"request_id": request_id, "row": row, "label": row % 2} for row in range(3)]
-    _wait_for(lambda: _requests(url) == logged + 4)
+    wait_for(lambda: _requests(url) == logged + 4)
     stored = httpx.post(f"{url}/v2/models/lr/feedback", json={"labels": labels})
     assert stored.status_code == 200, stored.text
     assert {e.metric for e in evaluate(workspace.home, workspace.store, "lr", "1h")} >= {

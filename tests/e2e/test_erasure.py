@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from dockyard.security.principals import Role, local_user
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +42,6 @@ ANN, BOB, CY = "ann@example.com", "bob@example.com", "cy@example.com"
 MODELS = ("fraud", "churn")
 Answered = tuple[str, str, int, str]
 """model, request id, row, email."""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def infer(http: httpx.Client, server: Server, model: str, emails: list[str]) -> list[Answered]:

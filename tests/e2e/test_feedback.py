@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,11 @@ from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from homes import open_unprotected
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 REGISTERED_ACCURACY = 0.97
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_labels_give_the_metrics_scikit_learn_computes(

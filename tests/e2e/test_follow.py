@@ -21,6 +21,7 @@ from dockyard.services.changes import set_alias
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 X = np.random.default_rng(3).normal(size=(200, 3))
@@ -63,15 +64,6 @@ def _only_version_2(load: Traffic) -> bool:
     return load.tally.versions["1"] == old
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float = SWAP_WITHIN_S) -> float:
-    """Seconds until ``condition`` held; fails past ``timeout_s``."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, "condition not met in time"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 def test_an_alias_moved_under_load_is_served_with_no_failed_request(
     home: Path, start_server: Callable[..., Server], workers: int
@@ -84,7 +76,7 @@ def test_an_alias_moved_under_load_is_served_with_no_failed_request(
         assert set(load.tally.versions) == {"1"}
         _move(home, 2)
         # Within seconds every answer comes from version 2: version 1's count stops growing.
-        _wait_for(lambda: _only_version_2(load))
+        wait_for(lambda: _only_version_2(load), timeout_s=SWAP_WITHIN_S)
     tally = load.tally
     assert tally.failed_clearly == 0, tally.kinds
     assert tally.lost == 0, tally.lost_examples
@@ -110,7 +102,10 @@ def test_a_version_that_cannot_load_is_not_swapped_in_and_says_why(
         load.wait_for(20)
         _move(home, 3)
         # Both workers are replaced by ones that report the failure.
-        _wait_for(lambda: "every worker serves the registry's new versions" in server.output())
+        wait_for(
+            lambda: "every worker serves the registry's new versions" in server.output(),
+            timeout_s=SWAP_WITHIN_S,
+        )
         load.wait_for(50)
     assert set(load.tally.versions) == {"1"}
     assert load.tally.failed_clearly == load.tally.lost == 0
@@ -128,8 +123,9 @@ def test_a_version_that_cannot_load_is_not_swapped_in_and_says_why(
     assert served["state"] == "ready"
     # Logged once, though the registry moves again (for another reason) after it.
     _move(home, 2)
-    _wait_for(
-        lambda: httpx.post(f"{url}/v2/models/lr/infer", json=BODY).json()["model_version"] == "2"
+    wait_for(
+        lambda: httpx.post(f"{url}/v2/models/lr/infer", json=BODY).json()["model_version"] == "2",
+        timeout_s=SWAP_WITHIN_S,
     )
     assert server.output().count("not serving lr@production (version 3)") == 1
 
@@ -152,12 +148,18 @@ def test_a_model_being_loaded_is_not_ready_until_it_serves(
     server = start_server(home, "--workers", "1")
     assert httpx.get(f"{server.url}/v2/models/slow/ready").status_code == 404
     _move(home, 1, model="slow")
-    _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 503)
+    wait_for(
+        lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 503,
+        timeout_s=SWAP_WITHIN_S,
+    )
     loading = httpx.get(f"{server.url}/v2/models/slow/ready")
     assert loading.status_code == 503
     assert "is loading" in loading.json()["error"]
     assert httpx.post(f"{server.url}/v2/models/lr/infer", json=BODY).status_code == 200
-    _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
+    wait_for(
+        lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
+        timeout_s=SWAP_WITHIN_S,
+    )
     assert httpx.get(f"{server.url}/v2/models/slow/ready").status_code == 200
 
 
@@ -190,14 +192,14 @@ def test_two_workers_still_share_model_memory_after_a_swap(
     body = {
         "inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": [0.0] * 30}]
     }
-    _wait_for(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2, timeout_s=SWAP_WITHIN_S)
     before = set(server.workers())
     _move(home, 2, model="knn")
     url = f"{server.url}/v2/models/knn/infer"
     # The supervisor replaces the workers one after the other: ten answers in a row from version 2
     # can all come from the first new worker while the old second one still serves. Wait until
     # both serving workers are new ones.
-    _wait_for(lambda: _replaced(server, before), timeout_s=30)
+    wait_for(lambda: _replaced(server, before), timeout_s=30)
     for _ in range(20):  # each worker predicts: the weights are resident in both
         assert _version(url, body) == "2"
     memory = _workers_memory(server)

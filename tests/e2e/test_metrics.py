@@ -31,6 +31,7 @@ from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from homes import open_unprotected
 from servers import Server, dockyard_command
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +40,6 @@ V2 = {"inputs": [{"name": "x", "shape": [1, 30], "datatype": "FP64", "data": ROW
 V1 = {"instances": [ROW, ROW]}
 WAIT_S = 10.0
 METRIC_NAME = re.compile(r"\bdockyard_[a-z0-9_]+")
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
-        time.sleep(0.1)
 
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -79,7 +73,7 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
     served: Path, start_server: Callable[..., Server]
 ) -> None:
     server = start_server(served, "--workers", "2")
-    _wait_for(lambda: len(server.workers()) == 2, "two workers")
+    wait_for(lambda: len(server.workers()) == 2, "two workers", timeout_s=WAIT_S)
     sent: Counter[str] = Counter()
 
     def send(count: int, path: str, body: object) -> None:
@@ -106,7 +100,7 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
     send(4, "/v2/models/lr/infer", {"inputs": []})
     assert sent == {"200": predicted + 5, "404": 6, "400": 4}
 
-    _wait_for(lambda: _by_status(server) == sent, f"counts {sent}")
+    wait_for(lambda: _by_status(server) == sent, f"counts {sent}", timeout_s=WAIT_S)
     samples = _scrape(server)
     latency = sum(value for _, value in samples["dockyard_request_duration_seconds_count"])
     assert latency == sum(sent.values())
@@ -127,17 +121,26 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
         return shown
 
     # Every row answered was logged (the log is on by default), by both workers' writers.
-    _wait_for(lambda: logged() == {"written": rows, "shed": 0, "waiting": 0}, f"{rows} logged")
+    wait_for(
+        lambda: logged() == {"written": rows, "shed": 0, "waiting": 0},
+        f"{rows} logged",
+        timeout_s=WAIT_S,
+    )
     writers = _scrape(server)["dockyard_prediction_log_writer_cpu_seconds_total"]
     assert writers[0][1] > 0
 
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
-    _wait_for(
+    wait_for(
         lambda: victim not in (workers := server.workers()) and len(workers) == 2,
         "the killed worker replaced",
+        timeout_s=WAIT_S,
     )
-    _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200, "ready")
+    wait_for(
+        lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
+        "ready",
+        timeout_s=WAIT_S,
+    )
     assert _by_status(server) == sent
 
     def new_worker_counted() -> bool:
@@ -146,8 +149,10 @@ def test_counts_summed_over_two_workers_equal_the_requests_sent_and_survive_a_ki
         send(2, "/v2/models/lr/infer", V2)
         return len(_metrics_files(served)) == 3
 
-    _wait_for(new_worker_counted, "the new worker writes a file of its own")
-    _wait_for(lambda: _by_status(server) == sent, f"counts {sent} after the restart")
+    wait_for(new_worker_counted, "the new worker writes a file of its own", timeout_s=WAIT_S)
+    wait_for(
+        lambda: _by_status(server) == sent, f"counts {sent} after the restart", timeout_s=WAIT_S
+    )
 
 
 def test_scraping_needs_a_role_that_reads_metrics(
@@ -171,7 +176,11 @@ def test_scraping_needs_a_role_that_reads_metrics(
         shown = _scrape(server, auditor).get("dockyard_security_events_total", [])
         return {labels["kind"]: value for labels, value in shown}
 
-    _wait_for(lambda: events() == {"auth_failed": 1, "forbidden": 1}, "the two refusals counted")
+    wait_for(
+        lambda: events() == {"auth_failed": 1, "forbidden": 1},
+        "the two refusals counted",
+        timeout_s=WAIT_S,
+    )
 
 
 def test_metrics_off_is_a_clear_404(
@@ -237,7 +246,7 @@ def test_every_metric_the_grafana_export_names_is_in_a_real_servers_metrics(
     def missing() -> set[str]:
         return named - set(_scrape(server, server.admin_key))
 
-    _wait_for(lambda: not missing(), "every exported metric name shown")
+    wait_for(lambda: not missing(), "every exported metric name shown", timeout_s=WAIT_S)
 
 
 def _record_monitoring(workspace: Workspace, version: int) -> None:

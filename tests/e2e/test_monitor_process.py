@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,15 +15,9 @@ import pytest
 from dockyard.home import Home, process_is_alive
 from dockyard.monitoring.scheduler import lock_path
 from servers import Server, children
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:

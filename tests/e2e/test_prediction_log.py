@@ -31,6 +31,7 @@ from dockyard.monitoring.predlog import read_predictions
 from dockyard.security.principals import Role, local_user
 from dockyard.services.workspace import Workspace
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -107,13 +108,6 @@ def logged_rows(home: Path) -> list[tuple[str, int]]:
     return list(zip(table["request_id"].to_pylist(), table["row"].to_pylist(), strict=True))
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def logging_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKYARD_PREDICTION_LOG", "true")
@@ -168,7 +162,7 @@ def test_a_killed_worker_loses_at_most_its_last_flush_interval(
 
         time.sleep(3 * FLUSH_S)  # several flushes of both workers
         # On a busy machine a worker may answer slowly: kill it once it has answered plenty.
-        wait_for(lambda: logged_before_the_last_interval() > 100, timeout=60)
+        wait_for(lambda: logged_before_the_last_interval() > 100, timeout_s=60)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: victim not in server.workers())
@@ -215,7 +209,7 @@ def logged_server(
     wait_for(lambda: len(traffic.answered) >= 200)
     traffic.stop()
     expected = len(traffic.rows())
-    wait_for(lambda: len(logged_rows(served)) == expected, timeout=10)
+    wait_for(lambda: len(logged_rows(served)) == expected, timeout_s=10)
     return server, traffic, keys
 
 
@@ -283,7 +277,7 @@ def test_the_log_reads_back_over_http_in_each_format(
         newest = httpx.get(url, params={"limit": 2}, headers=auditor).json()
         return [r for r in newest if r["request_id"] == request_id]
 
-    wait_for(lambda: len(logged_v1()) == 2, timeout=10)
+    wait_for(lambda: len(logged_v1()) == 2, timeout_s=10)
     rows = logged_v1()
     assert [(r["row"], r["input.x0"], r["input.x29"]) for r in rows] == [
         (0, 0.5, 0.5),

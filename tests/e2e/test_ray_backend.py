@@ -20,9 +20,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -42,6 +41,7 @@ from ray_cluster import (
     tcp_connections,
 )
 from servers import Server, descendants
+from waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 X = np.random.default_rng(7).normal(size=(100, 3))
@@ -84,13 +84,6 @@ RETRY_PAUSE_S = 0.05
 """A client's pause after a failed request, as one retrying would (every failure is counted)."""
 
 
-def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
-        time.sleep(0.1)
-
-
 class Load:
     """``clients`` threads posting ``BODY`` to ``url`` back to back until the block ends; every
     answer is counted: the pids (``pid`` output) and versions that answered, and each failure."""
@@ -119,7 +112,7 @@ class Load:
     def wait_for(self, count: int, timeout_s: float = 30.0) -> None:
         """Until ``count`` more requests succeeded."""
         target = self.succeeded + count
-        _wait_for(lambda: self.succeeded >= target, timeout_s, f"{count} answers")
+        wait_for(lambda: self.succeeded >= target, f"{count} answers", timeout_s)
 
     def _run(self) -> None:
         with httpx.Client(timeout=30) as client:
@@ -225,10 +218,10 @@ def test_load_scales_a_model_from_one_replica_to_two_and_both_answer(
     assert probe.running_replicas(app) == 1
     assert len(replica_pids(cluster.pids(), app)) == 1
     with Load(_url(server, "scaler"), clients=16) as load:
-        _wait_for(lambda: probe.running_replicas(app) == 2, SCALED_WITHIN_S, "a second replica")
+        wait_for(lambda: probe.running_replicas(app) == 2, "a second replica", SCALED_WITHIN_S)
         replicas = replica_pids(cluster.pids(), app)
         assert len(replicas) == 2
-        _wait_for(lambda: set(load.pids) >= replicas, 30, f"answers from both of {replicas}")
+        wait_for(lambda: set(load.pids) >= replicas, f"answers from both of {replicas}", 30)
     assert load.failures == []
     # Every answer came from one of the two replicas: no prediction ran anywhere else.
     assert set(load.pids) == replicas
@@ -244,16 +237,16 @@ def test_a_killed_replica_is_replaced_and_no_request_fails(
     assert len(replicas) == 2
     victim = min(replicas)
     with Load(_url(server, "pair"), clients=6) as load:
-        _wait_for(lambda: set(load.pids) >= replicas, 30, "answers from both replicas")
+        wait_for(lambda: set(load.pids) >= replicas, "answers from both replicas", 30)
         os.kill(victim, signal.SIGKILL)
 
         def replaced() -> bool:
             now = replica_pids(cluster.pids(), app)
             return len(now) == 2 and victim not in now and probe.running_replicas(app) == 2
 
-        _wait_for(replaced, REPLACED_WITHIN_S, "the killed replica replaced")
+        wait_for(replaced, "the killed replica replaced", REPLACED_WITHIN_S)
         (new,) = replica_pids(cluster.pids(), app) - replicas
-        _wait_for(lambda: load.pids[new] > 0, 30, "answers from the new replica")
+        wait_for(lambda: load.pids[new] > 0, "answers from the new replica", 30)
         load.wait_for(20)
     assert load.failures == []  # the batches the killed replica held were sent again
     assert set(load.pids) == replicas | {new}
@@ -273,8 +266,8 @@ def test_a_version_whose_replicas_cannot_load_is_not_served_and_says_why(
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     assert httpx.post(_url(server, "lr"), json=BODY).status_code == 200
     # Nothing is left of it on the cluster: neither its application nor a replica.
-    _wait_for(lambda: APPS["broken"] not in probe.applications(), 30, "its application deleted")
-    _wait_for(lambda: not replica_pids(cluster.pids(), APPS["broken"]), 30, "its replicas stopped")
+    wait_for(lambda: APPS["broken"] not in probe.applications(), "its application deleted", 30)
+    wait_for(lambda: not replica_pids(cluster.pids(), APPS["broken"]), "its replicas stopped", 30)
 
 
 def _move(home: Path, version: int) -> None:
@@ -296,20 +289,20 @@ def test_an_alias_moved_while_serving_is_served_with_no_failed_request(
             load.wait_for(50)
             return load.versions["1"] == old
 
-        _wait_for(only_version_2, 60, "every answer from version 2")
+        wait_for(only_version_2, "every answer from version 2", 60)
     assert load.failures == []
     # The server deployed version 1's application; it deletes it once version 1 is retired.
-    _wait_for(lambda: "dockyard-lr-v1" not in probe.applications(), 30, "version 1's app deleted")
+    wait_for(lambda: "dockyard-lr-v1" not in probe.applications(), "version 1's app deleted", 30)
 
 
 def test_a_version_the_server_follows_to_runs_on_ray(server: Server, probe: ServeProbe) -> None:
     served = httpx.post(_url(server, "lr"), json=BODY).json()["model_version"]
     target = 1 if served == "2" else 2
     _move(server.home, target)
-    _wait_for(
+    wait_for(
         lambda: httpx.post(_url(server, "lr"), json=BODY).json()["model_version"] == str(target),
-        60,
         f"version {target} served",
+        60,
     )
     status = probe.applications().get(f"dockyard-lr-v{target}")
     assert status is not None

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from dockyard.services import cards, promotions
 from dockyard.services.register import Registration, register
 from dockyard.services.workspace import Workspace
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -69,13 +69,6 @@ class Governed:
     registrant: str
     accuracy: float
     """The live accuracy ``monitor evaluate`` measured on the labelled traffic."""
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +147,7 @@ def _serve_traffic(server: Server, home: Path, x: np.ndarray, y: np.ndarray) -> 
                 {"request_id": answered.headers["x-request-id"], "row": row, "label": int(truth)}
                 for row, truth in enumerate(y[index * ROWS : (index + 1) * ROWS])
             ]
-        _wait_for(
+        wait_for(
             lambda: read_predictions(Home(home), "lr", columns=["row"]).num_rows == REQUESTS * ROWS
         )
         sent = http.post(f"{server.url}/v2/models/lr/feedback", json={"labels": labels})

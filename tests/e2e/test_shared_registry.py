@@ -7,9 +7,8 @@ moved through one home reaches both servers. The homes share the API-key hash ke
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from dockyard.services.workspace import Workspace
 from homes import open_unprotected
 from s3 import Bucket, aws_credentials_fixture, bucket_fixture, s3_endpoint_fixture  # noqa: F401
 from servers import Server
+from waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 POSTGRES_ENV = "DOCKYARD_TEST_POSTGRES_URL"
@@ -62,13 +62,6 @@ def _version(server: Server, key: str) -> str:
     )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["model_version"])
-
-
-def _wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SWAP_WITHIN_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _cached(home: Path, digest: str) -> bool:
@@ -126,7 +119,10 @@ def test_two_servers_on_one_database_and_one_bucket_serve_and_follow_the_same_re
             assert _cached(homes["b"], first.artifact.digest)  # fetched from the bucket
 
             set_alias(workspaces["b"], local_user(), "lr", "production", 2)
-            _wait_for(lambda: all(_version(server, key) == "2" for server in servers))
+            wait_for(
+                lambda: all(_version(server, key) == "2" for server in servers),
+                timeout_s=SWAP_WITHIN_S,
+            )
             assert _cached(homes["a"], second.artifact.digest)
         finally:
             for server in servers:

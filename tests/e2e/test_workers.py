@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from dockyard.services.register import Registration, register
 from homes import open_unprotected
 from servers import Server
+from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 WEIGHT_BYTES = 200_000 * 30 * 8  # the training matrix a brute-force KNN keeps: 48 MB
@@ -29,13 +29,6 @@ def _shared_bytes(pid: int) -> int:
     return fields["Shared_Clean"] + fields["Shared_Dirty"]
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_two_workers_share_memory_and_replace_a_dead_one(
     home: Path, start_server: Callable[..., Server]
 ) -> None:
@@ -47,7 +40,7 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
     register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
 
     server = start_server(home, "--workers", "2")
-    _wait_for(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2)
     body = {
         "inputs": [
             {"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[:1].tolist()}
@@ -63,8 +56,8 @@ def test_two_workers_share_memory_and_replace_a_dead_one(
 
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
-    _wait_for(lambda: victim not in server.workers() and len(server.workers()) == 2)
-    _wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
+    wait_for(lambda: victim not in server.workers() and len(server.workers()) == 2)
+    wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200)
     for _ in range(20):
         assert httpx.post(f"{server.url}/v2/models/knn/infer", json=body).status_code == 200
 
@@ -81,7 +74,7 @@ def test_the_workers_stop_when_the_supervisor_is_killed(
     workspace = open_unprotected(home)
     register(workspace, model, Registration(name="knn", reference_data=x[:50], alias="production"))
     server = start_server(home, "--workers", "2")
-    _wait_for(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2)
     workers = server.workers()
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait()
@@ -93,6 +86,6 @@ def test_the_workers_stop_when_the_supervisor_is_killed(
             return True
         return state == "Z"  # exited, not yet reaped by init
 
-    _wait_for(lambda: all(gone(pid) for pid in workers), timeout=20.0)
+    wait_for(lambda: all(gone(pid) for pid in workers), timeout_s=20.0)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/v2/health/ready", timeout=2)
