@@ -94,11 +94,12 @@ class Monitor:
             self.log.append(version, request_id, principal, seconds, inputs, outputs)
 
     async def start(self) -> None:
-        """Start the background writers (in the worker process, from the app's lifespan)."""
-        if self.metrics is not None:
-            await self.metrics.start()
+        """Start the background writers (in the worker process, from the app's lifespan); the
+        log's first, as it forks its writer process before any thread of ours exists."""
         if self.log is not None:
             await self.log.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         if self.traces is not None:
             self.traces.start()
 

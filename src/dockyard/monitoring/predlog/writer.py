@@ -1,6 +1,8 @@
 """One worker's prediction log (``PredictionLog``): a queue on the hot path, and off it a thread
 that turns the queued requests into rows, writes them as segments, sheds what does not fit, and
-compacts what it wrote.
+compacts what it wrote. In a serving worker (``for_worker``) that work is done by the worker's
+writer process (``process.WriterProcess``, forked at ``start``): the thread only ships it the
+queue, and takes the work back should the process die.
 
 The hot path copies a request of numbers into the open block of columns of its version, day and
 layout (``columns.Block``), and queues the block once it is full or a request of another kind
@@ -41,7 +43,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -61,6 +64,7 @@ from dockyard.monitoring.predlog.layout import (
     day_name,
     log_cipher,
 )
+from dockyard.monitoring.predlog.process import ChildGone, Counts, WriterProcess
 from dockyard.monitoring.predlog.storage import concat, write_segment
 from dockyard.monitoring.predlog.tables import Entry, segment_table
 from dockyard.registry.records import ModelVersion
@@ -121,11 +125,13 @@ class PredictionLog:
         compact_every_s: float | None = COMPACT_EVERY_S,
         compact_age_s: float = COMPACT_AGE_S,
         protect: Protect | None = None,
+        process: bool = False,
     ) -> None:
         """``root`` is the home's ``predictions`` folder; ``sample`` the share of requests kept,
         ``samples`` per model overrides; ``clock`` gives each row's time (seconds, UTC), and
         the time compaction measures ages by; ``compact_every_s`` None: the writer thread does
-        not compact (``compact`` still does); ``protect``: see ``Protect``."""
+        not compact (``compact`` still does); ``protect``: see ``Protect``; ``process``: once
+        started, write from a child process (``process.WriterProcess``) rather than the thread."""
         self._root = root
         self._protect = protect
         self._flush_s = flush_s
@@ -159,6 +165,18 @@ class PredictionLog:
         and by ``close``'s last flush)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._forks = process
+        self._child: WriterProcess | None = None
+        """The writer process, while one runs: the thread then ships it the queue."""
+        self._shipped = 0
+        """Rows shipped to the writer process."""
+        self._acked = Counts(0, 0, 0, 0.0, 0)
+        """The writer process's counters as it last told them."""
+        self._paces = True
+        """Whether builds pause between slices for the event loop (not in the writer process,
+        which has none)."""
+        self._removed = 0
+        """Segments the last compaction removed."""
         self._last_error_log = -math.inf
         self._compact_every_s = compact_every_s
         self._compact_age_s = compact_age_s
@@ -183,6 +201,7 @@ class PredictionLog:
             samples=samples,
             cipher=log_cipher(settings, home),
             protect=protect,
+            process=True,
         )
 
     @property
@@ -241,7 +260,10 @@ class PredictionLog:
             self._queued_requests += block.requests
 
     async def start(self) -> None:
-        """Start the writer thread (in the worker, after any fork)."""
+        """Fork the writer process (when the log has one) and start the thread (in the worker,
+        after any fork of it)."""
+        if self._forks:
+            self._child = WriterProcess.fork(self)
         self._thread = threading.Thread(
             target=self._run, name="dockyard-prediction-log", daemon=True
         )
@@ -254,12 +276,18 @@ class PredictionLog:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         await asyncio.to_thread(self.flush)
+        if self._child is not None:
+            child, self._child = self._child, None
+            await asyncio.to_thread(child.stop)
 
     def _run(self) -> None:
         flush_at = time.monotonic() + self._flush_s
         while not self._stop.wait(min(BUILD_EVERY_S, self._flush_s)):
             if time.monotonic() < flush_at:
-                self.build(whole_slices=True)
+                if self._child is not None:
+                    self._ship()
+                else:
+                    self.build(whole_slices=True)
                 continue
             flush_at = time.monotonic() + self._flush_s
             self.flush()
@@ -271,7 +299,11 @@ class PredictionLog:
         """Merge this worker's old segments in the folders it wrote to; the segments removed.
         Dead workers' segments are left to the monitoring process (``sweep_orphans``). Called by
         the writer thread (never during a flush); failures are logged, never raised: compaction
-        is an optimisation."""
+        is an optimisation. With a writer process, that process compacts."""
+        if self._child is not None:
+            with self._talking():
+                return self._heard(self._child.compact())
+            return 0  # it died
         began = time.thread_time()
         now = self._clock()
         removed = 0
@@ -290,6 +322,7 @@ class PredictionLog:
                 self._folders.discard(folder)  # over for two days: nothing of ours is left
                 self._floors.pop(folder, None)
         self.writer_seconds += time.thread_time() - began
+        self._removed = removed
         return removed
 
     def build(self, *, whole_slices: bool = False) -> None:
@@ -315,9 +348,19 @@ class PredictionLog:
     def flush(self) -> int:
         """Queue the open block, build what is queued now and write every row held, one segment
         per model version and day; the rows written. Called by the writer thread (and by
-        ``close`` once it has stopped), never concurrently."""
+        ``close`` once it has stopped), never concurrently. With a writer process, the queue is
+        shipped to it and it writes."""
         with self._lock:
             self._queue_open()
+        if self._child is not None:
+            written = self.written_rows
+            self._ship()
+            if (child := self._child) is not None:
+                with self._talking():
+                    self._heard(child.flush())
+            if self._child is not None:
+                return self.written_rows - written
+            # It died: the thread writes what was not shipped.
         self.build()
         if not self._held:
             return 0
@@ -328,10 +371,89 @@ class PredictionLog:
         self.writer_seconds += time.thread_time() - started
         return written
 
+    def _ship(self) -> None:
+        """Hand everything queued to the writer process; should it have died, keep it for the
+        thread to write."""
+        assert self._child is not None
+        began = time.thread_time()
+        with self._lock:
+            items, self._queue = self._queue, deque()
+            requests = self._queued_requests
+        if not items:
+            return
+        with self._talking():
+            self._child.ship(items)
+            self._taken_requests = requests
+            self._shipped += sum(
+                item.rows if isinstance(item, Block) else item[5] for item in items
+            )
+            items.clear()
+        self._queue.extendleft(reversed(items))  # not shipped: the thread writes them
+        self.writer_seconds += time.thread_time() - began
+
+    @contextmanager
+    def _talking(self) -> Iterator[None]:
+        """Around each exchange with the writer process: if it has died, the rows it held are
+        shed and this worker's thread writes from then on."""
+        try:
+            yield
+        except ChildGone as exc:
+            self._child = None
+            lost = self._shipped - self._acked.done
+            self._shed_failed += lost
+            self._done += lost
+            logger.error(
+                "prediction log: the writer process ended (%s); %d rows it held are shed, and "
+                "this worker's thread writes the log from now on",
+                exc,
+                lost,
+            )
+
+    def _heard(self, counts: Counts) -> int:
+        """Take the writer process's counters; the segments its last compaction removed."""
+        last, self._acked = self._acked, counts
+        self._done += counts.done - last.done
+        self._shed_failed += counts.shed - last.shed
+        self.written_rows += counts.written - last.written
+        self.writer_seconds += counts.seconds - last.seconds
+        return counts.removed
+
+    def become_writer(self) -> None:
+        """Make this copy of the log (in the forked writer process) the one that writes: a
+        lock of its own (the worker's may have been held at the fork), no pauses, and nothing
+        queued or counted yet (the worker ships what it holds, and counts from its own)."""
+        self._lock = threading.Lock()
+        self._paces = False
+        self._child = None
+        self._thread = None
+        self._queue, self._open = deque(), None
+        self._queued = self._queued_requests = self._taken_requests = 0
+        self._done = self._shed_failed = self.written_rows = 0
+        self.writer_seconds = 0.0
+
+    def receive(self, items: Iterable[Block | Entry]) -> None:
+        """Queue ``items`` shipped from the worker (in the writer process) and build what
+        fills whole slices."""
+        self._queue.extend(items)
+        for item in items:
+            if isinstance(item, Block):
+                self._queued_requests += item.requests
+                self._queued += item.rows
+            else:
+                self._queued_requests += 1
+                self._queued += item[5]
+        self.build(whole_slices=True)
+
+    def counts(self) -> Counts:
+        """What this log has done (the writer process's answer to the worker)."""
+        return Counts(
+            self._done, self._shed_failed, self.written_rows, self.writer_seconds, self._removed
+        )
+
     def _keeps_up(self) -> bool:
         """Whether the writer may pause between slices: not once the log is closing (nothing is
         served then), nor while half the queue's room is taken (pausing could shed rows)."""
-        return not self._stop.is_set() and 2 * self.pending_rows <= self._limit
+        return self._paces and not self._stop.is_set() and 2 * self.pending_rows <= self._limit
 
     def _pause(self, seconds: float) -> None:
         """Let the event loop have the GIL for ``seconds`` (the CPU time of the last slice: GIL

@@ -1,0 +1,107 @@
+"""The prediction log's writer process (``process.WriterProcess``): forked from the worker at
+``start``, it writes the rows the worker ships it as the log's own thread would, under its own
+process id, and tells the worker what it wrote; when it dies, the worker's thread takes over and
+nothing the worker still held is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from dockyard.home import Home
+from dockyard.monitoring.predlog import PredictionLog, read_predictions
+from monitoring.test_predlog import version_of
+from monitoring.test_predlog_columns import MIXED, ORDER
+from waiting import wait_for
+
+VERSIONS = (version_of("fraud", 1), version_of("fraud", 2))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home(tmp_path / "home").ensure()
+
+
+def _segments(home: Home) -> set[str]:
+    """The process ids that named the segments written."""
+    return {path.name.split("-")[0] for path in (home.root / "predictions").rglob("*.parquet")}
+
+
+def _dead(pid: int) -> bool:
+    """Whether our child ``pid`` has died (a zombie until the log's thread reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True  # reaped
+
+
+async def _serve(log: PredictionLog, rounds: int) -> int:
+    """Append every layout of ``MIXED`` under both versions ``rounds`` times, pausing between
+    rounds for the log's thread to ship and flush; the rows appended."""
+    rows = 0
+    for round_ in range(rounds):
+        for version in VERSIONS:
+            for name, make in MIXED:
+                inputs, outputs = make()
+                log.append(
+                    version, f"{round_}-{version.version}-{name}", "p", 0.01, inputs, outputs
+                )
+                rows += len(outputs["predict"])
+        await asyncio.sleep(0.3)
+    return rows
+
+
+async def test_the_writer_process_writes_what_the_thread_writes(home: Home, tmp_path: Path) -> None:
+    """The same requests through a log writing from a child process and through one writing
+    from its thread: the same rows; the child's process id names the segments, and the worker
+    learns the rows written and the child's CPU."""
+    reference = Home(tmp_path / "reference").ensure()
+    logs = {
+        "process": PredictionLog(home.root / "predictions", flush_s=0.2, process=True),
+        "thread": PredictionLog(reference.root / "predictions", flush_s=0.2),
+    }
+    for log in logs.values():
+        await log.start()
+        appended = await _serve(log, rounds=3)
+        await log.close()
+        assert (log.written_rows, log.shed_rows, log.pending_rows) == (appended, 0, 0)
+    assert logs["process"].writer_seconds > 0
+    assert _segments(reference) == {str(os.getpid())}
+    (child,) = _segments(home)
+    assert child != str(os.getpid())
+    written, expected = (
+        read_predictions(h, "fraud").drop_columns(["time"]).sort_by(ORDER)
+        for h in (home, reference)
+    )
+    assert written.num_rows == appended
+    assert written.equals(expected)
+
+
+async def test_when_the_writer_process_dies_the_thread_writes(
+    home: Home, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed once it has written the first rows, the child is not waited for: what the worker
+    appends after its death is written by its thread, under the worker's own process id, none
+    shed."""
+    log = PredictionLog(home.root / "predictions", flush_s=0.2, process=True)
+    await log.start()
+    first = await _serve(log, rounds=1)
+    await asyncio.to_thread(wait_for, lambda: log.written_rows == first, "the child's rows", 10)
+    child = log._child
+    assert child is not None
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    # Dead before the next append: rows shipped to a child still dying are lost (and counted).
+    await asyncio.to_thread(wait_for, lambda: _dead(child.pid), "the child dead", 10)
+    with caplog.at_level(logging.ERROR, "dockyard.monitoring.predlog.writer"):
+        second = await _serve(log, rounds=1)
+        await log.close()
+    assert (log.written_rows, log.shed_rows, log.pending_rows) == (first + second, 0, 0)
+    assert _segments(home) == {str(child.pid), str(os.getpid())}
+    assert "the writer process ended (killed by signal 9)" in caplog.text
+    assert read_predictions(home, "fraud").num_rows == first + second
