@@ -1,7 +1,7 @@
 """The prediction log's writer process (``process.WriterProcess``): forked from the worker at
 ``start``, it writes the rows the worker ships it as the log's own thread would, under its own
 process id, and tells the worker what it wrote; when it dies, the worker's thread takes over and
-nothing the worker still held is lost."""
+nothing the worker still held is lost; what cannot be pickled is shed and counted."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dockyard.home import Home
 from dockyard.monitoring.predlog import PredictionLog, read_predictions
-from monitoring.test_predlog import version_of
+from monitoring.test_predlog import TENSORS, version_of
 from monitoring.test_predlog_columns import MIXED, ORDER
 from waiting import wait_for
 
@@ -105,3 +107,23 @@ async def test_when_the_writer_process_dies_the_thread_writes(
     assert _segments(home) == {str(child.pid), str(os.getpid())}
     assert "the writer process ended (killed by signal 9)" in caplog.text
     assert read_predictions(home, "fraud").num_rows == first + second
+
+
+async def test_rows_that_cannot_be_shipped_are_shed_and_the_rest_written(
+    home: Home, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request holding an object pickle cannot carry (queued by reference, shipped with what
+    was queued beside it) is shed with those, counted and logged; later rows are written."""
+    log = PredictionLog(home.root / "predictions", flush_s=0.2, process=True)
+    await log.start()
+    version = version_of("vision", 1, TENSORS)
+    unpicklable = np.array([threading.Lock()], object)
+    logits = {"logits": np.zeros((1, 3), np.float32)}
+    with caplog.at_level(logging.ERROR, "dockyard.monitoring.predlog.writer"):
+        log.append(version, "lock", "p", 0.01, {"tag": unpicklable}, logits)
+        await asyncio.to_thread(wait_for, lambda: log.shed_rows == 1, "the row shed", 10)
+        written = await _serve(log, rounds=1)
+        await log.close()
+    assert (log.written_rows, log.shed_rows, log.pending_rows) == (written, 1, 0)
+    assert "1 rows could not be shipped and are shed" in caplog.text
+    assert log.written_rows == read_predictions(home, "fraud").num_rows

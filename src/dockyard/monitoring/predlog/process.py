@@ -15,6 +15,7 @@ personal-data rules as they are: what a request held crosses only a pipe, never 
 those rules are applied. It answers each ``FLUSH`` and ``COMPACT`` with its counters, ignores
 the signals that stop the server (the worker stops it by closing the pipe, after a last flush),
 and when the pipe closes without one (the worker was killed) writes what it received and exits.
+Should it die, the worker's thread writes from then on (``PredictionLog._talking``).
 """
 
 from __future__ import annotations

@@ -381,12 +381,19 @@ class PredictionLog:
             requests = self._queued_requests
         if not items:
             return
+        rows = sum(item.rows if isinstance(item, Block) else item[5] for item in items)
         with self._talking():
-            self._child.ship(items)
+            try:
+                self._child.ship(items)
+            except ChildGone:
+                raise
+            except Exception:  # a value that cannot be pickled: nothing reached the pipe
+                self._shed_failed += rows
+                self._done += rows
+                logger.exception("prediction log: %d rows could not be shipped and are shed", rows)
+            else:
+                self._shipped += rows
             self._taken_requests = requests
-            self._shipped += sum(
-                item.rows if isinstance(item, Block) else item[5] for item in items
-            )
             items.clear()
         self._queue.extendleft(reversed(items))  # not shipped: the thread writes them
         self.writer_seconds += time.thread_time() - began
