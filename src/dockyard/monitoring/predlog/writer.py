@@ -43,7 +43,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -438,7 +438,7 @@ class PredictionLog:
         self._done = self._shed_failed = self.written_rows = 0
         self.writer_seconds = 0.0
 
-    def receive(self, items: Iterable[Block | Entry]) -> None:
+    def receive(self, items: Sequence[Block | Entry]) -> None:
         """Queue ``items`` shipped from the worker (in the writer process) and build what
         fills whole slices."""
         self._queue.extend(items)
