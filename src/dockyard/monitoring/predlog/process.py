@@ -60,7 +60,7 @@ class Counts(NamedTuple):
     seconds: float
     """Its CPU seconds."""
     removed: int
-    """Segments its last compaction removed."""
+    """Segments the compaction asked for removed (0 in the answer to ``FLUSH``)."""
 
 
 class WriterProcess:
@@ -150,12 +150,13 @@ def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None
         if kind == ITEMS:
             log.receive(payload)
             continue
+        removed = 0
         if kind == FLUSH:
             log.flush()
         elif kind == COMPACT:
-            log.compact()
+            removed = log.compact()
         try:
-            conn.send(tuple(log.counts()))
+            conn.send(tuple(log.counts(removed)))
         except OSError:
             break
     log.flush()

@@ -175,8 +175,6 @@ class PredictionLog:
         self._paces = True
         """Whether builds pause between slices for the event loop (not in the writer process,
         which has none)."""
-        self._removed = 0
-        """Segments the last compaction removed."""
         self._last_error_log = -math.inf
         self._compact_every_s = compact_every_s
         self._compact_age_s = compact_age_s
@@ -322,7 +320,6 @@ class PredictionLog:
                 self._folders.discard(folder)  # over for two days: nothing of ours is left
                 self._floors.pop(folder, None)
         self.writer_seconds += time.thread_time() - began
-        self._removed = removed
         return removed
 
     def build(self, *, whole_slices: bool = False) -> None:
@@ -381,7 +378,7 @@ class PredictionLog:
             requests = self._queued_requests
         if not items:
             return
-        rows = sum(item.rows if isinstance(item, Block) else item[5] for item in items)
+        rows = sum(map(_rows, items))
         with self._talking():
             try:
                 self._child.ship(items)
@@ -443,18 +440,15 @@ class PredictionLog:
         fills whole slices."""
         self._queue.extend(items)
         for item in items:
-            if isinstance(item, Block):
-                self._queued_requests += item.requests
-                self._queued += item.rows
-            else:
-                self._queued_requests += 1
-                self._queued += item[5]
+            self._queued += _rows(item)
+            self._queued_requests += item.requests if isinstance(item, Block) else 1
         self.build(whole_slices=True)
 
-    def counts(self) -> Counts:
-        """What this log has done (the writer process's answer to the worker)."""
+    def counts(self, removed: int = 0) -> Counts:
+        """What this log has done (the writer process's answer to the worker), with the
+        segments a compaction just removed."""
         return Counts(
-            self._done, self._shed_failed, self.written_rows, self.writer_seconds, self._removed
+            self._done, self._shed_failed, self.written_rows, self.writer_seconds, removed
         )
 
     def _keeps_up(self) -> bool:
@@ -559,6 +553,11 @@ class PredictionLog:
                 version.ref,
                 ERROR_LOG_EVERY_S,
             )
+
+
+def _rows(item: Block | Entry) -> int:
+    """The rows of a queued block or request."""
+    return item.rows if isinstance(item, Block) else ROWS(item)
 
 
 def _by_version(entries: list[Entry]) -> list[list[Entry]]:
