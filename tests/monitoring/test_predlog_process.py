@@ -1,7 +1,9 @@
 """The prediction log's writer process (``process.WriterProcess``): forked from the worker at
 ``start``, it writes the rows the worker ships it as the log's own thread would, under its own
 process id, and tells the worker what it wrote; when it dies, the worker's thread takes over and
-nothing the worker still held is lost; what cannot be pickled is shed and counted."""
+nothing the worker still held is lost; what cannot be pickled is shed and counted. A log never
+closed does not hold up its process's exit, and a worker killed while a later child holds the
+pipe still has its writer write what it received and exit."""
 
 from __future__ import annotations
 
@@ -9,14 +11,17 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dockyard.home import Home
-from dockyard.monitoring.predlog import PredictionLog, read_predictions
+from dockyard.monitoring.predlog import PredictionLog, process, read_predictions
 from monitoring.test_predlog import TENSORS, version_of
 from monitoring.test_predlog_columns import MIXED, ORDER
 from waiting import wait_for
@@ -74,6 +79,7 @@ async def test_the_writer_process_writes_what_the_thread_writes(home: Home, tmp_
         assert (log.written_rows, log.shed_rows, log.pending_rows) == (appended, 0, 0)
     assert logs["process"].writer_seconds > 0
     assert _segments(reference) == {str(os.getpid())}
+    assert logs["process"]._child is None  # closed
     (child,) = _segments(home)
     assert child != str(os.getpid())
     written, expected = (
@@ -109,6 +115,31 @@ async def test_when_the_writer_process_dies_the_thread_writes(
     assert read_predictions(home, "fraud").num_rows == first + second
 
 
+async def test_a_writer_process_that_stops_answering_is_given_up(
+    home: Home, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that does not answer a flush (stopped here, hung in life) is killed once the
+    answer's time is up; the rows shipped to it are counted shed, and the thread writes the
+    rest."""
+    monkeypatch.setattr(process, "ANSWER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(process, "STOP_TIMEOUT_S", 0.5)
+    log = PredictionLog(home.root / "predictions", flush_s=0.2, process=True)
+    await log.start()
+    child = log._child
+    assert child is not None
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGSTOP)
+    with caplog.at_level(logging.ERROR, "dockyard.monitoring.predlog.writer"):
+        first = await _serve(log, rounds=1)
+        await asyncio.to_thread(wait_for, lambda: log._child is None, "the child given up", 10)
+        second = await _serve(log, rounds=1)
+        await log.close()
+    assert (log.written_rows, log.shed_rows, log.pending_rows) == (second, first, 0)
+    assert "ended (no answer within 0.5 s, killed by signal 9)" in caplog.text
+    assert _segments(home) == {str(os.getpid())}
+    assert read_predictions(home, "fraud").num_rows == second
+
+
 async def test_rows_that_cannot_be_shipped_are_shed_and_the_rest_written(
     home: Home, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -127,3 +158,67 @@ async def test_rows_that_cannot_be_shipped_are_shed_and_the_rest_written(
     assert (log.written_rows, log.shed_rows, log.pending_rows) == (written, 1, 0)
     assert "1 rows could not be shipped and are shed" in caplog.text
     assert log.written_rows == read_predictions(home, "fraud").num_rows
+
+
+WORKER = f"""
+import asyncio, multiprocessing, os, signal, sys, time
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from dockyard.monitoring.predlog import PredictionLog
+from monitoring.test_predlog import tabular_request, version_of
+
+async def main(root, ending):
+    log = PredictionLog(Path(root), flush_s=60, process=True)
+    await log.start()
+    inputs, outputs = tabular_request(2000, 0)
+    log.append(version_of("fraud", 1), "r", "p", 0.01, inputs, outputs)
+    await asyncio.sleep(0.5)  # past a block's rows, it is queued: the log's thread ships it
+    print(log._child.pid, os.getpgid(log._child.pid), flush=True)
+    if ending == "killed":
+        holder = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        holder.start()  # holds the log's pipe, as a later fork of a worker would
+        print(holder.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _worker(home: Home, ending: str) -> list[int]:
+    """Run ``WORKER`` (a log with a writer process, a request of 2,000 rows shipped to it and
+    not flushed) ending as ``ending`` says; the pids it printed (child, its group, holder)."""
+    printed = home.root / "printed"
+    with printed.open("w") as out:  # not a pipe: the children would hold it open
+        done = subprocess.run(
+            [sys.executable, "-c", WORKER, str(home.root / "predictions"), ending],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    text = printed.read_text()
+    assert done.returncode == (-signal.SIGKILL if ending == "killed" else 0), text
+    return [int(pid) for pid in text.split()]
+
+
+def test_a_log_never_closed_does_not_hold_up_its_process_exit(home: Home) -> None:
+    """A worker that ends without closing its log (no graceful stop ran): multiprocessing ends
+    the daemon child at exit, and the process exits at once instead of waiting on it."""
+    began = time.monotonic()
+    child, group = _worker(home, "returns")
+    assert time.monotonic() - began < 20
+    assert group == child  # its own group: the server's group signals reach the worker only
+    assert wait_for(lambda: _dead(child), "the child gone", 10)
+
+
+def test_a_killed_worker_s_writer_writes_what_it_received_and_exits(home: Home) -> None:
+    """Killed (SIGKILL) while a process it forked later still holds the pipe, so that the
+    child never sees the pipe close: the child notices its worker is gone, writes the rows it
+    was shipped, and exits."""
+    child, _, holder = _worker(home, "killed")
+    try:
+        assert wait_for(lambda: _dead(child), "the child gone", 10)
+        assert not _dead(holder)  # the pipe was still held while the child left
+    finally:
+        os.kill(holder, signal.SIGKILL)
+    assert read_predictions(home, "fraud").num_rows == 2000

@@ -12,10 +12,13 @@ the others leave.
 The child is forked at ``PredictionLog.start`` (before the log's thread starts), so it shares
 the worker's memory copy-on-write, has nothing to import, and inherits the cipher and the
 personal-data rules as they are: what a request held crosses only a pipe, never the disk, before
-those rules are applied. It answers each ``FLUSH`` and ``COMPACT`` with its counters, ignores
-the signals that stop the server (the worker stops it by closing the pipe, after a last flush),
-and when the pipe closes without one (the worker was killed) writes what it received and exits.
-Should it die, the worker's thread writes from then on (``PredictionLog._talking``).
+those rules are applied. It answers each ``FLUSH`` and ``COMPACT`` with its counters. It leads
+a process group of its own, so that the signals that stop the server (Ctrl-C in its terminal, a
+``kill`` of its group) reach the worker and not the child: the worker stops it by closing the
+pipe, after a last flush. When the pipe closes without one, or the worker is gone (it was killed,
+and a process forked after the child still holds the pipe), the child writes what it received
+and exits. A child that dies, or does not answer within ``ANSWER_TIMEOUT_S``, is given up: the
+worker's thread writes from then on (``PredictionLog._talking``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import gc
 import logging
 import multiprocessing
 import os
-import signal
+import pickle
 import warnings
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -46,6 +49,11 @@ the rest of the machine leave, yet is never starved (it keeps a small share when
 and sheds through the worker's queue bound if that is not enough)."""
 STOP_TIMEOUT_S = 10.0
 """How long a closing child gets to write what it holds and exit before it is killed."""
+ANSWER_TIMEOUT_S = 60.0
+"""How long the worker waits for the answer to a flush or a compaction (work the child does at
+the lowest priority, on a machine that may be busy) before it gives the child up as hung."""
+PARENT_CHECK_S = 1.0
+"""How often an idle child checks that the worker that forked it is still there."""
 _FORK = multiprocessing.get_context("fork")
 
 
@@ -111,9 +119,17 @@ class WriterProcess:
         return counts
 
     def _call(self, kind: str, payload: object, *, answer: bool) -> Counts | None:
+        # Pickled here, not by ``Connection.send``: on Python 3.12 a pickling that fails inside
+        # multiprocessing's ``ForkingPickler.dumps`` (an unpicklable request) left a BytesIO
+        # with exported buffers, and the next garbage collection crashed the worker.
+        message = pickle.dumps((kind, payload), pickle.HIGHEST_PROTOCOL)
         try:
-            self._conn.send((kind, payload))
-            return Counts(*self._conn.recv()) if answer else None
+            self._conn.send_bytes(message)
+            if not answer:
+                return None
+            if not self._conn.poll(ANSWER_TIMEOUT_S):
+                raise ChildGone(f"no answer within {ANSWER_TIMEOUT_S:g} s, {self.stop()}")
+            return Counts(*pickle.loads(self._conn.recv_bytes()))
         except (EOFError, OSError) as exc:
             raise ChildGone(self.stop()) from exc
 
@@ -137,14 +153,17 @@ def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None
     """The child's loop: build what arrives, write and compact when asked, until the pipe
     closes; then write what is left."""
     parent_end.close()  # else the child would keep its own pipe open and never see the parent go
-    for stopping in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stopping, signal.SIG_IGN)  # the worker stops it, once it has shipped all
+    worker = os.getppid()
+    os.setpgid(0, 0)  # the server's group signals stop the worker, which then stops the child
     gc.freeze()  # collections skip the worker's objects, whose pages then stay shared
     os.nice(NICENESS)  # the worker's event loop and its clients come first
     log.become_writer()
     while True:
         try:
-            kind, payload = conn.recv()
+            while not conn.poll(PARENT_CHECK_S):
+                if os.getppid() != worker:
+                    raise EOFError("the worker is gone")
+            kind, payload = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             break
         if kind == ITEMS:
@@ -156,7 +175,7 @@ def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None
         elif kind == COMPACT:
             removed = log.compact()
         try:
-            conn.send(tuple(log.counts(removed)))
+            conn.send_bytes(pickle.dumps(tuple(log.counts(removed))))
         except OSError:
             break
     log.flush()
