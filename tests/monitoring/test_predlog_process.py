@@ -8,6 +8,7 @@ pipe still has its writer write what it received and exit."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 
 from dockyard.home import Home
 from dockyard.monitoring.predlog import PredictionLog, process, read_predictions
+from dockyard.monitoring.predlog.process import ChildGone, WriterProcess
 from monitoring.test_predlog import TENSORS, version_of
 from monitoring.test_predlog_columns import MIXED, ORDER
 from waiting import wait_for
@@ -113,6 +115,22 @@ async def test_when_the_writer_process_dies_the_thread_writes(
     assert _segments(home) == {str(child.pid), str(os.getpid())}
     assert "the writer process ended (killed by signal 9)" in caplog.text
     assert read_predictions(home, "fraud").num_rows == first + second
+
+
+def test_the_error_of_a_dead_child_s_pipe_is_collected_safely(home: Home) -> None:
+    """Shipping to a child that died fails; that error, caught up in a reference cycle as
+    errors logged with their traceback are, is collected without harm (on Python 3.12.1,
+    ``Connection.send``'s buffer in its traceback crashed the garbage collector: a segfault)."""
+    child = WriterProcess.fork(PredictionLog(home.root / "predictions"))
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    wait_for(lambda: _dead(child.pid), "the child dead", 10)
+    with pytest.raises(ChildGone, match="killed by signal 9") as raised:
+        child.ship([np.zeros(1 << 16)])
+    error = raised.value
+    error.cycle = error  # type: ignore[attr-defined]
+    del error, raised
+    gc.collect()
 
 
 async def test_a_writer_process_that_stops_answering_is_given_up(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 from collections.abc import Sequence
@@ -89,7 +90,9 @@ class IsolatedRuntime:
         with self._lock:
             conn = self._connection()
             try:
-                conn.send((x, tuple(outputs)))
+                # As bytes: a failed ``Connection.send`` (the child died) leaves a view of its
+                # buffer in the error's traceback, which Python 3.12.1 crashed collecting.
+                conn.send_bytes(pickle.dumps((x, tuple(outputs)), pickle.HIGHEST_PROTOCOL))
                 answered = conn.poll(self._timeout_s)
                 reply = conn.recv() if answered else None
             except (EOFError, OSError):
@@ -185,7 +188,7 @@ def _serve_predictions(runtime: Runtime, conn: Connection, parent_end: Connectio
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     while True:
         try:
-            x, outputs = conn.recv()
+            x, outputs = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]

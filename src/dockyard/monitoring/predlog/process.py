@@ -119,9 +119,9 @@ class WriterProcess:
         return counts
 
     def _call(self, kind: str, payload: object, *, answer: bool) -> Counts | None:
-        # Pickled here, not by ``Connection.send``: on Python 3.12 a pickling that fails inside
-        # multiprocessing's ``ForkingPickler.dumps`` (an unpicklable request) left a BytesIO
-        # with exported buffers, and the next garbage collection crashed the worker.
+        # Pickled to bytes here, not by ``Connection.send``: when its write fails (the child
+        # died), the error's traceback holds a view of ``send``'s BytesIO, and on Python 3.12.1
+        # collecting that traceback in a cycle crashes the interpreter (a segfault in CI).
         message = pickle.dumps((kind, payload), pickle.HIGHEST_PROTOCOL)
         try:
             self._conn.send_bytes(message)
