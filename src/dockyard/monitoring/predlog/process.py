@@ -31,7 +31,7 @@ import pickle
 import warnings
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -119,17 +119,13 @@ class WriterProcess:
         return counts
 
     def _call(self, kind: str, payload: object, *, answer: bool) -> Counts | None:
-        # Pickled to bytes here, not by ``Connection.send``: when its write fails (the child
-        # died), the error's traceback holds a view of ``send``'s BytesIO, and on Python 3.12.1
-        # collecting that traceback in a cycle crashes the interpreter (a segfault in CI).
-        message = pickle.dumps((kind, payload), pickle.HIGHEST_PROTOCOL)
         try:
-            self._conn.send_bytes(message)
+            _send(self._conn, (kind, payload))
             if not answer:
                 return None
             if not self._conn.poll(ANSWER_TIMEOUT_S):
                 raise ChildGone(f"no answer within {ANSWER_TIMEOUT_S:g} s, {self.stop()}")
-            return Counts(*pickle.loads(self._conn.recv_bytes()))
+            return Counts(*_receive(self._conn))
         except (EOFError, OSError) as exc:
             raise ChildGone(self.stop()) from exc
 
@@ -149,6 +145,19 @@ class ChildGone(Exception):
     """The writer process ended (its exit described in the message)."""
 
 
+def _send(conn: Connection, message: object) -> None:
+    """Pickle ``message`` to bytes and send them (a pickling error raises before anything is
+    sent). Not ``Connection.send``: when its write fails (the other end died), the error's
+    traceback holds a view of its BytesIO, and on Python 3.12.1 collecting that traceback in a
+    cycle crashes the interpreter (a segfault in CI)."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _receive(conn: Connection) -> Any:
+    """What ``_send`` sent at the other end."""
+    return pickle.loads(conn.recv_bytes())
+
+
 def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None:
     """The child's loop: build what arrives, write and compact when asked, until the pipe
     closes; then write what is left."""
@@ -163,7 +172,7 @@ def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None
             while not conn.poll(PARENT_CHECK_S):
                 if os.getppid() != worker:
                     raise EOFError("the worker is gone")
-            kind, payload = pickle.loads(conn.recv_bytes())
+            kind, payload = _receive(conn)
         except (EOFError, OSError):
             break
         if kind == ITEMS:
@@ -175,7 +184,7 @@ def _serve(log: PredictionLog, conn: Connection, parent_end: Connection) -> None
         elif kind == COMPACT:
             removed = log.compact()
         try:
-            conn.send_bytes(pickle.dumps(tuple(log.counts(removed))))
+            _send(conn, tuple(log.counts(removed)))
         except OSError:
             break
     log.flush()
