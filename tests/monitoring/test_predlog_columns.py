@@ -147,9 +147,10 @@ def test_what_each_request_goes_to(home: Home) -> None:
     )
     log.append(version, "fortran", "p", 0.01, {"input-0": fortran}, two)
     log.append(version, "int", "p", 0.01, {"input-0": np.array([[5, 2, 3]])}, outputs)
-    log.append(version_of("fraud", 2), "v2", "p", 0.01, inputs, outputs)
+    second = version_of("fraud", 2)
+    log.append(second, "v2", "p", 0.01, inputs, outputs)
     clock.at(NEXT_DAY)
-    log.append(version_of("fraud", 2), "day", "p", 0.01, inputs, outputs)
+    log.append(second, "day", "p", 0.01, inputs, outputs)  # the same version: the day splits
     assert _queued(log) == ["block:3", "entry", "block:1", "entry", "block:1", "block:1", "block:1"]
     log.flush()
     rows = read_predictions(home, "fraud").to_pylist()

@@ -34,24 +34,31 @@ COPIED_KINDS = frozenset("biuf")
 """NumPy dtype kinds a block copies: booleans, integers and floats."""
 
 
-Layout = list[tuple[str, bytearray, np.dtype[Any], tuple[int, ...], int]]
-"""A block's columns of inputs or outputs: each tensor's name, its rows' bytes, its dtype, the
-shape of one request's row of it and that row's bytes. Bytes are appended with
-``bytearray.extend`` (a buffer copy in the interpreter's own code) rather than assigned through
-a NumPy slice, which runs far more of NumPy's code on every request."""
+Column = tuple[str, bytearray, np.dtype[Any], tuple[int, ...], int]
+"""One tensor's column in a block: its name, its rows' bytes, its dtype, the shape of one
+request's row of it and that row's bytes. Bytes are appended with ``bytearray.extend`` (a buffer
+copy in the interpreter's own code) rather than assigned through a NumPy slice, which runs far
+more of NumPy's code on every request."""
 
 
 class Block:
     """Requests of one model version, UTC day and layout, copied into columns of at most
     ``capacity`` rows; filled by the event loop (``take``), then handed to the writer thread,
-    which builds it (``table``) and never writes into it."""
+    which builds it (``table``) and never writes into it.
+
+    ``take`` runs for every logged request, so the columns are one list (the inputs', then the
+    outputs') checked and filled in one pass, and the day is a range of times: 0.6 µs a request,
+    against 1.4 for a pass per mapping (``zip`` with ``strict``) and a division."""
 
     __slots__ = (
         "version",
         "day",
+        "_starts",
+        "_ends",
         "capacity",
-        "inputs",
-        "outputs",
+        "columns",
+        "_inputs",
+        "_outputs",
         "ids",
         "principals",
         "seconds",
@@ -72,9 +79,17 @@ class Block:
         self.version = version
         self.day = day
         """The UTC day of its rows (days since the epoch)."""
+        self._starts = day * DAY_S
+        self._ends = self._starts + DAY_S
         self.capacity = capacity
-        self.inputs = _layout(inputs)
-        self.outputs = _layout(outputs)
+        self.columns: list[Column] = [
+            (name, bytearray(), array.dtype, (1, *array.shape[1:]), array.nbytes // len(array))
+            for tensors in (inputs, outputs)
+            for name, array in tensors.items()
+        ]
+        self._inputs = len(inputs)
+        """How many of ``columns`` are inputs (the first ones)."""
+        self._outputs = len(outputs)
         # Per request; lists, which take a value faster than an array does.
         self.ids: list[str] = []
         self.principals: list[str] = []
@@ -113,14 +128,36 @@ class Block:
 
     def take(self, entry: Entry) -> bool:
         """Copy one answered request in; False (nothing taken) when it is not of this block's
-        version, day and layout, or does not fit."""
+        version, day and layout (tensor names in order, dtypes, shapes past the first), or does
+        not fit."""
         version, request_id, principal, seconds, now, rows, inputs, outputs = entry
         end = self.rows + rows
-        if end > self.capacity or version is not self.version or now // DAY_S != self.day:
+        if (
+            end > self.capacity
+            or version is not self.version
+            or not self._starts <= now < self._ends
+            or len(inputs) != self._inputs
+            or len(outputs) != self._outputs
+        ):
             return False
-        if not (_copy(inputs, self.inputs, rows) and _copy(outputs, self.outputs, rows)):
-            self._trim()
-            return False
+        columns = self.columns
+        copied = 0
+        for tensors in (inputs, outputs):
+            for name, array in tensors.items():
+                own, column, dtype, one, _ = columns[copied]
+                if (
+                    name != own
+                    or array.dtype != dtype
+                    or array.shape != (one if rows == 1 else (rows, *one[1:]))
+                ):
+                    self._trim(copied)
+                    return False
+                try:
+                    column.extend(array)  # its buffer, when C-contiguous
+                except TypeError:  # not C-contiguous: no buffer of it as it lies
+                    self._trim(copied)
+                    return False
+                copied += 1
         self.ids.append(request_id)
         self.principals.append(principal)
         self.seconds.append(seconds)
@@ -129,9 +166,9 @@ class Block:
         self.rows = end
         return True
 
-    def _trim(self) -> None:
-        """Drop what a request that did not fit copied before its first misfit."""
-        for _, column, _, _, width in (*self.inputs, *self.outputs):
+    def _trim(self, copied: int) -> None:
+        """Drop what a request that did not fit copied into the first ``copied`` columns."""
+        for _, column, _, _, width in self.columns[:copied]:
             del column[self.rows * width :]
 
     @property
@@ -142,6 +179,8 @@ class Block:
     def table(self) -> pa.Table:
         """Its rows, as ``tables.segment_table`` builds the same requests queued by reference."""
         rows = self.rows
+        inputs = self.columns[: self._inputs]
+        outputs = self.columns[self._inputs :]
         return rows_table(
             self.version,
             self.ids,
@@ -149,40 +188,15 @@ class Block:
             np.asarray(self.seconds, dtype=np.float64),
             np.asarray(self.times, dtype=np.float64),
             np.asarray(self.counts, dtype=np.int64),
-            [_arrays(self.inputs, rows)],
-            [_arrays(self.outputs, rows)],
+            [_arrays(inputs, rows)],
+            [_arrays(outputs, rows)],
             np.array([rows], dtype=np.int64),
         )
 
 
-def _layout(tensors: Mapping[str, np.ndarray]) -> Layout:
-    return [
-        (name, bytearray(), array.dtype, (1, *array.shape[1:]), array.nbytes // len(array))
-        for name, array in tensors.items()
-    ]
-
-
-def _arrays(layout: Layout, rows: int) -> dict[str, np.ndarray]:
-    """The columns of ``layout`` as arrays of ``rows`` rows over their bytes (no copy)."""
+def _arrays(columns: list[Column], rows: int) -> dict[str, np.ndarray]:
+    """``columns`` as arrays of ``rows`` rows over their bytes (no copy)."""
     return {
         name: np.frombuffer(column, dtype).reshape(rows, *one[1:])
-        for name, column, dtype, one, _ in layout
+        for name, column, dtype, one, _ in columns
     }
-
-
-def _copy(tensors: Mapping[str, np.ndarray], layout: Layout, rows: int) -> bool:
-    """Append the bytes of ``tensors`` to ``layout``'s columns; False at the first whose name (in
-    order), dtype or shape differs from its column's, or that is not C-contiguous (what was
-    appended before it is then to be trimmed: ``Block._trim``)."""
-    if len(tensors) != len(layout):
-        return False
-    for (name, array), (own, column, dtype, one, _) in zip(tensors.items(), layout, strict=True):
-        if name != own or array.dtype != dtype:
-            return False
-        if array.shape != (one if rows == 1 else (rows, *one[1:])):
-            return False
-        try:
-            column.extend(array)  # its buffer, when C-contiguous
-        except TypeError:  # not C-contiguous: no buffer of it as it lies
-            return False
-    return True
