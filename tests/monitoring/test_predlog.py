@@ -396,6 +396,7 @@ def test_a_flush_builds_a_slice_at_a_time_and_pauses_between_slices(
     pause."""
     monkeypatch.setattr(columns, "COPY_ROW_BYTES", 0)  # every request queued by reference
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
+    monkeypatch.setattr(writer, "GATHER_REQUESTS", 1)  # each queued as it is appended
     log = make_log(flush_s=3600.0)
     pauses: list[float] = []
     monkeypatch.setattr(log, "_pause", pauses.append)
@@ -510,6 +511,7 @@ def test_between_flushes_only_whole_slices_are_built(
     requests cost about as much to build as a slice); the flush builds and writes them all."""
     monkeypatch.setattr(columns, "COPY_ROW_BYTES", 0)  # every request queued by reference
     monkeypatch.setattr(writer, "SLICE_REQUESTS", 4)
+    monkeypatch.setattr(writer, "GATHER_REQUESTS", 1)  # each queued as it is appended
     log = make_log(flush_s=3600.0)
     version = version_of("fraud", 1)
     kept = []

@@ -15,7 +15,7 @@ import pytest
 
 from clocks import Clock
 from dockyard.home import Home
-from dockyard.monitoring.predlog import PredictionLog, columns, read_predictions
+from dockyard.monitoring.predlog import PredictionLog, columns, read_predictions, writer
 from dockyard.monitoring.predlog.columns import Block
 from monitoring.test_predlog import TENSORS, tabular_request, version_of
 
@@ -34,27 +34,34 @@ def home(tmp_path: Path) -> Home:
 
 
 def _queued(log: PredictionLog) -> list[str]:
-    """What the log holds before a flush, oldest first: ``block:<requests>`` or ``entry``."""
+    """What the log holds before a flush, oldest first, once the requests it gathered are
+    absorbed: ``block:<requests>`` or ``entry``."""
+    log._absorb()
     items = [*log._queue, *([log._open] if log._open is not None else [])]
     return [f"block:{item.requests}" if isinstance(item, Block) else "entry" for item in items]
 
 
-def test_a_request_of_numbers_is_copied_and_let_go_at_once(home: Home) -> None:
-    """Nothing of the request is kept by the log: its arrays die with the caller's references,
-    and a caller that changes them afterwards does not change what is written."""
+def test_requests_of_numbers_are_copied_and_let_go_once_gathered(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log holds the requests it gathers (``GATHER_REQUESTS``), then copies them all and
+    keeps nothing of them: their arrays die with the caller's references."""
+    monkeypatch.setattr(writer, "GATHER_REQUESTS", 3)
     log = _log(home.root, Clock(DAY))
     version = version_of("fraud", 1)
-    inputs, outputs = tabular_request(2, 0)
-    sent = inputs["input-0"].copy()
-    kept = weakref.ref(outputs["predict_proba"])
-    log.append(version, "r0", "p", 0.01, inputs, outputs)
-    inputs["input-0"][:] = -1.0  # the caller reuses its buffer
-    del outputs
-    assert kept() is None
-    assert _queued(log) == ["block:1"]
-    assert log.flush() == 2
+    sent, kept = [], []
+    for index in range(4):
+        inputs, outputs = tabular_request(2, index)
+        sent.append(inputs["input-0"][:, 0].tolist())
+        kept.append(weakref.ref(outputs["predict_proba"]))
+        log.append(version, f"r{index}", "p", 0.01, inputs, outputs)
+        del inputs, outputs
+    assert [ref() is None for ref in kept] == [True, True, True, False]  # the last one gathered
+    assert log.pending_rows == 8
+    assert log.flush() == 8
+    assert kept[-1]() is None
     table = read_predictions(home, "fraud")
-    assert table["input.amount"].to_pylist() == sent[:, 0].tolist()
+    assert table["input.amount"].to_pylist() == [value for values in sent for value in values]
 
 
 Tensors = dict[str, np.ndarray]

@@ -182,8 +182,10 @@ WORKER = f"""
 import asyncio, multiprocessing, os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parents[1])!r})
-from dockyard.monitoring.predlog import PredictionLog
+from dockyard.monitoring.predlog import PredictionLog, writer
 from monitoring.test_predlog import tabular_request, version_of
+
+writer.GATHER_REQUESTS = 1  # the one request is queued as it is appended
 
 async def main(root, ending):
     log = PredictionLog(Path(root), flush_s=60, process=True)

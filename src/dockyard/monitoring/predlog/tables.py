@@ -30,7 +30,8 @@ INPUTS_OF, OUTPUTS_OF = itemgetter(6), itemgetter(7)
 Entry = tuple[
     ModelVersion, str, str, float, float, int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]
 ]
-"""What ``append`` queues: version, request id, principal, seconds, time, rows, inputs, outputs."""
+"""What ``PredictionLog.append`` gathers and queues: version, request id, principal, seconds,
+time, rows, inputs, outputs."""
 
 
 def segment_table(entries: list[Entry]) -> pa.Table:
